@@ -1,0 +1,184 @@
+// Package chatevent is the wire contract of the chat: the events stored in the
+// log and sent to clients, the frames clients send, their validation limits,
+// topic names and Kafka key rules.
+//
+// A change to anything in this package is a change to the wire protocol; the
+// golden files in testdata make such changes visible in review.
+package chatevent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// SchemaVersion is the version of the event encoding. It travels in the
+// Kafka record header HeaderSchema, never in the JSON body.
+const SchemaVersion = 1
+
+// HeaderSchema is the Kafka record header that carries SchemaVersion.
+const HeaderSchema = "chat-schema"
+
+// Event types stored in the log and sent to clients.
+const (
+	TypeChat    = "chat"    // a room message from a user
+	TypePrivate = "private" // a direct message from a user to a target user
+	TypeSystem  = "system"  // an announcement by an admin, to one room or to everyone
+	TypeJoin    = "join"
+	TypeLeave   = "leave"
+)
+
+// Frame types only the edge sends.
+const (
+	TypeWelcome = "welcome"
+	TypeJoined  = "joined"
+	TypeLeft    = "left"
+	TypeAck     = "ack"
+	TypeError   = "error"
+)
+
+// TimeLayout is the timestamp format on the wire: RFC 3339, UTC, milliseconds.
+const TimeLayout = "2006-01-02T15:04:05.000Z"
+
+// Limits on user input. They are the defaults of the edge's flags.
+const (
+	MaxContentChars  = 4000 // characters (Unicode code points) per message
+	MaxClientIDBytes = 128
+	MaxUsernameBytes = 64
+)
+
+var (
+	roomRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	usernameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+)
+
+// ValidRoom reports whether s is a well-formed room name:
+// [a-z0-9][a-z0-9_-]{0,63}.
+func ValidRoom(s string) bool { return roomRE.MatchString(s) }
+
+// ValidUsername reports whether s is a well-formed username:
+// [A-Za-z0-9][A-Za-z0-9_.-]{0,63}. Usernames come from the token's sub claim.
+func ValidUsername(s string) bool { return usernameRE.MatchString(s) }
+
+// Event is one stored event. Its JSON encoding (without Pos) is the Kafka
+// record value; clients receive it with Pos set to its log position.
+type Event struct {
+	ID        string `json:"id"`
+	Type      string `json:"type"`
+	Room      string `json:"room,omitempty"`
+	Target    string `json:"target,omitempty"`
+	Username  string `json:"username"`
+	Content   string `json:"content,omitempty"`
+	Timestamp string `json:"timestamp"`
+	ClientID  string `json:"client_id,omitempty"`
+	// Pos is the log position "<partition>:<offset>". It is empty in the
+	// log itself and set when the event is delivered or read from history.
+	Pos string `json:"pos,omitempty"`
+}
+
+// NewID returns a new time-ordered event id (UUIDv7).
+func NewID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		// NewV7 fails only when the system random source fails.
+		panic(fmt.Sprintf("chatevent: uuid: %v", err))
+	}
+	return id.String()
+}
+
+// FormatTime returns t as a wire timestamp (UTC, milliseconds).
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+
+// Time parses the event's timestamp.
+func (e *Event) Time() (time.Time, error) { return time.Parse(time.RFC3339Nano, e.Timestamp) }
+
+// Encode returns the event's JSON encoding as stored in the log (Pos is
+// dropped: the position is assigned by the log).
+func (e *Event) Encode() ([]byte, error) {
+	c := *e
+	c.Pos = ""
+	return json.Marshal(&c)
+}
+
+// ErrInvalidEvent is wrapped by Decode and Validate errors.
+var ErrInvalidEvent = errors.New("invalid event")
+
+// Decode parses a log record value into an event and validates it.
+func Decode(b []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// Validate checks the server-stamped fields of a stored event.
+func (e *Event) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidEvent, fmt.Sprintf(format, args...))
+	}
+	if _, err := uuid.Parse(e.ID); err != nil {
+		return bad("id %q is not a UUID", e.ID)
+	}
+	if _, err := e.Time(); err != nil {
+		return bad("timestamp %q is not RFC 3339", e.Timestamp)
+	}
+	switch e.Type {
+	case TypeChat, TypeJoin, TypeLeave:
+		if !ValidRoom(e.Room) {
+			return bad("room %q is not a valid room name", e.Room)
+		}
+	case TypePrivate:
+		if !ValidUsername(e.Target) {
+			return bad("target %q is not a valid username", e.Target)
+		}
+	case TypeSystem:
+		if e.Room != "" && !ValidRoom(e.Room) {
+			return bad("room %q is not a valid room name", e.Room)
+		}
+	default:
+		return bad("unknown type %q", e.Type)
+	}
+	if e.Type != TypeSystem && !ValidUsername(e.Username) {
+		return bad("username %q is not valid", e.Username)
+	}
+	if !utf8.ValidString(e.Content) {
+		return bad("content is not valid UTF-8")
+	}
+	return nil
+}
+
+// Pos is a log position: partition and offset.
+type Pos struct {
+	Partition int
+	Offset    int64
+}
+
+// String returns the wire form "<partition>:<offset>".
+func (p Pos) String() string {
+	return strconv.Itoa(p.Partition) + ":" + strconv.FormatInt(p.Offset, 10)
+}
+
+// ParsePos parses "<partition>:<offset>" with both parts non-negative.
+func ParsePos(s string) (Pos, error) {
+	ps, os, ok := strings.Cut(s, ":")
+	if !ok {
+		return Pos{}, fmt.Errorf("position %q: want <partition>:<offset>", s)
+	}
+	p, err1 := strconv.Atoi(ps)
+	o, err2 := strconv.ParseInt(os, 10, 64)
+	if err1 != nil || err2 != nil || p < 0 || o < 0 || p > 1<<20 {
+		return Pos{}, fmt.Errorf("position %q: want <partition>:<offset>", s)
+	}
+	return Pos{Partition: p, Offset: o}, nil
+}

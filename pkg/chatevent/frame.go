@@ -1,0 +1,173 @@
+package chatevent
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+)
+
+// Frame is a frame a client sends to the edge. Which fields are required
+// depends on Type:
+//
+//	join    {room, since?}            since is a Pos string from a delivered event
+//	leave   {room}
+//	chat    {room, content, client_id}
+//	private {target, content, client_id}
+//
+// A "username" in the frame is ignored: the username always comes from the
+// token.
+type Frame struct {
+	Type     string `json:"type"`
+	Room     string `json:"room,omitempty"`
+	Target   string `json:"target,omitempty"`
+	Content  string `json:"content,omitempty"`
+	ClientID string `json:"client_id,omitempty"`
+	Since    string `json:"since,omitempty"`
+}
+
+// FrameError is a frame that was rejected. Code is the stable error code sent
+// to the client; ClientID echoes the frame's client_id when one could be read.
+type FrameError struct {
+	Code     string
+	Message  string
+	ClientID string
+}
+
+func (e *FrameError) Error() string { return e.Code + ": " + e.Message }
+
+// Error codes sent in {"type":"error"} frames. They are stable: clients
+// branch on them.
+const (
+	CodeInvalidMessage = "invalid_message" // malformed or invalid frame; the connection stays open
+	CodeTooLarge       = "too_large"       // frame above the read limit (the connection is closed with 1009)
+	CodeRateLimited    = "rate_limited"    // per-user message rate exceeded; retry later
+	CodeForbidden      = "forbidden"       // the user may not do this
+	CodeUnavailable    = "unavailable"     // the log did not acknowledge the write; not acked, retry
+	CodeTooManyRooms   = "too_many_rooms"  // the connection joined the maximum number of rooms
+)
+
+// Limits bound what DecodeFrame accepts. The zero value means the package
+// defaults (MaxContentChars).
+type Limits struct {
+	MaxContentChars int
+}
+
+func (l Limits) maxContent() int {
+	if l.MaxContentChars > 0 {
+		return l.MaxContentChars
+	}
+	return MaxContentChars
+}
+
+// DecodeFrame parses and validates one client frame. Every failure is a
+// *FrameError with code CodeInvalidMessage; it never panics on any input.
+func DecodeFrame(b []byte, lim Limits) (Frame, error) {
+	invalid := func(clientID, format string, args ...any) (Frame, error) {
+		return Frame{}, &FrameError{Code: CodeInvalidMessage, Message: fmt.Sprintf(format, args...), ClientID: clientID}
+	}
+	trimmed := bytes.TrimLeft(b, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return invalid("", "frame must be a JSON object")
+	}
+	var f Frame
+	if err := json.Unmarshal(b, &f); err != nil {
+		return invalid(salvageClientID(b), "frame is not valid: %s", jsonProblem(err))
+	}
+	if !utf8.ValidString(f.ClientID) || len(f.ClientID) > MaxClientIDBytes {
+		return invalid("", "client_id must be at most %d bytes", MaxClientIDBytes)
+	}
+	cid := f.ClientID
+	switch f.Type {
+	case TypeJoin:
+		if err := checkRoom(f.Room); err != "" {
+			return invalid(cid, "%s", err)
+		}
+		if f.Since != "" {
+			if _, err := ParsePos(f.Since); err != nil {
+				return invalid(cid, "since: %v", err)
+			}
+		}
+	case TypeLeave:
+		if err := checkRoom(f.Room); err != "" {
+			return invalid(cid, "%s", err)
+		}
+	case TypeChat:
+		if err := checkRoom(f.Room); err != "" {
+			return invalid(cid, "%s", err)
+		}
+		if err := checkContent(f.Content, lim.maxContent()); err != "" {
+			return invalid(cid, "%s", err)
+		}
+		if f.ClientID == "" {
+			return invalid(cid, "client_id is required")
+		}
+	case TypePrivate:
+		if f.Target == "" {
+			return invalid(cid, "target is required")
+		}
+		if !ValidUsername(f.Target) {
+			return invalid(cid, "target %q is not a valid username", f.Target)
+		}
+		if err := checkContent(f.Content, lim.maxContent()); err != "" {
+			return invalid(cid, "%s", err)
+		}
+		if f.ClientID == "" {
+			return invalid(cid, "client_id is required")
+		}
+	case "":
+		return invalid(cid, "type is required")
+	default:
+		return invalid(cid, "unknown type %q", f.Type)
+	}
+	return f, nil
+}
+
+func checkRoom(room string) string {
+	if room == "" {
+		return "room is required"
+	}
+	if !ValidRoom(room) {
+		return fmt.Sprintf("room %q is not valid: want [a-z0-9][a-z0-9_-]{0,63}", room)
+	}
+	return ""
+}
+
+func checkContent(content string, max int) string {
+	n := utf8.RuneCountInString(content)
+	switch {
+	case n == 0:
+		return "content must not be empty"
+	case n > max:
+		return fmt.Sprintf("content is %d characters, the limit is %d", n, max)
+	case !utf8.ValidString(content):
+		return "content is not valid UTF-8"
+	}
+	return ""
+}
+
+// salvageClientID reads a string client_id from a frame that failed to decode
+// as a whole (say, a mistyped other field), so the error can name it.
+func salvageClientID(b []byte) string {
+	var probe struct {
+		ClientID json.RawMessage `json:"client_id"`
+	}
+	if json.Unmarshal(b, &probe) != nil {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(probe.ClientID, &s) != nil || len(s) > MaxClientIDBytes || !utf8.ValidString(s) {
+		return ""
+	}
+	return s
+}
+
+func jsonProblem(err error) string {
+	if te, ok := err.(*json.UnmarshalTypeError); ok && te.Field != "" {
+		return fmt.Sprintf("field %q must be a %s", te.Field, "string")
+	}
+	if _, ok := err.(*json.SyntaxError); ok {
+		return "not JSON"
+	}
+	return err.Error()
+}

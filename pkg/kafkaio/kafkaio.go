@@ -1,0 +1,255 @@
+// Package kafkaio holds the Kafka client settings every service shares:
+// broker addresses, topic layout, writer and reader construction with
+// kafka-go, topic creation, and W3C trace context in record headers.
+package kafkaio
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// Config is the shared Kafka configuration.
+type Config struct {
+	// Brokers is a comma-separated list of host:port. Empty means the
+	// embedded broker of single-machine mode (its -broker.addr).
+	Brokers string
+	// RoomsPartitions is the partition count of chat.rooms when this process
+	// creates it (default 12). An existing topic keeps its count.
+	RoomsPartitions int
+	// ReplicationFactor of created topics (default 1; use 3 on a cluster).
+	ReplicationFactor int
+	// Retention of created topics (default 168h; 0 keeps forever).
+	Retention time.Duration
+	// WriteTimeout bounds one durable append, retries included (default 5s).
+	WriteTimeout time.Duration
+	// BatchTimeout is how long the writer waits to fill a batch (default 2ms;
+	// kafka-go's own default of 1s would add a second to every message).
+	BatchTimeout time.Duration
+}
+
+// RegisterFlags registers the kafka.* flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Brokers, "kafka.brokers", "", "comma-separated Kafka bootstrap brokers; empty uses the embedded broker at -broker.addr")
+	fs.IntVar(&c.RoomsPartitions, "kafka.rooms-partitions", 12, "partitions of chat.rooms when it is created")
+	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", 1, "replication factor of created topics")
+	fs.DurationVar(&c.Retention, "kafka.retention", 7*24*time.Hour, "retention of created topics (0 = forever)")
+	fs.DurationVar(&c.WriteTimeout, "kafka.write-timeout", 5*time.Second, "deadline of one durable append, retries included")
+	fs.DurationVar(&c.BatchTimeout, "kafka.batch-timeout", 2*time.Millisecond, "how long the producer waits to fill a batch")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if len(c.BrokerList()) == 0 {
+		return errors.New("kafka.brokers: no broker address")
+	}
+	if c.RoomsPartitions < 1 {
+		return errors.New("kafka.rooms-partitions must be at least 1")
+	}
+	if c.WriteTimeout <= 0 || c.BatchTimeout <= 0 {
+		return errors.New("kafka.write-timeout and kafka.batch-timeout must be positive")
+	}
+	return nil
+}
+
+// BrokerList returns Brokers split on commas, blanks dropped.
+func (c *Config) BrokerList() []string {
+	var out []string
+	for _, b := range strings.Split(c.Brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Balancer is the partitioner of every writer: murmur2 of the key, as the
+// Java client, so every producer agrees on a key's partition.
+func Balancer() kafka.Balancer { return &kafka.Murmur2Balancer{} }
+
+// PartitionFor returns the partition Balancer picks for key among n.
+func PartitionFor(key string, n int) int {
+	ps := make([]int, n)
+	for i := range ps {
+		ps[i] = i
+	}
+	return Balancer().Balance(kafka.Message{Key: []byte(key)}, ps...)
+}
+
+// NewWriter returns a synchronous writer that waits for all in-sync replicas
+// (RequireAll) and batches concurrent writes for at most BatchTimeout. The
+// caller closes it.
+func (c *Config) NewWriter(topic string) *kafka.Writer {
+	return &kafka.Writer{
+		Addr:                   kafka.TCP(c.BrokerList()...),
+		Topic:                  topic,
+		Balancer:               Balancer(),
+		RequiredAcks:           kafka.RequireAll,
+		BatchTimeout:           c.BatchTimeout,
+		BatchSize:              500,
+		WriteTimeout:           c.WriteTimeout,
+		ReadTimeout:            c.WriteTimeout,
+		MaxAttempts:            3,
+		WriteBackoffMin:        50 * time.Millisecond,
+		WriteBackoffMax:        500 * time.Millisecond,
+		AllowAutoTopicCreation: false,
+	}
+}
+
+// Client returns a kafka-go client for metadata and offset requests.
+func (c *Config) Client() *kafka.Client {
+	return &kafka.Client{Addr: kafka.TCP(c.BrokerList()...), Timeout: 10 * time.Second}
+}
+
+// TopicSpec describes a topic to create.
+type TopicSpec struct {
+	Name       string
+	Partitions int
+}
+
+// EnsureTopics creates the topics that do not exist yet and returns the
+// partition count of each (an existing topic keeps its own). It retries
+// until ctx ends so a broker that is still starting is waited for.
+func (c *Config) EnsureTopics(ctx context.Context, specs ...TopicSpec) (map[string]int, error) {
+	cl := c.Client()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		counts, err := c.ensureOnce(ctx, cl, specs)
+		if err == nil {
+			return counts, nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ensure topics: %w (last error: %v)", ctx.Err(), lastErr)
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := 100 * time.Millisecond << min(attempt, 4)
+	return d
+}
+
+func (c *Config) ensureOnce(ctx context.Context, cl *kafka.Client, specs []TopicSpec) (map[string]int, error) {
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	counts := map[string]int{}
+	for _, t := range md.Topics {
+		if t.Error == nil && len(t.Partitions) > 0 {
+			counts[t.Name] = len(t.Partitions)
+		}
+	}
+	var create []kafka.TopicConfig
+	for _, s := range specs {
+		if _, ok := counts[s.Name]; ok {
+			continue
+		}
+		tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: max(c.ReplicationFactor, 1)}
+		if c.Retention > 0 {
+			tc.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: strconv.FormatInt(c.Retention.Milliseconds(), 10)}}
+		}
+		create = append(create, tc)
+	}
+	if len(create) == 0 {
+		return counts, nil
+	}
+	res, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: create})
+	if err != nil {
+		return nil, fmt.Errorf("create topics: %w", err)
+	}
+	for name, e := range res.Errors {
+		if e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
+			return nil, fmt.Errorf("create topic %s: %w", name, e)
+		}
+	}
+	return nil, errors.New("topics created; re-reading metadata")
+}
+
+// Offsets returns the first and the next (high watermark) offset of a
+// partition: the log holds offsets [first, next).
+func (c *Config) Offsets(ctx context.Context, topic string, partition int) (first, next int64, err error) {
+	res, err := c.Client().ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}},
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("list offsets %s/%d: %w", topic, partition, err)
+	}
+	for _, p := range res.Topics[topic] {
+		if p.Partition != partition {
+			continue
+		}
+		if p.Error != nil {
+			return 0, 0, fmt.Errorf("list offsets %s/%d: %w", topic, partition, p.Error)
+		}
+		return p.FirstOffset, p.LastOffset, nil
+	}
+	return 0, 0, fmt.Errorf("list offsets %s/%d: partition missing from response", topic, partition)
+}
+
+// Reachable dials the first reachable broker; it backs readiness checks.
+func (c *Config) Reachable(ctx context.Context) error {
+	var d net.Dialer
+	var err error
+	for _, b := range c.BrokerList() {
+		var conn net.Conn
+		if conn, err = d.DialContext(ctx, "tcp", b); err == nil {
+			return conn.Close()
+		}
+	}
+	if err == nil {
+		err = errors.New("no brokers configured")
+	}
+	return err
+}
+
+// HeaderCarrier adapts record headers to OpenTelemetry propagation, so a
+// producer's span context travels as "traceparent"/"tracestate" headers.
+type HeaderCarrier struct{ Headers *[]kafka.Header }
+
+var _ propagation.TextMapCarrier = HeaderCarrier{}
+
+// Get returns the value of header key.
+func (h HeaderCarrier) Get(key string) string {
+	for _, x := range *h.Headers {
+		if x.Key == key {
+			return string(x.Value)
+		}
+	}
+	return ""
+}
+
+// Set replaces or adds header key.
+func (h HeaderCarrier) Set(key, value string) {
+	for i, x := range *h.Headers {
+		if x.Key == key {
+			(*h.Headers)[i].Value = []byte(value)
+			return
+		}
+	}
+	*h.Headers = append(*h.Headers, kafka.Header{Key: key, Value: []byte(value)})
+}
+
+// Keys lists the header keys.
+func (h HeaderCarrier) Keys() []string {
+	out := make([]string, len(*h.Headers))
+	for i, x := range *h.Headers {
+		out[i] = x.Key
+	}
+	return out
+}

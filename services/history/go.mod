@@ -1,0 +1,3 @@
+module github.com/chatsys/chat/services/history
+
+go 1.26.8
