@@ -1,0 +1,168 @@
+// Command chat runs the chat services. -target selects which: all (every
+// service in one process, with an embedded broker: single-machine mode),
+// or one of broker, edge, router, history, analytics.
+//
+// Every flag has an environment fallback: CHAT_ plus the flag name in upper
+// snake case (-http.addr ↔ CHAT_HTTP_ADDR). Run with -h for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/embedkafka"
+	"github.com/chatsys/chat/pkg/flagenv"
+	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/pkg/lifecycle"
+	"github.com/chatsys/chat/pkg/observe"
+	"github.com/chatsys/chat/services/edge"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// options is the process configuration: shared settings once, each
+// service's own settings in its Config.
+type options struct {
+	target        string
+	httpAddr      string
+	dataDir       string
+	shutdownDelay time.Duration
+	printConfig   bool
+
+	obs    observe.Config
+	kafka  kafkaio.Config
+	auth   auth.Config
+	broker embedkafka.Config
+	edge   edge.Config
+}
+
+func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.target, "target", "all", "what to run: all, broker, edge, router, history or analytics")
+	fs.StringVar(&o.httpAddr, "http.addr", "127.0.0.1:8080", "HTTP listen address (WebSocket, APIs, /metrics, /healthz, /readyz)")
+	fs.StringVar(&o.dataDir, "data.dir", "./data", "data directory: embedded broker log, generated JWT secret")
+	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, how long /readyz reports 503 before services stop")
+	fs.BoolVar(&o.printConfig, "print-config", false, "print the effective configuration and exit")
+	o.obs.RegisterFlags(fs)
+	o.kafka.RegisterFlags(fs)
+	o.auth.RegisterFlags(fs)
+	o.broker.RegisterFlags(fs)
+	o.edge.RegisterFlags(fs)
+	flagenv.Usage(fs, "usage: chat [flags]\n\nEvery flag can also be set by the environment variable shown.")
+	return fs
+}
+
+// run is main without the process exit; ready, when not nil, is called with
+// the HTTP address once every component has started.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(addr string)) int {
+	var o options
+	fs := newFlagSet(&o, stderr)
+	if err := flagenv.ParseOS(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "chat:", err)
+		return 2
+	}
+	if o.printConfig {
+		flagenv.Print(stdout, fs, "jwt.secret")
+		return 0
+	}
+	log, err := o.obs.NewLogger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "chat:", err)
+		return 2
+	}
+	if err := runTarget(ctx, &o, log, ready); err != nil {
+		log.Error("exiting", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runTarget(ctx context.Context, o *options, log *slog.Logger, ready func(string)) error {
+	observe.InitPropagation()
+	reg := observe.NewRegistry()
+	runner := &lifecycle.Runner{Log: log, ShutdownDelay: o.shutdownDelay, StopTimeout: o.edge.DrainDuration + 10*time.Second}
+	mux := http.NewServeMux()
+	runner.HealthHandler(mux)
+	mux.Handle("GET /metrics", observe.MetricsHandler(reg))
+	httpSrv := &lifecycle.HTTPServer{Addr: o.httpAddr, Handler: mux, Log: log.With("component", "http")}
+	components := []lifecycle.Component{httpSrv}
+
+	withBroker := false
+	switch o.target {
+	case "all":
+		withBroker = o.kafka.Brokers == ""
+	case "broker":
+		withBroker = true
+	case "edge":
+	case "router", "history", "analytics":
+		return fmt.Errorf("target %q is not implemented yet in this version; use all, broker or edge", o.target)
+	default:
+		return fmt.Errorf("unknown target %q: want all, broker, edge, router, history or analytics", o.target)
+	}
+	if withBroker {
+		o.broker.DataDir = embedkafka.DataDirUnder(o.dataDir)
+		b := embedkafka.New(o.broker, log.With("component", "broker"))
+		components = append(components, b)
+	}
+	if o.kafka.Brokers == "" {
+		o.kafka.Brokers = o.broker.Addr
+	}
+	if o.target == "broker" {
+		return runWith(ctx, runner, components, httpSrv, ready)
+	}
+
+	if o.auth.Secret == "" && o.auth.PublicKeyFile == "" {
+		secret, err := auth.LoadOrCreateSecret(o.dataDir)
+		if err != nil {
+			return err
+		}
+		o.auth.Secret = secret
+		log.Info("using the jwt secret of the data directory", "file", o.dataDir+"/"+auth.SecretFile)
+	}
+	o.edge.Kafka, o.edge.Auth = o.kafka, o.auth
+	log.Info("effective config", "target", o.target, "http_addr", o.httpAddr, "data_dir", o.dataDir,
+		"kafka_brokers", o.kafka.Brokers, "edge_id", o.edge.ID, "jwt", o.auth.Redacted())
+	e, err := edge.New(o.edge, log.With("component", "edge"), reg)
+	if err != nil {
+		return err
+	}
+	e.Routes(mux)
+	runner.AddCheck("edge", e.Ready)
+	runner.AddCheck("kafka", o.kafka.Reachable)
+	components = append(components, e)
+	return runWith(ctx, runner, components, httpSrv, ready)
+}
+
+func runWith(ctx context.Context, r *lifecycle.Runner, cs []lifecycle.Component, h *lifecycle.HTTPServer, ready func(string)) error {
+	if ready != nil {
+		go func() {
+			for !r.Ready() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			ready(h.ListenAddr())
+		}()
+	}
+	return r.Run(ctx, cs...)
+}

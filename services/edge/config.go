@@ -1,0 +1,127 @@
+package edge
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/kafkaio"
+)
+
+// Config configures an edge. RegisterFlags registers the edge.* flags; the
+// shared Kafka and JWT settings are registered once per process by the
+// command and copied in.
+type Config struct {
+	Kafka kafkaio.Config
+	Auth  auth.Config
+
+	// ID names this edge in logs and, later, in presence and deliveries
+	// (default: hostname).
+	ID string
+	// AllowedOrigins lists the browser origins (scheme://host:port) allowed
+	// to open a WebSocket. Empty allows only same-host pages; "*" allows any.
+	// Requests without an Origin header (non-browser clients) are allowed.
+	AllowedOrigins []string
+	// ReadLimit is the largest frame accepted, in bytes (default 64 KiB);
+	// a larger one closes the connection with 1009.
+	ReadLimit int64
+	// MaxContentChars bounds message content in characters (default 4000).
+	MaxContentChars int
+	// RatePerSecond and RateBurst form the per-user token bucket for chat
+	// and private messages (default 10/s, burst 20).
+	RatePerSecond float64
+	RateBurst     int
+	// SendQueueMessages and SendQueueBytes bound each connection's outgoing
+	// queue (default 256 messages, 1 MiB). A client that overflows it is
+	// closed with CloseSlowClient.
+	SendQueueMessages int
+	SendQueueBytes    int
+	// PingInterval is how often the edge pings (default 25s); PongTimeout is
+	// how long past a ping it waits for any frame before closing (default 20s).
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+	// WriteTimeout bounds one frame write to a client (default 10s).
+	WriteTimeout time.Duration
+	// DrainDuration is the window over which connections get close 1001 on
+	// shutdown (default 10s).
+	DrainDuration time.Duration
+	// MaxRooms bounds the rooms one connection may join (default 100).
+	MaxRooms int
+	// MaxReplay bounds how many log records a join with since may scan
+	// (default 100000); beyond it the join answers recovered:false.
+	MaxReplay int64
+}
+
+// RegisterFlags registers the edge.* flags with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.StringVar(&c.ID, "edge.id", host, "edge id (default: the hostname)")
+	fs.Func("edge.allowed-origins", "comma-separated browser origins allowed to connect; empty = same host only, * = any", func(s string) error {
+		c.AllowedOrigins = nil
+		for _, o := range strings.Split(s, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.AllowedOrigins = append(c.AllowedOrigins, o)
+			}
+		}
+		return nil
+	})
+	fs.Int64Var(&c.ReadLimit, "edge.read-limit", 64<<10, "largest accepted frame in bytes; larger closes with 1009")
+	fs.IntVar(&c.MaxContentChars, "edge.max-content", chatevent.MaxContentChars, "longest message content in characters")
+	fs.Float64Var(&c.RatePerSecond, "edge.rate", 10, "messages per second per user (token bucket rate)")
+	fs.IntVar(&c.RateBurst, "edge.rate-burst", 20, "token bucket burst per user")
+	fs.IntVar(&c.SendQueueMessages, "edge.send-queue", 256, "outgoing queue per connection in messages")
+	fs.IntVar(&c.SendQueueBytes, "edge.send-queue-bytes", 1<<20, "outgoing queue per connection in bytes")
+	fs.DurationVar(&c.PingInterval, "edge.ping-interval", 25*time.Second, "interval between pings to each client")
+	fs.DurationVar(&c.PongTimeout, "edge.pong-timeout", 20*time.Second, "close a client silent this long after a ping")
+	fs.DurationVar(&c.WriteTimeout, "edge.write-timeout", 10*time.Second, "deadline of one frame write to a client")
+	fs.DurationVar(&c.DrainDuration, "edge.drain-duration", 10*time.Second, "window over which clients are told to reconnect on shutdown")
+	fs.IntVar(&c.MaxRooms, "edge.max-rooms", 100, "rooms one connection may join")
+	fs.Int64Var(&c.MaxReplay, "edge.max-replay", 100000, "log records a resuming join may scan")
+}
+
+// Defaults returns a Config with every default of RegisterFlags, for tests
+// and embedding.
+func Defaults() Config {
+	var c Config
+	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	var k kafkaio.Config
+	k.RegisterFlags(fs)
+	c.Kafka = k
+	return c
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("edge.id must not be empty"))
+	}
+	if c.ReadLimit < 1024 {
+		errs = append(errs, errors.New("edge.read-limit must be at least 1024 bytes"))
+	}
+	if c.MaxContentChars < 1 {
+		errs = append(errs, errors.New("edge.max-content must be positive"))
+	}
+	if c.RatePerSecond <= 0 || c.RateBurst < 1 {
+		errs = append(errs, errors.New("edge.rate and edge.rate-burst must be positive"))
+	}
+	if c.SendQueueMessages < 1 || c.SendQueueBytes < int(c.ReadLimit) {
+		errs = append(errs, fmt.Errorf("edge.send-queue must be positive and edge.send-queue-bytes at least edge.read-limit"))
+	}
+	if c.PingInterval <= 0 || c.PongTimeout <= 0 || c.WriteTimeout <= 0 {
+		errs = append(errs, errors.New("edge ping, pong and write timeouts must be positive"))
+	}
+	if c.MaxRooms < 1 {
+		errs = append(errs, errors.New("edge.max-rooms must be positive"))
+	}
+	if err := c.Kafka.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

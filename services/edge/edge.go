@@ -1,0 +1,488 @@
+// Package edge is the WebSocket edge of the chat: it authenticates clients,
+// validates their frames, appends messages durably to the log before it
+// acknowledges them, and fans the log's room events out to the local
+// connections that joined each room, resuming without gaps from a log
+// position.
+//
+// Consumes chat.rooms (every partition, from the end; on resume from a
+// position). Produces chat.rooms (key: room). HTTP: GET /ws (WebSocket),
+// POST /v1/admin/announce, GET / (the web client).
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
+
+	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/kafkaio"
+)
+
+var tracer = otel.Tracer("github.com/chatsys/chat/services/edge")
+
+// Edge is one edge node. Create it with New; it does no I/O until Start.
+type Edge struct {
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+	verify *auth.Verifier
+	hub    *hub
+	up     websocket.Upgrader
+
+	src    source
+	writer *kafka.Writer
+
+	draining atomic.Bool
+	wg       sync.WaitGroup // connection handlers
+
+	limMu    sync.Mutex
+	limiters map[string]*userLimiter
+}
+
+type userLimiter struct {
+	lim  *rate.Limiter
+	refs int
+}
+
+// New returns an edge for cfg, registering its metrics with reg.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	v, err := auth.NewVerifier(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Edge{cfg: cfg, log: log, m: newMetrics(reg), verify: v, hub: newHub(), limiters: map[string]*userLimiter{}}
+	e.up = websocket.Upgrader{
+		ReadBufferSize:    1024,
+		WriteBufferPool:   &sync.Pool{},
+		Subprotocols:      []string{auth.Subprotocol},
+		CheckOrigin:       e.checkOrigin,
+		HandshakeTimeout:  10 * time.Second,
+		EnableCompression: false,
+	}
+	return e, nil
+}
+
+// Name returns "edge".
+func (e *Edge) Name() string { return "edge" }
+
+// Start ensures chat.rooms exists, fixes the tail's start offsets and opens
+// the producer.
+func (e *Edge) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	src, err := newLogSource(ctx, e.cfg.Kafka, chatevent.TopicRooms, e.cfg.MaxReplay, e.log, e.m)
+	if err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+	e.src = src
+	e.writer = e.cfg.Kafka.NewWriter(chatevent.TopicRooms)
+	return nil
+}
+
+// Run tails the log until ctx ends.
+func (e *Edge) Run(ctx context.Context) error {
+	return e.src.Run(ctx, e.hub.deliver)
+}
+
+// Stop drains: new upgrades are refused, every connection gets close 1001
+// ("going away, reconnect") at a moment spread over DrainDuration, and the
+// ones still open at the deadline (or ctx's) are closed.
+func (e *Edge) Stop(ctx context.Context) error {
+	e.draining.Store(true)
+	conns := e.hub.snapshotConns()
+	window := e.cfg.DrainDuration
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < window {
+		window = time.Until(dl) / 2
+	}
+	if len(conns) > 0 {
+		e.log.Info("draining connections", "connections", len(conns), "window", window)
+		step := window / time.Duration(len(conns))
+		for _, c := range conns {
+			c.close(CloseGoingAway, "server shutting down: reconnect", true)
+			if step > 0 {
+				select {
+				case <-time.After(step):
+				case <-ctx.Done():
+				}
+			}
+		}
+	}
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, c := range e.hub.snapshotConns() {
+			c.ws.NetConn().Close()
+		}
+	}
+	if e.writer != nil {
+		return e.writer.Close()
+	}
+	return nil
+}
+
+// Ready reports whether the edge accepts connections.
+func (e *Edge) Ready(context.Context) error {
+	if e.draining.Load() {
+		return errors.New("draining")
+	}
+	return nil
+}
+
+// Routes registers the edge's HTTP handlers on mux.
+func (e *Edge) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /ws", e.serveWS)
+	mux.HandleFunc("POST /v1/admin/announce", e.serveAnnounce)
+	mux.Handle("GET /", webHandler())
+}
+
+func (e *Edge) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	for _, o := range e.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+// httpError writes {"error":{"code","message"}}.
+func httpError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
+	if e.draining.Load() {
+		e.m.handshakes.WithLabelValues("draining").Inc()
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, chatevent.CodeUnavailable, "edge is shutting down; reconnect")
+		return
+	}
+	id, err := e.verify.VerifyRequest(r)
+	if err != nil {
+		e.m.handshakes.WithLabelValues("unauthorized").Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
+		httpError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+		return
+	}
+	ws, err := e.up.Upgrade(w, r, nil)
+	if err != nil {
+		e.m.handshakes.WithLabelValues("bad_handshake").Inc()
+		return // Upgrade wrote the HTTP error
+	}
+	e.m.handshakes.WithLabelValues("ok").Inc()
+	e.wg.Add(1)
+	defer e.wg.Done()
+	lim := e.acquireLimiter(id.Username)
+	defer e.releaseLimiter(id.Username)
+	c := newConn(e, ws, id, lim)
+	e.hub.addConn(c)
+	e.m.connections.Inc()
+	go c.writeLoop()
+	defer func() {
+		for _, s := range c.rooms {
+			e.hub.removeSub(s)
+		}
+		e.hub.removeConn(c)
+		close(c.done)
+		<-c.wdone
+		e.m.connections.Dec()
+	}()
+	if e.draining.Load() { // raced with Stop's snapshot
+		c.close(CloseGoingAway, "server shutting down: reconnect", false)
+	}
+	c.sendJSON(r.Context(), chatevent.TypeWelcome, map[string]string{"type": chatevent.TypeWelcome, "username": id.Username})
+	e.readLoop(c)
+}
+
+func (e *Edge) acquireLimiter(user string) *rate.Limiter {
+	e.limMu.Lock()
+	defer e.limMu.Unlock()
+	ul := e.limiters[user]
+	if ul == nil {
+		ul = &userLimiter{lim: rate.NewLimiter(rate.Limit(e.cfg.RatePerSecond), e.cfg.RateBurst)}
+		e.limiters[user] = ul
+	}
+	ul.refs++
+	return ul.lim
+}
+
+func (e *Edge) releaseLimiter(user string) {
+	e.limMu.Lock()
+	defer e.limMu.Unlock()
+	if ul := e.limiters[user]; ul != nil {
+		if ul.refs--; ul.refs <= 0 {
+			delete(e.limiters, user)
+		}
+	}
+}
+
+// readLoop reads frames until the connection ends.
+func (e *Edge) readLoop(c *conn) {
+	ws := c.ws
+	ws.SetReadLimit(e.cfg.ReadLimit)
+	deadline := func() time.Time { return time.Now().Add(e.cfg.PingInterval + e.cfg.PongTimeout) }
+	ws.SetReadDeadline(deadline())
+	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(deadline()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.wdone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		mt, data, err := ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				e.m.framesIn.WithLabelValues("too_large").Inc()
+				e.m.closes.WithLabelValues(closeLabel(CloseTooLarge)).Inc()
+			}
+			return
+		}
+		ws.SetReadDeadline(deadline())
+		if mt != websocket.TextMessage {
+			e.m.framesIn.WithLabelValues("binary").Inc()
+			c.kill(CloseUnsupportedData, "binary frames are not supported; send JSON text frames")
+			<-c.wdone
+			return
+		}
+		if !utf8.Valid(data) {
+			e.m.framesIn.WithLabelValues("invalid").Inc()
+			c.kill(CloseInvalidPayload, "text frame is not valid UTF-8")
+			<-c.wdone
+			return
+		}
+		e.handleFrame(ctx, c, data)
+	}
+}
+
+func (e *Edge) sendError(ctx context.Context, c *conn, code, msg, clientID string) {
+	e.m.errors.WithLabelValues(code).Inc()
+	c.sendJSON(ctx, chatevent.TypeError, errorFrame{Type: chatevent.TypeError, Code: code, Message: msg, ClientID: clientID})
+}
+
+type errorFrame struct {
+	Type     string `json:"type"`
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+	ClientID string `json:"client_id,omitempty"`
+}
+
+type joinedFrame struct {
+	Type      string `json:"type"`
+	Room      string `json:"room"`
+	Recovered *bool  `json:"recovered,omitempty"`
+}
+
+func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
+	f, err := chatevent.DecodeFrame(data, chatevent.Limits{MaxContentChars: e.cfg.MaxContentChars})
+	if err != nil {
+		e.m.framesIn.WithLabelValues("invalid").Inc()
+		var fe *chatevent.FrameError
+		if errors.As(err, &fe) {
+			e.sendError(ctx, c, fe.Code, fe.Message, fe.ClientID)
+		}
+		return
+	}
+	e.m.framesIn.WithLabelValues(f.Type).Inc()
+	switch f.Type {
+	case chatevent.TypeJoin:
+		e.join(ctx, c, f)
+	case chatevent.TypeLeave:
+		if s := c.rooms[f.Room]; s != nil {
+			e.hub.removeSub(s)
+			delete(c.rooms, f.Room)
+		}
+		c.sendJSON(ctx, chatevent.TypeLeft, map[string]string{"type": chatevent.TypeLeft, "room": f.Room})
+	case chatevent.TypeChat:
+		if !c.limiter.Allow() {
+			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), f.ClientID)
+			return
+		}
+		ev := chatevent.Event{
+			ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: f.Room, Username: c.id.Username,
+			Content: f.Content, Timestamp: chatevent.FormatTime(time.Now()), ClientID: f.ClientID,
+		}
+		if err := e.append(ctx, &ev); err != nil {
+			e.log.Warn("append failed", "room", f.Room, "err", err)
+			e.sendError(ctx, c, chatevent.CodeUnavailable, "the message log did not acknowledge the message; it was not sent, retry", f.ClientID)
+			return
+		}
+		c.sendJSON(ctx, chatevent.TypeAck, map[string]string{"type": chatevent.TypeAck, "client_id": f.ClientID, "id": ev.ID})
+	case chatevent.TypePrivate:
+		e.sendError(ctx, c, chatevent.CodeUnavailable, "private messages are not enabled on this server yet", f.ClientID)
+	}
+}
+
+// append writes ev durably to chat.rooms and returns once the broker
+// acknowledged it (all in-sync replicas).
+func (e *Edge) append(ctx context.Context, ev *chatevent.Event) error {
+	t0 := time.Now()
+	ctx, span := tracer.Start(ctx, "publish "+chatevent.TopicRooms, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
+	defer span.End()
+	value, err := ev.Encode()
+	if err != nil {
+		return err
+	}
+	msg := kafka.Message{
+		Key:     []byte(chatevent.RoomKey(ev.Room)),
+		Value:   value,
+		Headers: []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}},
+	}
+	otel.GetTextMapPropagator().Inject(ctx, kafkaio.HeaderCarrier{Headers: &msg.Headers})
+	wctx, cancel := context.WithTimeout(ctx, e.cfg.Kafka.WriteTimeout)
+	defer cancel()
+	err = e.writer.WriteMessages(wctx, msg)
+	result := "ok"
+	if err != nil {
+		result = "error"
+		span.SetStatus(codes.Error, err.Error())
+	}
+	e.m.appendSeconds.WithLabelValues(result).Observe(time.Since(t0).Seconds())
+	return err
+}
+
+// join subscribes c to a room. With since, the room's events after that
+// position are replayed from the log before live ones, with no gap and no
+// duplicate: the subscription is registered first and buffers live events
+// while the replay runs, then drops every event at or before the last one
+// replayed.
+func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
+	if old := c.rooms[f.Room]; old != nil {
+		e.hub.removeSub(old)
+		delete(c.rooms, f.Room)
+	} else if len(c.rooms) >= e.cfg.MaxRooms {
+		e.sendError(ctx, c, chatevent.CodeTooManyRooms, fmt.Sprintf("a connection may join at most %d rooms", e.cfg.MaxRooms), f.ClientID)
+		return
+	}
+	s := &sub{c: c, room: f.Room, last: -1, replaying: f.Since != ""}
+	e.hub.addSub(s)
+	c.rooms[f.Room] = s
+	if f.Since == "" {
+		c.sendJSON(ctx, chatevent.TypeJoined, joinedFrame{Type: chatevent.TypeJoined, Room: f.Room})
+		return
+	}
+	after, _ := chatevent.ParsePos(f.Since) // validated by DecodeFrame
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	end, ok, err := e.src.Resume(rctx, f.Room, after)
+	if err != nil {
+		e.hub.removeSub(s)
+		delete(c.rooms, f.Room)
+		e.sendError(ctx, c, chatevent.CodeUnavailable, "cannot read the log to resume; join again", f.ClientID)
+		return
+	}
+	c.sendJSON(ctx, chatevent.TypeJoined, joinedFrame{Type: chatevent.TypeJoined, Room: f.Room, Recovered: &ok})
+	if ok {
+		err = e.src.Replay(rctx, f.Room, after, end, func(d *delivery) error {
+			s.mu.Lock()
+			s.last = d.pos.Offset
+			s.mu.Unlock()
+			return c.sendWait(rctx, d.frame, d.ev.Type)
+		})
+		if err != nil {
+			if !errors.Is(err, errClosed) {
+				e.log.Warn("replay failed", "room", f.Room, "err", err)
+				c.kill(CloseInternal, "resume failed: reconnect and join with since")
+			}
+			return
+		}
+	}
+	for {
+		p := s.takePending()
+		if len(p) == 0 {
+			return
+		}
+		for _, d := range p {
+			s.mu.Lock()
+			fresh := d.pos.Offset > s.last
+			if fresh {
+				s.last = d.pos.Offset
+			}
+			s.mu.Unlock()
+			if fresh {
+				if err := c.sendWait(rctx, d.frame, d.ev.Type); err != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Announce request and response bodies of POST /v1/admin/announce.
+type announceRequest struct {
+	Content string `json:"content"`
+	Room    string `json:"room,omitempty"`
+}
+
+func (e *Edge) serveAnnounce(w http.ResponseWriter, r *http.Request) {
+	id, err := e.verify.VerifyRequest(r)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
+		httpError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+		return
+	}
+	if !id.Admin {
+		httpError(w, http.StatusForbidden, chatevent.CodeForbidden, "announce needs a token with the admin role")
+		return
+	}
+	var req announceRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, e.cfg.ReadLimit))
+	if err := dec.Decode(&req); err != nil {
+		httpError(w, http.StatusBadRequest, chatevent.CodeInvalidMessage, "body must be a JSON object {content, room?}: "+err.Error())
+		return
+	}
+	if n := utf8.RuneCountInString(req.Content); n == 0 || n > e.cfg.MaxContentChars {
+		httpError(w, http.StatusBadRequest, chatevent.CodeInvalidMessage, fmt.Sprintf("content must be 1..%d characters", e.cfg.MaxContentChars))
+		return
+	}
+	if req.Room != "" && !chatevent.ValidRoom(req.Room) {
+		httpError(w, http.StatusBadRequest, chatevent.CodeInvalidMessage, fmt.Sprintf("room %q is not valid", req.Room))
+		return
+	}
+	ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeSystem, Room: req.Room, Username: id.Username,
+		Content: req.Content, Timestamp: chatevent.FormatTime(time.Now())}
+	if err := e.append(r.Context(), &ev); err != nil {
+		httpError(w, http.StatusServiceUnavailable, chatevent.CodeUnavailable, "the message log did not acknowledge the announcement")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(ev)
+}

@@ -1,0 +1,37 @@
+package edge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+type metrics struct {
+	connections   prometheus.Gauge
+	framesIn      *prometheus.CounterVec // type
+	framesOut     *prometheus.CounterVec // type
+	errors        *prometheus.CounterVec // code
+	appendSeconds *prometheus.HistogramVec
+	deliverySecs  prometheus.Histogram
+	slowDropped   prometheus.Counter
+	closes        *prometheus.CounterVec // code
+	badRecords    prometheus.Counter
+	handshakes    *prometheus.CounterVec // result
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	lat := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+	return &metrics{
+		connections: f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_connections", Help: "Open WebSocket connections."}),
+		framesIn:    f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_frames_received_total", Help: "Client frames received, by frame type (\"invalid\" when undecodable)."}, []string{"type"}),
+		framesOut:   f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_frames_sent_total", Help: "Frames queued to clients, by type."}, []string{"type"}),
+		errors:      f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_errors_total", Help: "Error frames sent to clients, by code."}, []string{"code"}),
+		appendSeconds: f.NewHistogramVec(prometheus.HistogramOpts{Name: "chat_edge_append_duration_seconds", Help: "Time from a frame's arrival to the broker's acknowledgement of its durable append.", Buckets: lat},
+			[]string{"result"}),
+		deliverySecs: f.NewHistogram(prometheus.HistogramOpts{Name: "chat_edge_delivery_latency_seconds", Help: "Time from an event's timestamp to its fan-out on this edge.", Buckets: lat}),
+		slowDropped:  f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_slow_clients_dropped_total", Help: "Connections closed because their send queue overflowed."}),
+		closes:       f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_closes_total", Help: "Connections closed by the edge, by close code."}, []string{"code"}),
+		badRecords:   f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_bad_records_total", Help: "Log records that could not be decoded and were skipped."}),
+		handshakes:   f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_handshakes_total", Help: "WebSocket handshakes, by result."}, []string{"result"}),
+	}
+}

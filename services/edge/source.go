@@ -1,0 +1,184 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/kafkaio"
+)
+
+// delivery is one event ready for fan-out: decoded, positioned, and encoded
+// once as the frame every recipient gets.
+type delivery struct {
+	ev    chatevent.Event
+	pos   chatevent.Pos
+	frame []byte
+}
+
+// source is where an edge's room events come from. Today it tails every
+// partition of chat.rooms; at larger scale it becomes this edge's partition
+// of chat.deliveries. Connection code sees only this interface.
+type source interface {
+	// Run calls deliver for every new event, in log order per partition,
+	// until ctx ends. deliver must not block.
+	Run(ctx context.Context, deliver func(*delivery)) error
+	// Resume reports whether the log still holds every event of room after
+	// pos. If it does, end is the position to replay up to (exclusive).
+	Resume(ctx context.Context, room string, after chatevent.Pos) (end chatevent.Pos, ok bool, err error)
+	// Replay calls fn, in order, for the events of room strictly between
+	// after and end.
+	Replay(ctx context.Context, room string, after, end chatevent.Pos, fn func(*delivery) error) error
+}
+
+// logSource tails every partition of chat.rooms from the end.
+type logSource struct {
+	kafka      kafkaio.Config
+	topic      string
+	partitions int
+	start      []int64 // per partition: first offset to tail, fixed at Start
+	maxReplay  int64
+	log        *slog.Logger
+	m          *metrics
+}
+
+// newLogSource resolves the topic's partitions and their current ends, so
+// no event appended after it returns is missed by Run.
+func newLogSource(ctx context.Context, k kafkaio.Config, topic string, maxReplay int64, log *slog.Logger, m *metrics) (*logSource, error) {
+	counts, err := k.EnsureTopics(ctx, kafkaio.TopicSpec{Name: topic, Partitions: k.RoomsPartitions})
+	if err != nil {
+		return nil, err
+	}
+	s := &logSource{kafka: k, topic: topic, partitions: counts[topic], maxReplay: maxReplay, log: log, m: m}
+	s.start = make([]int64, s.partitions)
+	for p := range s.start {
+		_, next, err := k.Offsets(ctx, topic, p)
+		if err != nil {
+			return nil, err
+		}
+		s.start[p] = next
+	}
+	return s, nil
+}
+
+func (s *logSource) reader(partition int, offset int64) (*kafka.Reader, error) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:         s.kafka.BrokerList(),
+		Topic:           s.topic,
+		Partition:       partition,
+		MinBytes:        1,
+		MaxBytes:        8 << 20,
+		MaxWait:         250 * time.Millisecond,
+		ReadLagInterval: -1,
+		MaxAttempts:     1 << 30, // keep retrying while the broker is away
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			s.log.Debug("kafka reader", "msg", fmt.Sprintf(msg, args...))
+		}),
+	})
+	if err := r.SetOffset(offset); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// decode turns a record into a delivery; bad records are counted and skipped.
+func (s *logSource) decode(m kafka.Message) *delivery {
+	ev, err := chatevent.Decode(m.Value)
+	if err != nil {
+		s.m.badRecords.Inc()
+		s.log.Warn("skipping undecodable record", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
+		return nil
+	}
+	pos := chatevent.Pos{Partition: m.Partition, Offset: m.Offset}
+	ev.Pos = pos.String()
+	frame, err := json.Marshal(&ev)
+	if err != nil {
+		return nil
+	}
+	return &delivery{ev: ev, pos: pos, frame: frame}
+}
+
+// Run tails every partition from the offsets fixed at construction.
+func (s *logSource) Run(ctx context.Context, deliver func(*delivery)) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for p := 0; p < s.partitions; p++ {
+		r, err := s.reader(p, s.start[p])
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return fmt.Errorf("tail %s/%d: %w", s.topic, p, err)
+				}
+				if d := s.decode(m); d != nil {
+					if t, err := d.ev.Time(); err == nil {
+						s.m.deliverySecs.Observe(time.Since(t).Seconds())
+					}
+					deliver(d)
+				}
+			}
+		})
+	}
+	return g.Wait()
+}
+
+// Resume checks that room's partition still holds every offset after pos.
+func (s *logSource) Resume(ctx context.Context, room string, after chatevent.Pos) (chatevent.Pos, bool, error) {
+	p := kafkaio.PartitionFor(chatevent.RoomKey(room), s.partitions)
+	if after.Partition != p {
+		return chatevent.Pos{}, false, nil
+	}
+	first, next, err := s.kafka.Offsets(ctx, s.topic, p)
+	if err != nil {
+		return chatevent.Pos{}, false, err
+	}
+	if after.Offset+1 < first || after.Offset >= next || next-after.Offset-1 > s.maxReplay {
+		return chatevent.Pos{}, false, nil
+	}
+	return chatevent.Pos{Partition: p, Offset: next}, true, nil
+}
+
+// Replay reads room's partition from after+1 to end.
+func (s *logSource) Replay(ctx context.Context, room string, after, end chatevent.Pos, fn func(*delivery) error) error {
+	if after.Offset+1 >= end.Offset {
+		return nil
+	}
+	r, err := s.reader(after.Partition, after.Offset+1)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("replay %s/%d: %w", s.topic, after.Partition, err)
+		}
+		if m.Offset >= end.Offset {
+			return nil
+		}
+		if d := s.decode(m); d != nil && d.ev.Room == room {
+			if err := fn(d); err != nil {
+				return err
+			}
+		}
+		if m.Offset == end.Offset-1 {
+			return nil
+		}
+	}
+}
+
+var errClosed = errors.New("connection closed")
