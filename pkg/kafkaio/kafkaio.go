@@ -22,6 +22,8 @@ type Config struct {
 	// Brokers is a comma-separated list of host:port. Empty means the
 	// embedded broker of single-machine mode (its -broker.addr).
 	Brokers string
+	// RoomsTopic is the topic of room events (default chat.rooms).
+	RoomsTopic string
 	// RoomsPartitions is the partition count of chat.rooms when this process
 	// creates it (default 12). An existing topic keeps its count.
 	RoomsPartitions int
@@ -39,6 +41,7 @@ type Config struct {
 // RegisterFlags registers the kafka.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Brokers, "kafka.brokers", "", "comma-separated Kafka bootstrap brokers; empty uses the embedded broker at -broker.addr")
+	fs.StringVar(&c.RoomsTopic, "kafka.topic-rooms", "chat.rooms", "topic of room events")
 	fs.IntVar(&c.RoomsPartitions, "kafka.rooms-partitions", 12, "partitions of chat.rooms when it is created")
 	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", 1, "replication factor of created topics")
 	fs.DurationVar(&c.Retention, "kafka.retention", 7*24*time.Hour, "retention of created topics (0 = forever)")
@@ -50,6 +53,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 func (c *Config) Validate() error {
 	if len(c.BrokerList()) == 0 {
 		return errors.New("kafka.brokers: no broker address")
+	}
+	if c.RoomsTopic == "" {
+		return errors.New("kafka.topic-rooms must not be empty")
 	}
 	if c.RoomsPartitions < 1 {
 		return errors.New("kafka.rooms-partitions must be at least 1")

@@ -96,12 +96,12 @@ func (e *Edge) Name() string { return "edge" }
 func (e *Edge) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	src, err := newLogSource(ctx, e.cfg.Kafka, chatevent.TopicRooms, e.cfg.MaxReplay, e.log, e.m)
+	src, err := newLogSource(ctx, e.cfg.Kafka, e.cfg.Kafka.RoomsTopic, e.cfg.MaxReplay, e.log, e.m)
 	if err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
 	e.src = src
-	e.writer = e.cfg.Kafka.NewWriter(chatevent.TopicRooms)
+	e.writer = e.cfg.Kafka.NewWriter(e.cfg.Kafka.RoomsTopic)
 	return nil
 }
 
@@ -354,7 +354,7 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 // acknowledged it (all in-sync replicas).
 func (e *Edge) append(ctx context.Context, ev *chatevent.Event) error {
 	t0 := time.Now()
-	ctx, span := tracer.Start(ctx, "publish "+chatevent.TopicRooms, trace.WithSpanKind(trace.SpanKindProducer),
+	ctx, span := tracer.Start(ctx, "publish "+e.cfg.Kafka.RoomsTopic, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
 	defer span.End()
 	value, err := ev.Encode()

@@ -1,0 +1,97 @@
+package edge_test
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/services/edge"
+)
+
+func TestResumeSinceNoGapNoDuplicate(t *testing.T) {
+	e := startEdge(t, testBroker(t), func(c *edge.Config) { c.RatePerSecond, c.RateBurst = 1e6, 1e6 })
+	x := dial(t, e.URL, "xavier")
+	x.join("general")
+	pub := dial(t, e.URL, "pub")
+	noise := dial(t, e.URL, "noise") // other rooms share the partition space
+	pub.say("general", "m0", "c0")
+	first := x.nextOf("chat")
+	since := first["pos"].(string)
+	x.ws.Close()
+
+	const missed, live = 25, 40
+	for i := 1; i <= missed; i++ {
+		pub.say("general", fmt.Sprint("m", i), fmt.Sprint("c", i))
+		noise.say(fmt.Sprint("room", i%5), "noise", fmt.Sprint("n", i))
+	}
+	// More messages keep arriving while x resumes.
+	go func() {
+		for i := missed + 1; i <= missed+live; i++ {
+			pub.ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"chat","room":"general","content":"m%d","client_id":"c%d"}`, i, i)))
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	x2 := dial(t, e.URL, "xavier")
+	x2.send(map[string]any{"type": "join", "room": "general", "since": since})
+	j := x2.nextOf("joined")
+	if j["recovered"] != true {
+		t.Fatalf("joined = %v, want recovered:true", j)
+	}
+	lastOff := offsetOf(t, since)
+	for want := 1; want <= missed+live; want++ {
+		m := x2.nextOf("chat")
+		if m["content"] != fmt.Sprint("m", want) {
+			t.Fatalf("resumed message %d = %v, want m%d (no gap, no duplicate, in order)", want, m["content"], want)
+		}
+		if off := offsetOf(t, m["pos"].(string)); off <= lastOff {
+			t.Fatalf("pos %v not after previous offset %d", m["pos"], lastOff)
+		} else {
+			lastOff = off
+		}
+	}
+	if m, err := x2.read(300 * time.Millisecond); err == nil && m["type"] == "chat" {
+		t.Fatalf("extra message after the expected ones: %v", m)
+	}
+}
+
+func offsetOf(t testing.TB, pos string) int64 {
+	t.Helper()
+	_, o, ok := strings.Cut(pos, ":")
+	n, err := strconv.ParseInt(o, 10, 64)
+	if !ok || err != nil {
+		t.Fatalf("pos %q is not <partition>:<offset>", pos)
+	}
+	return n
+}
+
+func TestResumeNotRecovered(t *testing.T) {
+	e := startEdge(t, testBroker(t))
+	pub := dial(t, e.URL, "pub")
+	pub.join("general")
+	pub.say("general", "hello", "c0")
+	m := pub.nextOf("chat")
+	pos := m["pos"].(string)
+	part := kafkaio.PartitionFor("general", 4)
+	for _, tc := range []struct{ name, since string }{
+		{"position from the future", fmt.Sprintf("%d:%d", part, offsetOf(t, pos)+1000)},
+		{"another room's partition", fmt.Sprintf("%d:0", (part+1)%4)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, e.URL, "late")
+			c.send(map[string]any{"type": "join", "room": "general", "since": tc.since})
+			if j := c.nextOf("joined"); j["recovered"] != false {
+				t.Fatalf("joined = %v, want recovered:false", j)
+			}
+			// Still joined live.
+			pub.say("general", "after", "c-"+tc.name)
+			if m := c.nextOf("chat"); m["content"] != "after" {
+				t.Fatalf("got %v, want the live message", m)
+			}
+		})
+	}
+}
