@@ -160,10 +160,10 @@ func TestBadFramesGetErrorsAndConnectionSurvives(t *testing.T) {
 func TestProtocolViolationsClose(t *testing.T) {
 	e := startEdge(t, testBroker(t))
 	for _, tc := range []struct {
-		name  string
-		typ   int
-		data  []byte
-		code  int
+		name string
+		typ  int
+		data []byte
+		code int
 	}{
 		{"frame above read limit", websocket.TextMessage, []byte(`{"type":"chat","content":"` + strings.Repeat("x", 70<<10) + `"}`), websocket.CloseMessageTooBig},
 		{"invalid utf-8", websocket.TextMessage, []byte("{\"type\":\"chat\",\"content\":\"\xff\xfe\"}"), websocket.CloseInvalidFramePayloadData},
