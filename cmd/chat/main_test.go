@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatsys/chat/pkg/auth"
+)
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// server is one in-process run of `chat -target=all`.
+type server struct {
+	addr   string
+	cancel context.CancelFunc
+	exit   chan int
+}
+
+func startAll(t testing.TB, dataDir string, extra ...string) *server {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{cancel: cancel, exit: make(chan int, 1)}
+	readyc := make(chan string, 1)
+	args := append([]string{"-target=all", "-data.dir=" + dataDir, "-http.addr=127.0.0.1:0",
+		"-broker.addr=" + freeAddr(t), "-edge.drain-duration=100ms", "-log.level=warn"}, extra...)
+	var stderr io.Writer = io.Discard
+	if testing.Verbose() {
+		stderr = os.Stderr
+	}
+	go func() { s.exit <- run(ctx, args, io.Discard, stderr, func(a string) { readyc <- a }) }()
+	select {
+	case s.addr = <-readyc:
+	case code := <-s.exit:
+		t.Fatalf("chat exited with %d before it was ready", code)
+	case <-time.After(30 * time.Second):
+		t.Fatal("chat not ready within 30s")
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *server) stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	<-s.exit
+	s.cancel = nil
+}
+
+func tokenFromDataDir(t testing.TB, dir, user string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, auth.SecretFile))
+	if err != nil {
+		t.Fatalf("single-machine mode did not generate %s: %v", auth.SecretFile, err)
+	}
+	tok, err := auth.NewHS256Minter(strings.TrimSpace(string(b)), "").Mint(user, false, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func dialWS(t testing.TB, addr, tok string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?token="+tok, nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+func readType(t testing.TB, ws *websocket.Conn, typ string) map[string]any {
+	t.Helper()
+	for {
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var m map[string]any
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatalf("waiting for %s: %v", typ, err)
+		}
+		if m["type"] == typ {
+			return m
+		}
+	}
+}
+
+func TestAllInOneResumesAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := startAll(t, dir)
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/"} {
+		resp, err := http.Get("http://" + s.addr + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s = %v, %v; want 200", path, resp, err)
+		}
+		resp.Body.Close()
+	}
+	alice := dialWS(t, s.addr, tokenFromDataDir(t, dir, "alice"))
+	bob := dialWS(t, s.addr, tokenFromDataDir(t, dir, "bob"))
+	for _, ws := range []*websocket.Conn{alice, bob} {
+		ws.WriteJSON(map[string]string{"type": "join", "room": "general"})
+		readType(t, ws, "joined")
+	}
+	alice.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "before restart", "client_id": "a1"})
+	readType(t, alice, "ack")
+	since := readType(t, bob, "chat")["pos"].(string)
+
+	// Restart the whole server on the same data directory.
+	s.stop()
+	s = startAll(t, dir)
+	alice = dialWS(t, s.addr, tokenFromDataDir(t, dir, "alice"))
+	const n = 5
+	for i := 0; i < n; i++ {
+		alice.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": fmt.Sprint("after ", i), "client_id": fmt.Sprint("b", i)})
+		readType(t, alice, "ack")
+	}
+	bob = dialWS(t, s.addr, tokenFromDataDir(t, dir, "bob"))
+	bob.WriteJSON(map[string]string{"type": "join", "room": "general", "since": since})
+	if j := readType(t, bob, "joined"); j["recovered"] != true {
+		t.Fatalf("joined after restart = %v, want recovered:true", j)
+	}
+	for i := 0; i < n; i++ {
+		if m := readType(t, bob, "chat"); m["content"] != fmt.Sprint("after ", i) {
+			t.Fatalf("resumed message %d = %v, want %q", i, m["content"], fmt.Sprint("after ", i))
+		}
+	}
+}
+
+func TestTargets(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"unknown target", []string{"-target=nope"}, 1},
+		{"router not built yet", []string{"-target=router"}, 1},
+		{"bad flag", []string{"-no-such-flag"}, 2},
+		{"bad env value", []string{"-kafka.rooms-partitions=x"}, 2},
+		{"print config", []string{"-print-config"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			args := append([]string{"-data.dir=" + t.TempDir(), "-http.addr=127.0.0.1:0"}, tc.args...)
+			if got := run(context.Background(), args, &out, io.Discard, nil); got != tc.want {
+				t.Fatalf("run(%v) = %d, want %d", tc.args, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestEnvFallbackAndRedaction(t *testing.T) {
+	t.Setenv("CHAT_HTTP_ADDR", "127.0.0.1:9999")
+	t.Setenv("CHAT_JWT_SECRET", "super-secret-value-123")
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"-print-config"}, &out, io.Discard, nil); code != 0 {
+		t.Fatalf("print-config exited %d", code)
+	}
+	if !strings.Contains(out.String(), "http.addr=127.0.0.1:9999") {
+		t.Fatalf("CHAT_HTTP_ADDR not applied:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "super-secret") {
+		t.Fatalf("secret printed:\n%s", out.String())
+	}
+}

@@ -1,0 +1,309 @@
+// Command chatctl is the chat's command-line tool: mint development tokens,
+// announce as admin, and chat from a terminal.
+//
+// Flags fall back to the same environment variables as the server
+// (CHAT_DATA_DIR, CHAT_JWT_SECRET, CHAT_HTTP_ADDR) and to CHAT_SERVER and
+// CHAT_TOKEN.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+	"github.com/spf13/cobra"
+
+	"github.com/chatsys/chat/pkg/auth"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := newRoot().ExecuteContext(ctx); err != nil {
+		os.Exit(1)
+	}
+}
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+type globals struct {
+	server     string
+	token      string
+	dataDir    string
+	secret     string
+	privateKey string
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "chatctl",
+		Short:         "Command-line tool for the chat",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", env("CHAT_SERVER", "http://"+env("CHAT_HTTP_ADDR", "127.0.0.1:8080")), "server base URL (env CHAT_SERVER)")
+	pf.StringVar(&g.token, "token", env("CHAT_TOKEN", ""), "JWT to authenticate with (env CHAT_TOKEN); default: mint one with the local secret")
+	pf.StringVar(&g.dataDir, "data-dir", env("CHAT_DATA_DIR", "./data"), "server data directory holding the generated jwt.secret (env CHAT_DATA_DIR)")
+	pf.StringVar(&g.secret, "jwt-secret", env("CHAT_JWT_SECRET", ""), "HS256 secret (env CHAT_JWT_SECRET); default: the data directory's")
+	pf.StringVar(&g.privateKey, "jwt-private-key", "", "PEM RSA private key: mint RS256 tokens instead of HS256")
+	root.AddCommand(tokenCmd(g), announceCmd(g), chatCmd(g))
+	return root
+}
+
+// minter returns the token minter the server's configuration implies.
+func (g *globals) minter() (*auth.Minter, error) {
+	if g.privateKey != "" {
+		b, err := os.ReadFile(g.privateKey)
+		if err != nil {
+			return nil, err
+		}
+		k, err := jwt.ParseRSAPrivateKeyFromPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", g.privateKey, err)
+		}
+		return auth.NewRS256Minter(k, ""), nil
+	}
+	secret := g.secret
+	if secret == "" {
+		b, err := os.ReadFile(g.dataDir + "/" + auth.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("no secret: set --jwt-secret or CHAT_JWT_SECRET, or point --data-dir at the server's data directory (%w)", err)
+		}
+		secret = strings.TrimSpace(string(b))
+	}
+	return auth.NewHS256Minter(secret, ""), nil
+}
+
+// tokenFor returns --token, or mints one for user.
+func (g *globals) tokenFor(user string, admin bool) (string, error) {
+	if g.token != "" {
+		return g.token, nil
+	}
+	m, err := g.minter()
+	if err != nil {
+		return "", err
+	}
+	return m.Mint(user, admin, time.Hour)
+}
+
+func tokenCmd(g *globals) *cobra.Command {
+	var user string
+	var admin bool
+	var ttl time.Duration
+	c := &cobra.Command{
+		Use:   "token --user NAME [--admin] [--ttl D]",
+		Short: "Print a token the running server accepts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := g.minter()
+			if err != nil {
+				return err
+			}
+			tok, err := m.Mint(user, admin, ttl)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&user, "user", "", "username (the token's sub)")
+	c.Flags().BoolVar(&admin, "admin", false, "grant the admin role")
+	c.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "validity")
+	c.MarkFlagRequired("user")
+	return c
+}
+
+func announceCmd(g *globals) *cobra.Command {
+	var room, as string
+	c := &cobra.Command{
+		Use:   "announce TEXT [--room R]",
+		Short: "Announce as admin to one room or to everyone connected",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tok, err := g.tokenFor(as, true)
+			if err != nil {
+				return err
+			}
+			body, _ := json.Marshal(map[string]string{"content": args[0], "room": room})
+			req, err := http.NewRequestWithContext(cmd.Context(), "POST", strings.TrimRight(g.server, "/")+"/v1/admin/announce", bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("announce: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+			}
+			var ev struct{ ID string }
+			json.Unmarshal(b, &ev)
+			fmt.Fprintln(cmd.OutOrStdout(), "announced", ev.ID)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&room, "room", "", "room to announce to (default: everyone connected)")
+	c.Flags().StringVar(&as, "as", "admin", "admin username when minting a token")
+	return c
+}
+
+func chatCmd(g *globals) *cobra.Command {
+	var user string
+	c := &cobra.Command{
+		Use:   "chat ROOM --user NAME",
+		Short: "Chat in a room from the terminal: lines from stdin are sent, messages printed",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tok, err := g.tokenFor(user, false)
+			if err != nil {
+				return err
+			}
+			return chat(cmd.Context(), g.server, tok, args[0], cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
+	c.Flags().StringVar(&user, "user", env("USER", "guest"), "username when minting a token")
+	return c
+}
+
+// chat runs a terminal session; it reconnects with backoff and resumes from
+// the last position seen.
+func chat(ctx context.Context, server, tok, room string, in io.Reader, out io.Writer) error {
+	u, err := url.Parse(server)
+	if err != nil {
+		return err
+	}
+	u.Scheme = map[string]string{"https": "wss"}[u.Scheme]
+	if u.Scheme == "" {
+		u.Scheme = "ws"
+	}
+	u.Path = "/ws"
+	lines := make(chan string)
+	go func() {
+		s := bufio.NewScanner(in)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	var since string
+	backoff := 500 * time.Millisecond
+	for {
+		ws, resp, err := websocket.DefaultDialer.DialContext(ctx, u.String(), http.Header{"Authorization": {"Bearer " + tok}})
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			return errors.New("the server refused the token (401)")
+		}
+		if err == nil {
+			backoff = 500 * time.Millisecond
+			done, e := session(ctx, ws, room, &since, lines, out)
+			if done {
+				return e
+			}
+			err = e
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		fmt.Fprintf(out, "* disconnected (%v); reconnecting in %v\n", err, backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 15*time.Second)
+	}
+}
+
+func session(ctx context.Context, ws *websocket.Conn, room string, since *string, lines <-chan string, out io.Writer) (done bool, err error) {
+	defer ws.Close()
+	join := map[string]string{"type": "join", "room": room}
+	if *since != "" {
+		join["since"] = *since
+	}
+	if err := ws.WriteJSON(join); err != nil {
+		return false, err
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			var ev map[string]any
+			if err := ws.ReadJSON(&ev); err != nil {
+				errc <- err
+				return
+			}
+			str := func(k string) string { s, _ := ev[k].(string); return s }
+			switch str("type") {
+			case "chat":
+				if str("room") == room {
+					*since = str("pos")
+				}
+				ts := str("timestamp")
+				if len(ts) >= 19 {
+					ts = ts[11:19]
+				}
+				fmt.Fprintf(out, "%s <%s> %s\n", ts, str("username"), str("content"))
+			case "system":
+				fmt.Fprintf(out, "*** %s\n", str("content"))
+			case "welcome":
+				fmt.Fprintf(out, "* connected as %s\n", str("username"))
+			case "joined":
+				if ev["recovered"] == false {
+					fmt.Fprintln(out, "* some messages may be missing: the log no longer holds them")
+				}
+			case "error":
+				fmt.Fprintf(out, "* error %s: %s\n", str("code"), str("message"))
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			return true, nil
+		case err := <-errc:
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && ce.Code != websocket.CloseGoingAway && ce.Code != websocket.CloseInternalServerErr && ce.Code != 4000 {
+				return true, fmt.Errorf("closed by server: %d %s", ce.Code, ce.Text)
+			}
+			return false, err
+		case l, ok := <-lines:
+			if !ok {
+				time.Sleep(500 * time.Millisecond) // let the last acks and echoes arrive
+				return true, nil
+			}
+			if strings.TrimSpace(l) == "" {
+				continue
+			}
+			b := make([]byte, 8)
+			rand.Read(b)
+			if err := ws.WriteJSON(map[string]string{"type": "chat", "room": room, "content": l, "client_id": hex.EncodeToString(b)}); err != nil {
+				return false, err
+			}
+		}
+	}
+}

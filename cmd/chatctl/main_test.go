@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/embedkafka"
+	"github.com/chatsys/chat/pkg/lifecycle"
+	"github.com/chatsys/chat/services/edge"
+
+	"net/http"
+)
+
+// startServer runs a broker and an edge whose secret lives in dataDir, as
+// single-machine mode does, and returns the edge's address.
+func startServer(t *testing.T, dataDir string) string {
+	t.Helper()
+	secret, err := auth.LoadOrCreateSecret(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := embedkafka.New(embedkafka.Config{Addr: "127.0.0.1:0"}, nil)
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Stop(context.Background()) })
+	cfg := edge.Defaults()
+	cfg.Kafka.Brokers = b.Addr()
+	cfg.Auth = auth.Config{Secret: secret}
+	cfg.DrainDuration = 50 * time.Millisecond
+	e, err := edge.New(cfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	e.Routes(mux)
+	h := &lifecycle.HTTPServer{Addr: "127.0.0.1:0", Handler: mux}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &lifecycle.Runner{}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, h, e) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !r.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("server not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Cleanup(func() { cancel(); <-done })
+	return h.ListenAddr()
+}
+
+func ctl(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(io.Discard)
+	root.SetIn(strings.NewReader(stdin))
+	root.SetArgs(args)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+func TestTokenAnnounceAndChat(t *testing.T) {
+	dir := t.TempDir()
+	addr := startServer(t, dir)
+	server := "http://" + addr
+
+	tok, err := ctl(t, "", "token", "--user", "alice", "--data-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", http.Header{"Authorization": {"Bearer " + strings.TrimSpace(tok)}})
+	if err != nil {
+		t.Fatalf("the server refused chatctl's token: %v %v", err, resp)
+	}
+	defer ws.Close()
+	ws.WriteJSON(map[string]string{"type": "join", "room": "general"})
+	next := func(typ string) map[string]any {
+		for {
+			ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var m map[string]any
+			if err := ws.ReadJSON(&m); err != nil {
+				t.Fatalf("waiting for %s: %v", typ, err)
+			}
+			if m["type"] == typ {
+				return m
+			}
+		}
+	}
+	next("joined")
+
+	if out, err := ctl(t, "", "announce", "hello all", "--room", "general", "--server", server, "--data-dir", dir); err != nil || !strings.HasPrefix(out, "announced ") {
+		t.Fatalf("announce = %q, %v", out, err)
+	}
+	if m := next("system"); m["content"] != "hello all" {
+		t.Fatalf("announcement = %v", m)
+	}
+
+	if _, err := ctl(t, "line one\nline two\n", "chat", "general", "--user", "bob", "--server", server, "--data-dir", dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"line one", "line two"} {
+		if m := next("chat"); m["content"] != want || m["username"] != "bob" {
+			t.Fatalf("chat from chatctl = %v, want bob: %q", m, want)
+		}
+	}
+
+	// A token from another secret is refused.
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, auth.SecretFile), []byte("a-completely-different-secret\n"), 0o600)
+	bad, _ := ctl(t, "", "token", "--user", "eve", "--data-dir", other)
+	_, resp, _ = websocket.DefaultDialer.Dial("ws://"+addr+"/ws?token="+strings.TrimSpace(bad), nil)
+	if resp == nil || resp.StatusCode != 401 {
+		t.Fatalf("foreign token: %v, want 401", resp)
+	}
+}

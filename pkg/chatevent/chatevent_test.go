@@ -1,0 +1,164 @@
+package chatevent
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden %s: %v (run go test -update)", path, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s changed; this is a wire change:\ngot  %s\nwant %s", name, got, want)
+	}
+}
+
+func TestEventWireFormat(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ev   Event
+	}{
+		{"chat", Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ab", Type: TypeChat, Room: "general", Username: "alice", Content: "hello <b>world</b> & \"you\"", Timestamp: "2026-11-27T10:11:12.345Z", ClientID: "c-1"}},
+		{"system_broadcast", Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ac", Type: TypeSystem, Username: "root", Content: "maintenance at noon", Timestamp: "2026-11-27T10:11:12.000Z"}},
+		{"private", Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ad", Type: TypePrivate, Target: "bob", Username: "alice", Content: "psst", Timestamp: "2026-11-27T10:11:12.001Z", ClientID: "c-2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.ev.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tc.name+".json", append(b, '\n'))
+			back, err := Decode(b)
+			if err != nil {
+				t.Fatalf("Decode(Encode(%v)) error: %v", tc.ev, err)
+			}
+			if back != tc.ev {
+				t.Fatalf("Decode(Encode(x)) = %+v, want %+v", back, tc.ev)
+			}
+		})
+	}
+	// pos is never stored in the log.
+	ev := Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ab", Type: TypeChat, Room: "r", Username: "u", Content: "x", Timestamp: "2026-11-27T10:11:12.345Z", Pos: "3:17"}
+	b, _ := ev.Encode()
+	if bytes.Contains(b, []byte(`"pos"`)) {
+		t.Fatalf("Encode kept pos: %s", b)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range []struct{ name, in string }{
+		{"not json", `x`},
+		{"bad id", `{"id":"nope","type":"chat","room":"r","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
+		{"bad time", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"chat","room":"r","username":"u","timestamp":"yesterday"}`},
+		{"unknown type", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"x","room":"r","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
+		{"chat without room", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"chat","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Decode([]byte(tc.in)); err == nil {
+				t.Fatalf("Decode(%s) = nil error, want one", tc.in)
+			}
+		})
+	}
+}
+
+func TestPos(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{{"0:0", true}, {"11:123456789", true}, {"", false}, {"1", false}, {"a:1", false}, {"1:-1", false}, {"-1:1", false}, {"1:2:3", false}} {
+		p, err := ParsePos(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParsePos(%q) error = %v, want ok %v", tc.in, err, tc.ok)
+		}
+		if err == nil && p.String() != tc.in {
+			t.Errorf("ParsePos(%q).String() = %q, want %q", tc.in, p.String(), tc.in)
+		}
+	}
+}
+
+func TestDecodeFrame(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		wantErr  bool
+		want     Frame
+	}{
+		{"join", `{"type":"join","room":"general"}`, false, Frame{Type: "join", Room: "general"}},
+		{"join since", `{"type":"join","room":"general","since":"3:17"}`, false, Frame{Type: "join", Room: "general", Since: "3:17"}},
+		{"chat ignores username", `{"type":"chat","room":"a-b_c","content":"hi","client_id":"1","username":"mallory"}`, false, Frame{Type: "chat", Room: "a-b_c", Content: "hi", ClientID: "1"}},
+		{"private", `{"type":"private","target":"bob","content":"hi","client_id":"2"}`, false, Frame{Type: "private", Target: "bob", Content: "hi", ClientID: "2"}},
+		{"room uppercase", `{"type":"join","room":"General"}`, true, Frame{}},
+		{"room leading dash", `{"type":"join","room":"-x"}`, true, Frame{}},
+		{"room 64 chars", `{"type":"join","room":"` + strings.Repeat("a", 64) + `"}`, false, Frame{Type: "join", Room: strings.Repeat("a", 64)}},
+		{"private bad target", `{"type":"private","target":"bob smith","content":"hi","client_id":"2"}`, true, Frame{}},
+		{"number", `42`, true, Frame{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DecodeFrame([]byte(tc.in), Limits{})
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("DecodeFrame(%s) error = %v, want error %v", tc.in, err, tc.wantErr)
+			}
+			if got != tc.want {
+				t.Fatalf("DecodeFrame(%s) = %+v, want %+v", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzDecodeFrame(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"join","room":"general","since":"1:2"}`,
+		`{"type":"chat","room":"general","content":"hi","client_id":"x"}`,
+		`{"type":"private","target":"bob","content":"hi","client_id":"x"}`,
+		`{"type":"leave","room":"r"}`, `[]`, `null`, `{"type":7}`, "{\"content\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := DecodeFrame(b, Limits{})
+		if err != nil {
+			if _, ok := err.(*FrameError); !ok {
+				t.Fatalf("DecodeFrame error %T, want *FrameError", err)
+			}
+			return
+		}
+		// An accepted frame is well-formed by every rule the edge relies on.
+		switch fr.Type {
+		case TypeJoin, TypeLeave, TypeChat:
+			if !ValidRoom(fr.Room) {
+				t.Fatalf("accepted room %q", fr.Room)
+			}
+		case TypePrivate:
+			if !ValidUsername(fr.Target) {
+				t.Fatalf("accepted target %q", fr.Target)
+			}
+		default:
+			t.Fatalf("accepted type %q", fr.Type)
+		}
+		if fr.Type == TypeChat || fr.Type == TypePrivate {
+			n := utf8.RuneCountInString(fr.Content)
+			if n == 0 || n > MaxContentChars || !utf8.ValidString(fr.Content) || fr.ClientID == "" {
+				t.Fatalf("accepted content of %d chars / client_id %q", n, fr.ClientID)
+			}
+		}
+		if _, err := json.Marshal(fr); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
