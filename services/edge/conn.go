@@ -34,9 +34,11 @@ func (c CloseCode) Reconnect() bool {
 	return false
 }
 
-// conn is one WebSocket connection. The handler goroutine reads; one writer
-// goroutine writes from a bounded queue, so a slow client never blocks the
-// fan-out: when its queue overflows it is closed with CloseSlowClient.
+// conn is one WebSocket connection. The handler goroutine reads. Writes go
+// through a bounded queue drained by a writer goroutine that runs only while
+// there is something to write, so an idle connection costs one goroutine.
+// A slow client never blocks the fan-out: when its queue overflows it is
+// closed with CloseSlowClient.
 type conn struct {
 	e       *Edge
 	ws      *websocket.Conn
@@ -46,27 +48,25 @@ type conn struct {
 
 	mu        sync.Mutex
 	queue     [][]byte
-	spare     [][]byte
 	qBytes    int
+	writing   bool // a writer goroutine is running
+	pingDue   bool
 	closing   bool
 	closeCode CloseCode
 	closeText string
 	flush     bool // on close, write the queue first (drain) or drop it (slow)
 
-	wake  chan struct{} // cap 1: the writer has work
-	space chan struct{} // cap 1: the writer emptied the queue
-	done  chan struct{} // closed when the reader exits
-	wdone chan struct{} // closed when the writer exits
+	space    chan struct{} // cap 1: the writer took the queue
+	dead     chan struct{} // closed by finish
+	finished sync.Once
 }
 
 func newConn(e *Edge, ws *websocket.Conn, id auth.Identity, lim *rate.Limiter) *conn {
 	return &conn{
 		e: e, ws: ws, id: id, limiter: lim,
 		rooms: map[string]*sub{},
-		wake:  make(chan struct{}, 1),
 		space: make(chan struct{}, 1),
-		done:  make(chan struct{}),
-		wdone: make(chan struct{}),
+		dead:  make(chan struct{}),
 	}
 }
 
@@ -75,6 +75,22 @@ func signal(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// scheduleLocked starts the writer unless it runs. c.mu must be held.
+func (c *conn) scheduleLocked() {
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+}
+
+// finish ends the connection: the socket is closed, so the reader returns.
+func (c *conn) finish() {
+	c.finished.Do(func() {
+		c.ws.NetConn().Close()
+		close(c.dead)
+	})
 }
 
 // send queues a frame without blocking. A full queue closes the connection.
@@ -86,16 +102,16 @@ func (c *conn) send(frame []byte, typ string) bool {
 	}
 	if len(c.queue) >= c.e.cfg.SendQueueMessages || c.qBytes+len(frame) > c.e.cfg.SendQueueBytes {
 		c.closing, c.closeCode, c.closeText, c.flush = true, CloseSlowClient, "send queue overflow: reconnect with since", false
+		c.scheduleLocked()
 		c.mu.Unlock()
 		c.e.m.slowDropped.Inc()
-		signal(c.wake)
 		return false
 	}
 	c.queue = append(c.queue, frame)
 	c.qBytes += len(frame)
+	c.scheduleLocked()
 	c.mu.Unlock()
 	c.e.m.framesOut.WithLabelValues(typ).Inc()
-	signal(c.wake)
 	return true
 }
 
@@ -111,15 +127,15 @@ func (c *conn) sendWait(ctx context.Context, frame []byte, typ string) error {
 		if len(c.queue) < c.e.cfg.SendQueueMessages && c.qBytes+len(frame) <= c.e.cfg.SendQueueBytes {
 			c.queue = append(c.queue, frame)
 			c.qBytes += len(frame)
+			c.scheduleLocked()
 			c.mu.Unlock()
 			c.e.m.framesOut.WithLabelValues(typ).Inc()
-			signal(c.wake)
 			return nil
 		}
 		c.mu.Unlock()
 		select {
 		case <-c.space:
-		case <-c.wdone:
+		case <-c.dead:
 			return errClosed
 		case <-ctx.Done():
 			return ctx.Err()
@@ -136,6 +152,16 @@ func (c *conn) sendJSON(ctx context.Context, typ string, v any) error {
 	return c.sendWait(ctx, b, typ)
 }
 
+// ping asks the writer to send a ping.
+func (c *conn) ping() {
+	c.mu.Lock()
+	if !c.closing {
+		c.pingDue = true
+		c.scheduleLocked()
+	}
+	c.mu.Unlock()
+}
+
 // kill closes the connection with code, dropping what is queued.
 func (c *conn) kill(code CloseCode, text string) { c.close(code, text, false) }
 
@@ -143,56 +169,51 @@ func (c *conn) kill(code CloseCode, text string) { c.close(code, text, false) }
 // flush the queued frames are written first.
 func (c *conn) close(code CloseCode, text string, flush bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closing {
-		c.mu.Unlock()
 		return
 	}
 	c.closing, c.closeCode, c.closeText, c.flush = true, code, text, flush
-	c.mu.Unlock()
-	signal(c.wake)
+	c.scheduleLocked()
 }
 
-// writeLoop is the connection's only writer of data frames.
+// writeLoop writes until the queue is empty, then exits. At most one runs
+// per connection (guarded by c.writing).
 func (c *conn) writeLoop() {
-	defer close(c.wdone)
-	defer c.ws.Close()
-	ping := time.NewTicker(c.e.cfg.PingInterval)
-	defer ping.Stop()
 	for {
-		select {
-		case <-c.wake:
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.e.cfg.WriteTimeout)); err != nil {
-				return
-			}
-			continue
-		case <-c.done:
-			return
-		}
 		c.mu.Lock()
 		batch := c.queue
-		c.queue, c.spare = c.spare[:0], nil
-		c.qBytes = 0
+		c.queue, c.qBytes = nil, 0
+		ping := c.pingDue
+		c.pingDue = false
 		closing, code, text, flush := c.closing, c.closeCode, c.closeText, c.flush
+		if len(batch) == 0 && !ping && !closing {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
 		c.mu.Unlock()
 		signal(c.space)
-		if !closing || flush {
-			for i, f := range batch {
-				c.ws.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
-				if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
-					return
-				}
-				batch[i] = nil
+		deadline := time.Now().Add(c.e.cfg.WriteTimeout)
+		if ping && !closing {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
+				c.finish()
+				return
 			}
 		}
-		c.mu.Lock()
-		if c.spare == nil && cap(batch) <= 2*c.e.cfg.SendQueueMessages {
-			c.spare = batch[:0]
+		if !closing || flush {
+			for _, f := range batch {
+				c.ws.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
+				if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
+					c.finish()
+					return
+				}
+			}
 		}
-		c.mu.Unlock()
 		if closing {
 			c.e.m.closes.WithLabelValues(closeLabel(code)).Inc()
 			c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), text), time.Now().Add(time.Second))
+			c.finish()
 			return
 		}
 	}

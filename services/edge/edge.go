@@ -105,9 +105,28 @@ func (e *Edge) Start(ctx context.Context) error {
 	return nil
 }
 
-// Run tails the log until ctx ends.
+// Run tails the log and pings clients until ctx ends.
 func (e *Edge) Run(ctx context.Context) error {
+	go e.pingLoop(ctx)
 	return e.src.Run(ctx, e.hub.deliver)
+}
+
+// pingLoop pings every connection each PingInterval; a client that sends
+// nothing (not even the pong) for PingInterval+PongTimeout is closed by its
+// reader's deadline.
+func (e *Edge) pingLoop(ctx context.Context) {
+	t := time.NewTicker(e.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, c := range e.hub.snapshotConns() {
+				c.ping()
+			}
+		}
+	}
 }
 
 // Stop drains: new upgrades are refused, every connection gets close 1001
@@ -205,26 +224,34 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	e.m.handshakes.WithLabelValues("ok").Inc()
 	e.wg.Add(1)
-	defer e.wg.Done()
-	lim := e.acquireLimiter(id.Username)
-	defer e.releaseLimiter(id.Username)
-	c := newConn(e, ws, id, lim)
+	c := newConn(e, ws, id, e.acquireLimiter(id.Username))
 	e.hub.addConn(c)
 	e.m.connections.Inc()
-	go c.writeLoop()
+	if e.draining.Load() { // raced with Stop's snapshot
+		c.close(CloseGoingAway, "server shutting down: reconnect", false)
+	}
+	c.sendJSON(context.Background(), chatevent.TypeWelcome, map[string]string{"type": chatevent.TypeWelcome, "username": id.Username})
+	// The connection lives on in its own goroutine: returning lets net/http
+	// free the request and its 4 KiB buffers, which it holds for as long as
+	// the handler runs.
+	go e.connLoop(c)
+}
+
+// connLoop reads c until it ends, then releases it.
+func (e *Edge) connLoop(c *conn) {
+	defer e.wg.Done()
 	defer func() {
 		for _, s := range c.rooms {
 			e.hub.removeSub(s)
 		}
 		e.hub.removeConn(c)
-		close(c.done)
-		<-c.wdone
+		c.mu.Lock()
+		c.closing = true // nothing more is queued
+		c.mu.Unlock()
+		c.finish()
+		e.releaseLimiter(c.id.Username)
 		e.m.connections.Dec()
 	}()
-	if e.draining.Load() { // raced with Stop's snapshot
-		c.close(CloseGoingAway, "server shutting down: reconnect", false)
-	}
-	c.sendJSON(r.Context(), chatevent.TypeWelcome, map[string]string{"type": chatevent.TypeWelcome, "username": id.Username})
 	e.readLoop(c)
 }
 
@@ -257,15 +284,7 @@ func (e *Edge) readLoop(c *conn) {
 	deadline := func() time.Time { return time.Now().Add(e.cfg.PingInterval + e.cfg.PongTimeout) }
 	ws.SetReadDeadline(deadline())
 	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(deadline()) })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-c.wdone:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx := context.Background() // waits on the connection also end at c.dead
 	for {
 		mt, data, err := ws.ReadMessage()
 		if err != nil {
@@ -279,16 +298,25 @@ func (e *Edge) readLoop(c *conn) {
 		if mt != websocket.TextMessage {
 			e.m.framesIn.WithLabelValues("binary").Inc()
 			c.kill(CloseUnsupportedData, "binary frames are not supported; send JSON text frames")
-			<-c.wdone
+			<-c.dead
 			return
 		}
 		if !utf8.Valid(data) {
 			e.m.framesIn.WithLabelValues("invalid").Inc()
 			c.kill(CloseInvalidPayload, "text frame is not valid UTF-8")
-			<-c.wdone
+			<-c.dead
 			return
 		}
-		e.handleFrame(ctx, c, data)
+		// Frames are handled one at a time, in order, on a short-lived
+		// goroutine: decoding and appending need a deep stack, and run here
+		// it would stay with the connection for its whole idle life
+		// (8 KiB of the 16 KiB budget per connection).
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			e.handleFrame(ctx, c, data)
+		}()
+		<-done
 	}
 }
 

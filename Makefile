@@ -1,0 +1,77 @@
+# The chat: one Go workspace (go.work) over pkg, services/* and cmd.
+# `make` lists the targets.
+
+SHELL := /bin/bash
+GO    ?= go
+PKGS  := ./pkg/... ./services/edge/... ./services/router/... ./services/history/... ./services/analytics/... ./cmd/...
+MODULES := pkg services/edge services/router services/history services/analytics cmd
+FUZZTIME ?= 10s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build bin/chat and bin/chatctl
+	$(GO) build -o bin/chat ./cmd/chat
+	$(GO) build -o bin/chatctl ./cmd/chatctl
+
+.PHONY: run
+run: build ## Run everything in one process (single-machine mode); honours CHAT_* variables
+	./bin/chat -target=all
+
+.PHONY: test
+test: ## Run every test with the race detector, then a short fuzz run
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -run '^$$' -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./pkg/chatevent
+
+.PHONY: test-integration
+test-integration: ## Run the tests against the Kafka named by TEST_KAFKA_BROKERS
+	@test -n "$$TEST_KAFKA_BROKERS" || { echo "set TEST_KAFKA_BROKERS=host:port"; exit 2; }
+	$(GO) test -race -count=1 ./services/edge/...
+
+.PHONY: fuzz
+fuzz: ## Fuzz frame decoding for longer (FUZZTIME=5m)
+	$(GO) test -run '^$$' -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./pkg/chatevent
+
+.PHONY: bench
+bench: ## Fan-out benchmark: edge vs a bare gorilla hub, K subscribers, stepped rates (see bench/README.md)
+	$(GO) run ./cmd/chatbench fanout $(BENCHFLAGS)
+
+.PHONY: bench-idle
+bench-idle: ## Idle memory per connection at 10 000 connections
+	$(GO) run ./cmd/chatbench idle $(BENCHFLAGS)
+
+.PHONY: lint
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+.PHONY: tidy
+tidy: ## go mod tidy in each module, then go work sync
+	for m in $(MODULES); do (cd $$m && $(GO) mod tidy) || exit 1; done
+	$(GO) work sync
+
+.PHONY: generate
+generate: ## Regenerate the contract's golden files after an intended wire change
+	$(GO) test ./pkg/chatevent -run TestEventWireFormat -update
+
+.PHONY: compose-up
+compose-up: ## Start the multi-process deployment with Docker Compose
+	docker compose -f deploy/compose/compose.yaml up --build
+
+.PHONY: compose-down
+compose-down: ## Stop the Docker Compose deployment
+	docker compose -f deploy/compose/compose.yaml down
+
+.PHONY: check
+check: lint test ## What CI runs
+
+.PHONY: clean
+clean: ## Remove build outputs (not ./data)
+	rm -rf bin
