@@ -474,7 +474,6 @@ func idle(args []string) error {
 	return nil
 }
 
-
 // goMem reads a few Go runtime gauges from the edge's /metrics (nil for the hub).
 func goMem(t *target) map[string]float64 {
 	if !t.edge {
