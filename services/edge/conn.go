@@ -56,6 +56,8 @@ type conn struct {
 	closeText string
 	flush     bool // on close, write the queue first (drain) or drop it (slow)
 
+	inFlight chan struct{} // appends awaiting the broker; made on first use
+
 	space    chan struct{} // cap 1: the writer took the queue
 	dead     chan struct{} // closed by finish
 	finished sync.Once
@@ -111,7 +113,7 @@ func (c *conn) send(frame []byte, typ string) bool {
 	c.qBytes += len(frame)
 	c.scheduleLocked()
 	c.mu.Unlock()
-	c.e.m.framesOut.WithLabelValues(typ).Inc()
+	c.e.m.frameOut(typ)
 	return true
 }
 
@@ -129,7 +131,7 @@ func (c *conn) sendWait(ctx context.Context, frame []byte, typ string) error {
 			c.qBytes += len(frame)
 			c.scheduleLocked()
 			c.mu.Unlock()
-			c.e.m.framesOut.WithLabelValues(typ).Inc()
+			c.e.m.frameOut(typ)
 			return nil
 		}
 		c.mu.Unlock()
@@ -151,6 +153,26 @@ func (c *conn) sendJSON(ctx context.Context, typ string, v any) error {
 	}
 	return c.sendWait(ctx, b, typ)
 }
+
+// maxInFlight bounds the appends of one connection awaiting the broker.
+const maxInFlight = 64
+
+// acquireInFlight waits for an append slot. Only the reader goroutine calls it.
+func (c *conn) acquireInFlight(ctx context.Context) error {
+	if c.inFlight == nil {
+		c.inFlight = make(chan struct{}, maxInFlight)
+	}
+	select {
+	case c.inFlight <- struct{}{}:
+		return nil
+	case <-c.dead:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *conn) releaseInFlight() { <-c.inFlight }
 
 // ping asks the writer to send a ping.
 func (c *conn) ping() {

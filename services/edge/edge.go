@@ -102,6 +102,8 @@ func (e *Edge) Start(ctx context.Context) error {
 	}
 	e.src = src
 	e.writer = e.cfg.Kafka.NewWriter(e.cfg.Kafka.RoomsTopic)
+	e.writer.Async = true
+	e.writer.Completion = e.completed
 	return nil
 }
 
@@ -332,6 +334,20 @@ type errorFrame struct {
 	ClientID string `json:"client_id,omitempty"`
 }
 
+type ackFrame struct {
+	Type     string `json:"type"`
+	ClientID string `json:"client_id"`
+	ID       string `json:"id"`
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only fixed frame structs are encoded here
+	}
+	return b
+}
+
 type joinedFrame struct {
 	Type      string `json:"type"`
 	Room      string `json:"room"`
@@ -367,44 +383,93 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 			ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: f.Room, Username: c.id.Username,
 			Content: f.Content, Timestamp: chatevent.FormatTime(time.Now()), ClientID: f.ClientID,
 		}
-		if err := e.append(ctx, &ev); err != nil {
-			e.log.Warn("append failed", "room", f.Room, "err", err)
-			e.sendError(ctx, c, chatevent.CodeUnavailable, "the message log did not acknowledge the message; it was not sent, retry", f.ClientID)
+		// Appends are pipelined: the next frame is read while this one is
+		// in flight, up to maxInFlight per connection; the ack (or the
+		// error) follows the broker's answer.
+		if err := c.acquireInFlight(ctx); err != nil {
 			return
 		}
-		c.sendJSON(ctx, chatevent.TypeAck, map[string]string{"type": chatevent.TypeAck, "client_id": f.ClientID, "id": ev.ID})
+		cid := f.ClientID
+		e.appendAsync(ctx, &ev, func(err error) {
+			c.releaseInFlight()
+			if err != nil {
+				e.log.Warn("append failed", "room", ev.Room, "err", err)
+				e.m.errors.WithLabelValues(chatevent.CodeUnavailable).Inc()
+				c.send(mustJSON(errorFrame{Type: chatevent.TypeError, Code: chatevent.CodeUnavailable,
+					Message: "the message log did not acknowledge the message; it was not sent, retry", ClientID: cid}), chatevent.TypeError)
+				return
+			}
+			c.send(mustJSON(ackFrame{Type: chatevent.TypeAck, ClientID: cid, ID: ev.ID}), chatevent.TypeAck)
+		})
 	case chatevent.TypePrivate:
 		e.sendError(ctx, c, chatevent.CodeUnavailable, "private messages are not enabled on this server yet", f.ClientID)
 	}
 }
 
-// append writes ev durably to chat.rooms and returns once the broker
-// acknowledged it (all in-sync replicas).
-func (e *Edge) append(ctx context.Context, ev *chatevent.Event) error {
-	t0 := time.Now()
+// pendingAppend travels with a record through the asynchronous writer
+// (kafka.Message.WriterData) to its completion.
+type pendingAppend struct {
+	t0   time.Time
+	span trace.Span
+	done func(error)
+}
+
+// appendAsync queues ev for a durable write to the rooms topic. done is
+// called exactly once, from the writer's goroutine, after the broker
+// acknowledged the write (all in-sync replicas) or the write failed; it must
+// not block. Writes queued by one goroutine keep their order within a
+// partition: kafka-go's writer sends each partition's batches one at a time.
+func (e *Edge) appendAsync(ctx context.Context, ev *chatevent.Event, done func(error)) {
 	ctx, span := tracer.Start(ctx, "publish "+e.cfg.Kafka.RoomsTopic, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
-	defer span.End()
+	p := &pendingAppend{t0: time.Now(), span: span, done: done}
 	value, err := ev.Encode()
 	if err != nil {
-		return err
+		e.completeOne(p, err)
+		return
 	}
 	msg := kafka.Message{
-		Key:     []byte(chatevent.RoomKey(ev.Room)),
-		Value:   value,
-		Headers: []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}},
+		Key:        []byte(chatevent.RoomKey(ev.Room)),
+		Value:      value,
+		Headers:    []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}},
+		WriterData: p,
 	}
 	otel.GetTextMapPropagator().Inject(ctx, kafkaio.HeaderCarrier{Headers: &msg.Headers})
-	wctx, cancel := context.WithTimeout(ctx, e.cfg.Kafka.WriteTimeout)
-	defer cancel()
-	err = e.writer.WriteMessages(wctx, msg)
-	result := "ok"
-	if err != nil {
-		result = "error"
-		span.SetStatus(codes.Error, err.Error())
+	if err := e.writer.WriteMessages(ctx, msg); err != nil { // async: fails only when closed
+		e.completeOne(p, err)
 	}
-	e.m.appendSeconds.WithLabelValues(result).Observe(time.Since(t0).Seconds())
-	return err
+}
+
+// completed is the writer's Completion callback.
+func (e *Edge) completed(msgs []kafka.Message, err error) {
+	for i := range msgs {
+		if p, ok := msgs[i].WriterData.(*pendingAppend); ok {
+			e.completeOne(p, err)
+		}
+	}
+}
+
+func (e *Edge) completeOne(p *pendingAppend, err error) {
+	if err != nil {
+		p.span.SetStatus(codes.Error, err.Error())
+		e.m.appendSeconds.WithLabelValues("error").Observe(time.Since(p.t0).Seconds())
+	} else {
+		e.m.appendSeconds.WithLabelValues("ok").Observe(time.Since(p.t0).Seconds())
+	}
+	p.span.End()
+	p.done(err)
+}
+
+// append writes ev durably and waits for the outcome.
+func (e *Edge) append(ctx context.Context, ev *chatevent.Event) error {
+	res := make(chan error, 1)
+	e.appendAsync(ctx, ev, func(err error) { res <- err })
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // join subscribes c to a room. With since, the room's events after that

@@ -16,12 +16,30 @@ type metrics struct {
 	closes        *prometheus.CounterVec // code
 	badRecords    prometheus.Counter
 	handshakes    *prometheus.CounterVec // result
+
+	framesOutByType map[string]prometheus.Counter // resolved once: hot path
+}
+
+// frameOut counts one frame queued to a client.
+func (m *metrics) frameOut(typ string) {
+	if c, ok := m.framesOutByType[typ]; ok {
+		c.Inc()
+		return
+	}
+	m.framesOut.WithLabelValues(typ).Inc()
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
+	var m *metrics
+	defer func() {
+		m.framesOutByType = map[string]prometheus.Counter{}
+		for _, t := range []string{"chat", "system", "ack", "error", "joined", "left", "welcome"} {
+			m.framesOutByType[t] = m.framesOut.WithLabelValues(t)
+		}
+	}()
 	lat := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
-	return &metrics{
+	m = &metrics{
 		connections: f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_connections", Help: "Open WebSocket connections."}),
 		framesIn:    f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_frames_received_total", Help: "Client frames received, by frame type (\"invalid\" when undecodable)."}, []string{"type"}),
 		framesOut:   f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_frames_sent_total", Help: "Frames queued to clients, by type."}, []string{"type"}),
@@ -34,4 +52,5 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		badRecords:   f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_bad_records_total", Help: "Log records that could not be decoded and were skipped."}),
 		handshakes:   f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_handshakes_total", Help: "WebSocket handshakes, by result."}, []string{"result"}),
 	}
+	return m
 }
