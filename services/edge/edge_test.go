@@ -259,7 +259,6 @@ func TestHandshakeAuth(t *testing.T) {
 func TestSlowClientIsDroppedOthersKeepUp(t *testing.T) {
 	e := startEdge(t, testBroker(t), func(c *edge.Config) {
 		c.RatePerSecond, c.RateBurst = 1e6, 1e6
-		c.SendQueueMessages, c.SendQueueBytes, c.ReadLimit = 64, 256<<10, 16<<10
 	})
 	// The slow client has a tiny receive buffer and never reads.
 	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (netConn, error) {
@@ -276,11 +275,15 @@ func TestSlowClientIsDroppedOthersKeepUp(t *testing.T) {
 	pub := dial(t, e.URL, "pub")
 	eventually(t, 5*time.Second, "slow client joined", func() bool { return e.metric(t, "chat_edge_frames_received_total") >= 2 })
 
-	const n = 2000 // ~8 MB: more than loopback socket buffers absorb (tcp_wmem max 4 MiB)
+	// ~12 MB at about 1000 msg/s (4 MB/s): more than the 1 MiB queue plus
+	// loopback socket buffers absorb (tcp_wmem max 4 MiB), and a rate a
+	// reading client keeps up with even under the race detector.
+	const n = 3000
 	content := strings.Repeat("z", 3900)
 	go func() {
 		for i := 0; i < n; i++ {
 			pub.ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"chat","room":"flood","content":"%s","client_id":"f%d"}`, content, i)))
+			time.Sleep(time.Millisecond)
 		}
 	}()
 	for i := 0; i < n; i++ {
