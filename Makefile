@@ -39,12 +39,12 @@ fuzz: ## Fuzz frame decoding for longer (FUZZTIME=5m)
 	$(GO) test -run '^$$' -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./pkg/chatevent
 
 .PHONY: bench
-bench: ## Fan-out benchmark: edge vs a bare gorilla hub, K subscribers, stepped rates (see bench/README.md)
-	$(GO) run ./cmd/chatbench fanout $(BENCHFLAGS)
+bench: build ## Fan-out benchmark: edge vs a bare gorilla hub, K subscribers, stepped rates (see bench/README.md)
+	$(GO) run ./cmd/chatbench fanout -chat bin/chat $(BENCHFLAGS)
 
 .PHONY: bench-idle
-bench-idle: ## Idle memory per connection at 10 000 connections
-	$(GO) run ./cmd/chatbench idle $(BENCHFLAGS)
+bench-idle: build ## Idle memory per connection at 10 000 connections
+	$(GO) run ./cmd/chatbench idle -chat bin/chat $(BENCHFLAGS)
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck

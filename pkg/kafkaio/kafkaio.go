@@ -31,7 +31,8 @@ type Config struct {
 	ReplicationFactor int
 	// Retention of created topics (default 168h; 0 keeps forever).
 	Retention time.Duration
-	// WriteTimeout bounds one durable append, retries included (default 5s).
+	// WriteTimeout bounds one produce attempt (default 5s); a write makes up
+	// to 3 attempts before it fails.
 	WriteTimeout time.Duration
 	// BatchTimeout is how long the writer waits to fill a batch (default 2ms;
 	// kafka-go's own default of 1s would add a second to every message).
@@ -45,7 +46,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RoomsPartitions, "kafka.rooms-partitions", 12, "partitions of chat.rooms when it is created")
 	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", 1, "replication factor of created topics")
 	fs.DurationVar(&c.Retention, "kafka.retention", 7*24*time.Hour, "retention of created topics (0 = forever)")
-	fs.DurationVar(&c.WriteTimeout, "kafka.write-timeout", 5*time.Second, "deadline of one durable append, retries included")
+	fs.DurationVar(&c.WriteTimeout, "kafka.write-timeout", 5*time.Second, "deadline of one produce attempt to the broker (a write makes up to 3 attempts)")
 	fs.DurationVar(&c.BatchTimeout, "kafka.batch-timeout", 2*time.Millisecond, "how long the producer waits to fill a batch")
 }
 
