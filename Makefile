@@ -3,8 +3,8 @@
 
 SHELL := /bin/bash
 GO    ?= go
-PKGS  := ./pkg/... ./services/edge/... ./services/router/... ./services/history/... ./services/analytics/... ./cmd/...
-MODULES := pkg services/edge services/router services/history services/analytics cmd
+PKGS  := ./pkg/... ./services/edge/... ./services/router/... ./services/history/... ./services/analytics/... ./cmd/... ./deploy/...
+MODULES := pkg services/edge services/router services/history services/analytics cmd deploy
 FUZZTIME ?= 10s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 

@@ -1,0 +1,213 @@
+// Package deploy_test validates the Docker Compose and Kubernetes files with
+// the libraries docker compose and kubectl use, and checks that every flag
+// and CHAT_* variable they give the chat binary is one it accepts.
+package deploy_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
+	syaml "sigs.k8s.io/yaml"
+)
+
+var (
+	buildOnce sync.Once
+	chatBin   string
+	buildErr  error
+)
+
+// chat builds cmd/chat once for the package.
+func chat(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "deploytest")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		chatBin = filepath.Join(dir, "chat")
+		out, err := exec.Command("go", "build", "-o", chatBin, "../cmd/chat").CombinedOutput()
+		if err != nil {
+			buildErr = err
+			chatBin = string(out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build chat: %v\n%s", buildErr, chatBin)
+	}
+	return chatBin
+}
+
+// checkArgs runs chat -print-config with args and env, which fails on any
+// unknown flag or unparsable value, and returns the effective config.
+func checkArgs(t *testing.T, args []string, env map[string]string) string {
+	t.Helper()
+	var known []string
+	cmd := exec.Command(chat(t), append(slices.Clone(args), "-print-config")...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		if !strings.HasPrefix(k, "CHAT_") {
+			continue
+		}
+		cmd.Env = append(cmd.Env, k+"="+v)
+		known = append(known, k)
+	}
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chat %v with %v: %v\n%s", args, known, err, stderr.String())
+	}
+	// Every CHAT_ variable must name a flag: print-config lists them all.
+	for _, k := range known {
+		flag := strings.ToLower(strings.TrimPrefix(k, "CHAT_"))
+		found := false
+		for _, line := range strings.Split(out.String(), "\n") {
+			name, _, _ := strings.Cut(line, "=")
+			if strings.NewReplacer(".", "_", "-", "_").Replace(name) == flag {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s does not match any flag of chat", k)
+		}
+	}
+	return out.String()
+}
+
+func TestCompose(t *testing.T) {
+	t.Setenv("CHAT_JWT_SECRET", "compose-test-secret-0123456789")
+	path := filepath.Join("compose", "compose.yaml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := filepath.Abs("compose")
+	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
+		WorkingDir:  wd,
+		ConfigFiles: []types.ConfigFile{{Filename: path, Content: b}},
+		Environment: types.NewMapping(os.Environ()),
+	})
+	if err != nil {
+		t.Fatalf("compose file does not load: %v", err)
+	}
+	for _, name := range []string{"kafka", "edge1", "edge2", "prometheus"} {
+		if _, err := p.GetService(name); err != nil {
+			t.Fatalf("service %s: %v", name, err)
+		}
+	}
+	for _, name := range []string{"edge1", "edge2"} {
+		s, _ := p.GetService(name)
+		env := map[string]string{}
+		for k, v := range s.Environment {
+			if v != nil {
+				env[k] = *v
+			}
+		}
+		if env["CHAT_KAFKA_BROKERS"] != "kafka:9092" {
+			t.Errorf("%s: CHAT_KAFKA_BROKERS = %q, want kafka:9092", name, env["CHAT_KAFKA_BROKERS"])
+		}
+		if s.Build == nil || s.Build.Context == "" {
+			t.Errorf("%s: no build context", name)
+		}
+		cfg := checkArgs(t, s.Command, env)
+		if !strings.Contains(cfg, "target=edge") {
+			t.Errorf("%s does not run -target=edge:\n%s", name, cfg)
+		}
+	}
+	// Without the secret the file refuses to load instead of running with none.
+	t.Setenv("CHAT_JWT_SECRET", "")
+	os.Unsetenv("CHAT_JWT_SECRET")
+	_, err = loader.LoadWithContext(context.Background(), types.ConfigDetails{
+		WorkingDir:  wd,
+		ConfigFiles: []types.ConfigFile{{Filename: path, Content: b}},
+		Environment: types.NewMapping(os.Environ()),
+	})
+	if err == nil {
+		t.Error("compose file loaded without CHAT_JWT_SECRET; want a required-variable error")
+	}
+}
+
+func TestKubernetes(t *testing.T) {
+	var kust struct {
+		Resources []string `json:"resources"`
+	}
+	b, err := os.ReadFile(filepath.Join("k8s", "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syaml.Unmarshal(b, &kust); err != nil {
+		t.Fatal(err)
+	}
+	decode := scheme.Codecs.UniversalDeserializer().Decode
+	strict := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+	configEnv := map[string]string{}
+	var deployments []*appsv1.Deployment
+	for _, r := range kust.Resources {
+		b, err := os.ReadFile(filepath.Join("k8s", r))
+		if err != nil {
+			t.Fatalf("kustomization lists %s: %v", r, err)
+		}
+		for i, doc := range strings.Split(string(b), "\n---\n") {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
+			obj, gvk, err := decode([]byte(doc), nil, nil)
+			if err != nil {
+				t.Fatalf("%s document %d: %v", r, i, err)
+			}
+			// Strict decoding catches misspelled fields the lenient one drops.
+			if _, _, err := strict.Decode([]byte(doc), nil, nil); err != nil {
+				t.Fatalf("%s document %d (%v): %v", r, i, gvk, err)
+			}
+			switch o := obj.(type) {
+			case *corev1.ConfigMap:
+				for k, v := range o.Data {
+					configEnv[k] = v
+				}
+			case *corev1.Secret:
+				for k, v := range o.StringData {
+					configEnv[k] = v
+				}
+			case *appsv1.Deployment:
+				deployments = append(deployments, o)
+			}
+		}
+	}
+	if len(deployments) == 0 {
+		t.Fatal("no Deployment in the manifests")
+	}
+	for _, d := range deployments {
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+				t.Errorf("%s/%s: readiness probe must GET /readyz", d.Name, c.Name)
+			}
+			if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+				t.Errorf("%s/%s: liveness probe must GET /healthz", d.Name, c.Name)
+			}
+			env := map[string]string{}
+			for k, v := range configEnv {
+				env[k] = v
+			}
+			for _, e := range c.Env {
+				env[e.Name] = "from-field"
+			}
+			if _, ok := env["CHAT_JWT_SECRET"]; !ok {
+				t.Errorf("%s/%s: no CHAT_JWT_SECRET", d.Name, c.Name)
+			}
+			checkArgs(t, c.Args, env)
+		}
+	}
+}
