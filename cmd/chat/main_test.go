@@ -181,3 +181,78 @@ func TestEnvFallbackAndRedaction(t *testing.T) {
 		t.Fatalf("secret printed:\n%s", out.String())
 	}
 }
+
+func TestReadinessTurnsFalseOnShutdown(t *testing.T) {
+	dir := t.TempDir()
+	s := startAll(t, dir, "-shutdown-delay=1s")
+	ws := dialWS(t, s.addr, tokenFromDataDir(t, dir, "alice"))
+	status := func() int {
+		resp, err := http.Get("http://" + s.addr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status(); got != 200 {
+		t.Fatalf("/readyz = %d before shutdown, want 200", got)
+	}
+	s.cancel() // SIGTERM
+	deadline := time.Now().Add(5 * time.Second)
+	for status() != http.StatusServiceUnavailable {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz did not turn 503 during the shutdown delay")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Then the connection is told to reconnect (1001) and the process exits.
+	for {
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, _, err := ws.ReadMessage(); err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+				t.Fatalf("connection ended with %v, want close 1001", err)
+			}
+			break
+		}
+	}
+	if code := <-s.exit; code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	s.cancel = nil
+}
+
+func TestSeparateBrokerAndEdgeProcesses(t *testing.T) {
+	dir := t.TempDir()
+	brokerAddr := freeAddr(t)
+	startTarget := func(args ...string) *server {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		s := &server{cancel: cancel, exit: make(chan int, 1)}
+		readyc := make(chan string, 1)
+		go func() {
+			s.exit <- run(ctx, append([]string{"-data.dir=" + dir, "-http.addr=127.0.0.1:0", "-log.level=warn", "-edge.drain-duration=100ms"}, args...),
+				io.Discard, io.Discard, func(a string) { readyc <- a })
+		}()
+		select {
+		case s.addr = <-readyc:
+		case code := <-s.exit:
+			t.Fatalf("%v exited with %d", args, code)
+		}
+		t.Cleanup(s.stop)
+		return s
+	}
+	startTarget("-target=broker", "-broker.addr="+brokerAddr)
+	t.Setenv("CHAT_KAFKA_BROKERS", brokerAddr)
+	e1 := startTarget("-target=edge", "-edge.id=e1")
+	e2 := startTarget("-target=edge", "-edge.id=e2")
+	a := dialWS(t, e1.addr, tokenFromDataDir(t, dir, "alice"))
+	b := dialWS(t, e2.addr, tokenFromDataDir(t, dir, "bob"))
+	for _, ws := range []*websocket.Conn{a, b} {
+		ws.WriteJSON(map[string]string{"type": "join", "room": "general"})
+		readType(t, ws, "joined")
+	}
+	a.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "across processes", "client_id": "x1"})
+	if m := readType(t, b, "chat"); m["content"] != "across processes" {
+		t.Fatalf("bob on edge 2 got %v", m)
+	}
+}

@@ -363,3 +363,56 @@ func TestDrainClosesWithGoingAway(t *testing.T) {
 		}
 	}
 }
+
+func TestOriginAllowList(t *testing.T) {
+	e := startEdge(t, testBroker(t), func(c *edge.Config) { c.AllowedOrigins = []string{"https://chat.example"} })
+	host := strings.TrimPrefix(e.URL, "http://")
+	for _, tc := range []struct {
+		name, origin string
+		want         int
+	}{
+		{"no origin (not a browser)", "", http.StatusSwitchingProtocols},
+		{"same host", "http://" + host, http.StatusSwitchingProtocols},
+		{"allowed", "https://chat.example", http.StatusSwitchingProtocols},
+		{"foreign", "https://evil.example", http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := bearer(token(t, "alice", false))
+			if tc.origin != "" {
+				h.Set("Origin", tc.origin)
+			}
+			ws, resp, _ := websocket.DefaultDialer.Dial(wsURL(e.URL), h)
+			if ws != nil {
+				ws.Close()
+			}
+			if resp == nil || resp.StatusCode != tc.want {
+				t.Fatalf("origin %q: response %v, want status %d", tc.origin, resp, tc.want)
+			}
+		})
+	}
+}
+
+func TestSilentClientIsClosedAfterMissingPong(t *testing.T) {
+	e := startEdge(t, testBroker(t), func(c *edge.Config) { c.PingInterval, c.PongTimeout = 100*time.Millisecond, 200*time.Millisecond })
+	// A raw client that never reads never answers pings.
+	ws, _, err := websocket.DefaultDialer.Dial(wsURL(e.URL), bearer(token(t, "mute", false)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	eventually(t, 5*time.Second, "connection opened", func() bool { return e.metric(t, "chat_edge_connections") == 1 })
+	// A client that reads (and so answers pings) stays.
+	alive := dial(t, e.URL, "alive")
+	go func() {
+		for {
+			if _, err := alive.read(5 * time.Second); err != nil {
+				return
+			}
+		}
+	}()
+	eventually(t, 5*time.Second, "silent connection closed", func() bool { return e.metric(t, "chat_edge_connections") == 1 })
+	time.Sleep(500 * time.Millisecond)
+	if got := e.metric(t, "chat_edge_connections"); got != 1 {
+		t.Fatalf("connections = %v, want 1 (the client answering pings)", got)
+	}
+}
