@@ -143,15 +143,17 @@ func (e *Edge) Stop(ctx context.Context) error {
 	}
 	if len(conns) > 0 {
 		e.log.Info("draining connections", "connections", len(conns), "window", window)
+		// Connection i is told to go away at i/n of the window, so clients
+		// do not all reconnect elsewhere at the same instant.
 		step := window / time.Duration(len(conns))
-		for _, c := range conns {
-			c.close(CloseGoingAway, "server shutting down: reconnect", true)
-			if step > 0 {
+		for i, c := range conns {
+			if i > 0 && step > 0 {
 				select {
 				case <-time.After(step):
 				case <-ctx.Done():
 				}
 			}
+			c.close(CloseGoingAway, "server shutting down: reconnect", true)
 		}
 	}
 	done := make(chan struct{})
