@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -42,6 +43,7 @@ type options struct {
 	dataDir       string
 	shutdownDelay time.Duration
 	printConfig   bool
+	pprof         bool
 
 	obs    observe.Config
 	kafka  kafkaio.Config
@@ -58,6 +60,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.dataDir, "data.dir", "./data", "data directory: embedded broker log, generated JWT secret")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, how long /readyz reports 503 before services stop")
 	fs.BoolVar(&o.printConfig, "print-config", false, "print the effective configuration and exit")
+	fs.BoolVar(&o.pprof, "http.pprof", false, "serve Go profiles under /debug/pprof/ on -http.addr (keep it off on public addresses)")
 	o.obs.RegisterFlags(fs)
 	o.kafka.RegisterFlags(fs)
 	o.auth.RegisterFlags(fs)
@@ -102,6 +105,11 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, ready func(str
 	mux := http.NewServeMux()
 	runner.HealthHandler(mux)
 	mux.Handle("GET /metrics", observe.MetricsHandler(reg))
+	if o.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	httpSrv := &lifecycle.HTTPServer{Addr: o.httpAddr, Handler: mux, Log: log.With("component", "http")}
 	components := []lifecycle.Component{httpSrv}
 

@@ -95,7 +95,7 @@ func startEdge(chatBin string, extra ...string) (*target, error) {
 		return nil, err
 	}
 	args := append([]string{"-target=all", "-http.addr=" + addr, "-broker.addr=" + freeAddr(), "-data.dir=" + dir,
-		"-edge.rate=1e9", "-edge.rate-burst=1000000000", "-log.level=warn"}, extra...)
+		"-edge.rate=1e9", "-edge.rate-burst=1000000000", "-log.level=warn", "-http.pprof"}, extra...)
 	cmd := exec.Command(chatBin, args...)
 	cmd.Env = append(os.Environ(), "CHAT_JWT_SECRET="+secret)
 	cmd.Stderr = os.Stderr

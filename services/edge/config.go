@@ -45,7 +45,8 @@ type Config struct {
 	// how long past a ping it waits for any frame before closing (default 20s).
 	PingInterval time.Duration
 	PongTimeout  time.Duration
-	// WriteTimeout bounds one frame write to a client (default 10s).
+	// WriteTimeout bounds writing one batch of queued frames to a client
+	// (default 10s).
 	WriteTimeout time.Duration
 	// DrainDuration is the window over which connections get close 1001 on
 	// shutdown (default 10s).
@@ -78,7 +79,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.SendQueueBytes, "edge.send-queue-bytes", 1<<20, "outgoing queue per connection in bytes")
 	fs.DurationVar(&c.PingInterval, "edge.ping-interval", 25*time.Second, "interval between pings to each client")
 	fs.DurationVar(&c.PongTimeout, "edge.pong-timeout", 20*time.Second, "close a client silent this long after a ping")
-	fs.DurationVar(&c.WriteTimeout, "edge.write-timeout", 10*time.Second, "deadline of one frame write to a client")
+	fs.DurationVar(&c.WriteTimeout, "edge.write-timeout", 10*time.Second, "deadline for writing one batch of queued frames to a client")
 	fs.DurationVar(&c.DrainDuration, "edge.drain-duration", 10*time.Second, "window over which clients are told to reconnect on shutdown")
 	fs.IntVar(&c.MaxRooms, "edge.max-rooms", 100, "rooms one connection may join")
 	fs.Int64Var(&c.MaxReplay, "edge.max-replay", 100000, "log records a resuming join may scan")

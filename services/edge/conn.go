@@ -58,6 +58,7 @@ type conn struct {
 
 	inFlight chan struct{} // appends awaiting the broker; made on first use
 
+	wake     chan struct{} // cap 1: new output for a lingering writer
 	space    chan struct{} // cap 1: the writer took the queue
 	dead     chan struct{} // closed by finish
 	finished sync.Once
@@ -67,6 +68,7 @@ func newConn(e *Edge, ws *websocket.Conn, id auth.Identity, lim *rate.Limiter) *
 	return &conn{
 		e: e, ws: ws, id: id, limiter: lim,
 		rooms: map[string]*sub{},
+		wake:  make(chan struct{}, 1),
 		space: make(chan struct{}, 1),
 		dead:  make(chan struct{}),
 	}
@@ -79,13 +81,21 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// scheduleLocked starts the writer unless it runs. c.mu must be held.
+// scheduleLocked starts the writer, or wakes it if it is lingering.
+// c.mu must be held.
 func (c *conn) scheduleLocked() {
 	if !c.writing {
 		c.writing = true
 		go c.writeLoop()
+		return
 	}
+	signal(c.wake)
 }
+
+// writerLinger is how long an idle writer goroutine waits for more output
+// before it exits: busy connections keep theirs (no goroutine start and
+// stack growth per message), idle ones cost none.
+const writerLinger = time.Second
 
 // finish ends the connection: the socket is closed, so the reader returns.
 func (c *conn) finish() {
@@ -199,9 +209,15 @@ func (c *conn) close(code CloseCode, text string, flush bool) {
 	c.scheduleLocked()
 }
 
-// writeLoop writes until the queue is empty, then exits. At most one runs
-// per connection (guarded by c.writing).
+// writeLoop writes until the queue has stayed empty for writerLinger, then
+// exits. At most one runs per connection (guarded by c.writing).
 func (c *conn) writeLoop() {
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
 		c.mu.Lock()
 		batch := c.queue
@@ -210,9 +226,27 @@ func (c *conn) writeLoop() {
 		c.pingDue = false
 		closing, code, text, flush := c.closing, c.closeCode, c.closeText, c.flush
 		if len(batch) == 0 && !ping && !closing {
-			c.writing = false
 			c.mu.Unlock()
-			return
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
+			select {
+			case <-c.wake:
+				continue
+			case <-c.dead:
+				return
+			case <-linger.C:
+			}
+			c.mu.Lock()
+			if len(c.queue) == 0 && !c.pingDue && !c.closing {
+				c.writing = false
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+			continue
 		}
 		c.mu.Unlock()
 		signal(c.space)
@@ -224,8 +258,10 @@ func (c *conn) writeLoop() {
 			}
 		}
 		if !closing || flush {
+			// One deadline per batch: setting it per frame costs a timer
+			// update per frame and per connection.
+			c.ws.SetWriteDeadline(deadline)
 			for _, f := range batch {
-				c.ws.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
 				if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
 					c.finish()
 					return
