@@ -17,6 +17,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -26,7 +27,9 @@ import (
 	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/pkg/lifecycle"
 	"github.com/chatsys/chat/pkg/observe"
+	"github.com/chatsys/chat/pkg/pgutil"
 	"github.com/chatsys/chat/services/edge"
+	"github.com/chatsys/chat/services/history"
 )
 
 func main() {
@@ -48,8 +51,10 @@ type options struct {
 	obs    observe.Config
 	kafka  kafkaio.Config
 	auth   auth.Config
-	broker embedkafka.Config
-	edge   edge.Config
+	broker  embedkafka.Config
+	db      pgutil.Config
+	edge    edge.Config
+	history history.Config
 }
 
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
@@ -65,7 +70,9 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	o.kafka.RegisterFlags(fs)
 	o.auth.RegisterFlags(fs)
 	o.broker.RegisterFlags(fs)
+	o.db.RegisterFlags(fs)
 	o.edge.RegisterFlags(fs)
+	o.history.RegisterFlags(fs)
 	flagenv.Usage(fs, "usage: chat [flags]\n\nEvery flag can also be set by the environment variable shown.")
 	return fs
 }
@@ -83,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		return 2
 	}
 	if o.printConfig {
-		flagenv.Print(stdout, fs, "jwt.secret")
+		flagenv.Print(stdout, fs, "jwt.secret", "database.url")
 		return 0
 	}
 	log, err := o.obs.NewLogger(stderr)
@@ -119,9 +126,9 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, ready func(str
 		withBroker = o.kafka.Brokers == ""
 	case "broker":
 		withBroker = true
-	case "edge":
-	case "router", "history", "analytics":
-		return fmt.Errorf("target %q is not implemented yet in this version; use all, broker or edge", o.target)
+	case "edge", "history":
+	case "router", "analytics":
+		return fmt.Errorf("target %q is not implemented yet in this version; use all, broker, edge or history", o.target)
 	default:
 		return fmt.Errorf("unknown target %q: want all, broker, edge, router, history or analytics", o.target)
 	}
@@ -145,17 +152,44 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, ready func(str
 		o.auth.Secret = secret
 		log.Info("using the jwt secret of the data directory", "file", o.dataDir+"/"+auth.SecretFile)
 	}
-	o.edge.Kafka, o.edge.Auth = o.kafka, o.auth
 	log.Info("effective config", "target", o.target, "http_addr", o.httpAddr, "data_dir", o.dataDir,
-		"kafka_brokers", o.kafka.Brokers, "edge_id", o.edge.ID, "jwt", o.auth.Redacted())
-	e, err := edge.New(o.edge, log.With("component", "edge"), reg)
-	if err != nil {
-		return err
-	}
-	e.Routes(mux)
-	runner.AddCheck("edge", e.Ready)
+		"kafka_brokers", o.kafka.Brokers, "database", pgutil.Redacted(o.db.URL), "edge_id", o.edge.ID, "jwt", o.auth.Redacted())
 	runner.AddCheck("kafka", o.kafka.Reachable)
-	components = append(components, e)
+
+	if o.target == "all" || o.target == "history" {
+		var pg *pgutil.Server
+		if o.db.URL == "" {
+			if o.target == "history" {
+				return errors.New("-target=history needs a PostgreSQL: set -database.url (CHAT_DATABASE_URL)")
+			}
+			pg = &pgutil.Server{Dir: filepath.Join(o.dataDir, "postgres"), Log: log.With("component", "postgres")}
+			components = append(components, pg)
+		}
+		o.history.Kafka, o.history.Auth, o.history.DatabaseURL = o.kafka, o.auth, o.db.URL
+		if pg != nil {
+			o.history.DatabaseURL = "embedded" // resolved once the server has started
+		}
+		h, err := history.New(o.history, log.With("component", "history"), reg)
+		if err != nil {
+			return err
+		}
+		if pg != nil {
+			h.SetDatabaseURL(pg.URL)
+		}
+		h.Routes(mux)
+		runner.AddCheck("history", h.Ready)
+		components = append(components, h)
+	}
+	if o.target == "all" || o.target == "edge" {
+		o.edge.Kafka, o.edge.Auth = o.kafka, o.auth
+		e, err := edge.New(o.edge, log.With("component", "edge"), reg)
+		if err != nil {
+			return err
+		}
+		e.Routes(mux)
+		runner.AddCheck("edge", e.Ready)
+		components = append(components, e)
+	}
 	return runWith(ctx, runner, components, httpSrv, ready)
 }
 

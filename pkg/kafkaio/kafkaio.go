@@ -24,6 +24,10 @@ type Config struct {
 	Brokers string
 	// RoomsTopic is the topic of room events (default chat.rooms).
 	RoomsTopic string
+	// DirectTopic is the topic of private messages (default chat.direct).
+	DirectTopic string
+	// DirectPartitions is the partition count of DirectTopic when created (default 12).
+	DirectPartitions int
 	// RoomsPartitions is the partition count of chat.rooms when this process
 	// creates it (default 12). An existing topic keeps its count.
 	RoomsPartitions int
@@ -43,6 +47,8 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Brokers, "kafka.brokers", "", "comma-separated Kafka bootstrap brokers; empty uses the embedded broker at -broker.addr")
 	fs.StringVar(&c.RoomsTopic, "kafka.topic-rooms", "chat.rooms", "topic of room events")
+	fs.StringVar(&c.DirectTopic, "kafka.topic-direct", "chat.direct", "topic of private messages")
+	fs.IntVar(&c.DirectPartitions, "kafka.direct-partitions", 12, "partitions of the private-message topic when it is created")
 	fs.IntVar(&c.RoomsPartitions, "kafka.rooms-partitions", 12, "partitions of chat.rooms when it is created")
 	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", 1, "replication factor of created topics")
 	fs.DurationVar(&c.Retention, "kafka.retention", 7*24*time.Hour, "retention of created topics (0 = forever)")
@@ -55,8 +61,11 @@ func (c *Config) Validate() error {
 	if len(c.BrokerList()) == 0 {
 		return errors.New("kafka.brokers: no broker address")
 	}
-	if c.RoomsTopic == "" {
-		return errors.New("kafka.topic-rooms must not be empty")
+	if c.RoomsTopic == "" || c.DirectTopic == "" {
+		return errors.New("kafka.topic-rooms and kafka.topic-direct must not be empty")
+	}
+	if c.DirectPartitions < 1 {
+		return errors.New("kafka.direct-partitions must be at least 1")
 	}
 	if c.RoomsPartitions < 1 {
 		return errors.New("kafka.rooms-partitions must be at least 1")

@@ -1,0 +1,36 @@
+package chatevent
+
+import "strings"
+
+// Topic chat.direct carries private messages (type "private").
+//
+// Record format:
+//
+//	key:     DMKey(username, target) — "dm:<a>:<b>" with a < b, so both
+//	         directions of one conversation share a partition and an order.
+//	value:   Event.Encode().
+//	headers: as on chat.rooms.
+const TopicDirect = "chat.direct"
+
+// DMKey returns the conversation key of two users, the same either way round.
+func DMKey(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "dm:" + a + ":" + b
+}
+
+// Conversation returns the conversation an event belongs to: "room:<name>"
+// for room events, DMKey for private messages, "" for a broadcast.
+func Conversation(e *Event) string {
+	switch {
+	case e.Type == TypePrivate:
+		return DMKey(e.Username, e.Target)
+	case e.Room != "":
+		return "room:" + e.Room
+	}
+	return ""
+}
+
+// RoomOfConversation returns the room of a "room:" conversation.
+func RoomOfConversation(c string) (string, bool) { return strings.CutPrefix(c, "room:") }

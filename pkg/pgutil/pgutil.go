@@ -1,0 +1,364 @@
+// Package pgutil connects to PostgreSQL and, for single-machine mode and
+// tests, runs a PostgreSQL server from the machine's own binaries with its
+// data under a directory of ours.
+package pgutil
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config is the shared database setting.
+type Config struct {
+	// URL is a PostgreSQL connection URL. Empty means: start a server from
+	// the machine's PostgreSQL binaries under the data directory.
+	URL string
+}
+
+// RegisterFlags registers -database.url.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.URL, "database.url", "", "PostgreSQL URL (postgres://user:pass@host:5432/db); empty starts a PostgreSQL from the machine's binaries under -data.dir")
+}
+
+// Redacted returns the URL with its password hidden.
+func Redacted(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// Open returns a pool for url after checking it answers.
+func Open(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to %s: %w", Redacted(rawURL), err)
+	}
+	return pool, nil
+}
+
+// ErrNoBinaries means no PostgreSQL server binaries were found.
+var ErrNoBinaries = errors.New("no PostgreSQL server binaries (initdb, postgres) found on PATH or under /usr/lib/postgresql/*/bin: install the PostgreSQL server package (Debian: apt-get install postgresql) or set -database.url")
+
+// FindBinDir returns the directory holding initdb and postgres.
+func FindBinDir() (string, error) {
+	if p, err := exec.LookPath("postgres"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
+		dir := filepath.Dir(p)
+		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
+			return dir, nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
+			return d, nil
+		}
+	}
+	return "", ErrNoBinaries
+}
+
+func versionOf(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+// Server is a PostgreSQL server run from local binaries. Its data live in
+// Dir; it listens on 127.0.0.1 only, with password authentication (the
+// password is generated at initdb and kept in Dir/../postgres.password).
+// When this process runs as root, the server runs as the unprivileged
+// "postgres" user (or "nobody"), since PostgreSQL refuses to run as root.
+type Server struct {
+	Dir  string // data directory (created by initdb on first start)
+	Port int    // 0 picks a free port at each start
+	Log  *slog.Logger
+
+	cmd      *exec.Cmd
+	exited   chan error
+	url      string
+	password string
+	cred     *syscall.Credential
+}
+
+// URL returns the URL of the "chat" database; valid after Start.
+func (s *Server) URL() string { return s.url }
+
+const dbUser, dbName = "chat", "chat"
+
+// Start runs initdb when Dir is empty, starts the server and waits until
+// it accepts connections, then makes sure database "chat" exists.
+func (s *Server) Start(ctx context.Context) error {
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+	bin, err := FindBinDir()
+	if err != nil {
+		return err
+	}
+	if err := s.runAs(); err != nil {
+		return err
+	}
+	pwFile := filepath.Join(filepath.Dir(s.Dir), filepath.Base(s.Dir)+".password")
+	if _, err := os.Stat(filepath.Join(s.Dir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
+		if err := s.initdb(ctx, bin, pwFile); err != nil {
+			return err
+		}
+	}
+	pw, err := os.ReadFile(pwFile)
+	if err != nil {
+		return fmt.Errorf("read postgres password: %w", err)
+	}
+	s.password = strings.TrimSpace(string(pw))
+	s.stopStale(bin)
+	port := s.Port
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", s.Dir, "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200")
+	logf, err := os.OpenFile(filepath.Join(s.Dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	s.cmd = cmd
+	s.exited = make(chan error, 1)
+	go func() { s.exited <- cmd.Wait(); logf.Close() }()
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(dbUser, s.password), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Path: "/postgres", RawQuery: "sslmode=disable"}
+	admin := u.String()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		conn, err := pgx.Connect(ctx, admin)
+		if err == nil {
+			err = ensureDatabase(ctx, conn, dbName)
+			conn.Close(ctx)
+			if err != nil {
+				return err
+			}
+			break
+		}
+		select {
+		case e := <-s.exited:
+			return fmt.Errorf("postgres exited during start (%v); see %s", e, filepath.Join(s.Dir, "server.log"))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postgres not accepting connections after 60s: %w", err)
+		}
+	}
+	u.Path = "/" + dbName
+	s.url = u.String()
+	s.Log.Info("postgres started", "dir", s.Dir, "url", Redacted(s.url))
+	return nil
+}
+
+// AdminURL returns the URL of the maintenance database "postgres".
+func (s *Server) AdminURL() string {
+	u, _ := url.Parse(s.url)
+	u.Path = "/postgres"
+	return u.String()
+}
+
+// Stop shuts the server down (fast mode: open transactions roll back).
+func (s *Server) Stop(ctx context.Context) error {
+	if s.cmd == nil {
+		return nil
+	}
+	s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.exited:
+	case <-ctx.Done():
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.cmd = nil
+	return nil
+}
+
+// Kill stops the server abruptly (for fault tests), like a crash.
+func (s *Server) Kill() {
+	if s.cmd != nil {
+		s.cmd.Process.Signal(syscall.SIGQUIT)
+		<-s.exited
+		s.cmd = nil
+	}
+}
+
+// Exited yields the exit status when the server process ends.
+func (s *Server) Exited() <-chan error { return s.exited }
+
+func ensureDatabase(ctx context.Context, conn *pgx.Conn, name string) error {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return nil
+	}
+	_, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	var pgErr interface{ SQLState() string }
+	if errors.As(err, &pgErr) && pgErr.SQLState() == "42P04" { // created concurrently
+		return nil
+	}
+	return err
+}
+
+// runAs picks the user the server runs as when we are root.
+func (s *Server) runAs() error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	var u *user.User
+	var err error
+	for _, name := range []string{"postgres", "nobody"} {
+		if u, err = user.Lookup(name); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("running as root and no unprivileged user (postgres, nobody) to run PostgreSQL as: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	return nil
+}
+
+func (s *Server) initdb(ctx context.Context, bin, pwFile string) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return err
+	}
+	buf := make([]byte, 24)
+	rand.Read(buf)
+	pw := hex.EncodeToString(buf)
+	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+		return err
+	}
+	// initdb reads the password from a file the server user can read.
+	tmp, err := os.CreateTemp("", "pgpw")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	tmp.WriteString(pw + "\n")
+	tmp.Close()
+	if s.cred != nil {
+		for _, p := range []string{s.Dir, tmp.Name()} {
+			if err := os.Chown(p, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+				return err
+			}
+		}
+		if err := checkTraversable(s.Dir, s.cred); err != nil {
+			return err
+		}
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", s.Dir, "-U", dbUser, "--pwfile="+tmp.Name(),
+		"--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	cmd.Dir = os.TempDir()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		// A failed initdb leaves a partial directory that blocks the next try.
+		os.RemoveAll(s.Dir)
+		return fmt.Errorf("initdb %s: %w\n%s", s.Dir, err, out)
+	}
+	s.Log.Info("postgres initialized", "dir", s.Dir)
+	return nil
+}
+
+// checkTraversable fails with a clear message when the server user cannot
+// reach dir (say, a checkout under /root).
+func checkTraversable(dir string, cred *syscall.Credential) error {
+	for d := filepath.Dir(dir); d != "/" && d != "."; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		sys := st.Sys().(*syscall.Stat_t)
+		mode := st.Mode().Perm()
+		ok := mode&0o001 != 0 || (sys.Uid == cred.Uid && mode&0o100 != 0) || (sys.Gid == cred.Gid && mode&0o010 != 0)
+		if !ok {
+			return fmt.Errorf("PostgreSQL runs as uid %d, which cannot enter %s (mode %v): choose a -data.dir outside it, or chmod o+x %s", cred.Uid, d, mode, d)
+		}
+	}
+	return nil
+}
+
+// stopStale stops a server left running on Dir by a process that died.
+func (s *Server) stopStale(bin string) {
+	pidFile := filepath.Join(s.Dir, "postmaster.pid")
+	if _, err := os.Stat(pidFile); err != nil {
+		return
+	}
+	cmd := exec.Command(filepath.Join(bin, "pg_ctl"), "-D", s.Dir, "-m", "fast", "-w", "stop")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	cmd.Dir = os.TempDir()
+	if out, err := cmd.CombinedOutput(); err == nil {
+		s.Log.Warn("stopped a postgres left running by an earlier process", "dir", s.Dir, "out", strings.TrimSpace(string(out)))
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Name returns "postgres": a Server is a lifecycle component.
+func (s *Server) Name() string { return "postgres" }
+
+// Run blocks until ctx ends; a server that exits on its own is an error.
+func (s *Server) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-s.exited:
+		s.exited <- err
+		return fmt.Errorf("postgres exited: %v (see %s)", err, filepath.Join(s.Dir, "server.log"))
+	}
+}

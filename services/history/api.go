@@ -1,0 +1,191 @@
+package history
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/chatevent"
+)
+
+//go:embed openapi.yaml
+var openapiDoc []byte
+
+// OpenAPI returns the OpenAPI 3 document of the history API.
+func OpenAPI() []byte { return openapiDoc }
+
+// Limits of the API.
+const (
+	DefaultLimit   = 50
+	MaxLimit       = 200
+	MaxQueryLength = 256 // characters of a search query
+)
+
+// apiError is an error with its HTTP status and stable code. This is the
+// one table mapping errors to responses.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func badRequest(code, format string, args ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+var errUnauthorized = &apiError{status: http.StatusUnauthorized, code: "unauthorized", message: "missing or invalid token"}
+
+// Routes registers the API on mux.
+func (h *History) Routes(mux *http.ServeMux) {
+	mux.Handle("GET /v1/rooms/{room}/messages", h.handle("/v1/rooms/{room}/messages", h.roomMessages))
+	mux.Handle("GET /v1/dm/{peer}/messages", h.handle("/v1/dm/{peer}/messages", h.dmMessages))
+	mux.Handle("GET /v1/search", h.handle("/v1/search", h.search))
+	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(openapiDoc)
+	})
+}
+
+type handlerFunc func(r *http.Request, id auth.Identity) (any, error)
+
+// handle authenticates, runs fn, and writes its result or error as JSON.
+func (h *History) handle(route string, fn handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t0 := time.Now()
+		status := http.StatusOK
+		defer func() {
+			h.m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+			h.m.reqSecs.WithLabelValues(route).Observe(time.Since(t0).Seconds())
+		}()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		r = r.WithContext(ctx)
+		var body any
+		id, err := h.verify.VerifyRequest(r)
+		if err != nil {
+			err = errUnauthorized
+		} else {
+			body, err = fn(r, id)
+		}
+		if err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				h.log.Error("history api", "route", route, "err", err)
+				ae = &apiError{status: http.StatusServiceUnavailable, code: "unavailable", message: "history is temporarily unavailable"}
+			}
+			if ae.status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
+			}
+			status = ae.status
+			w.WriteHeader(status)
+			json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": ae.code, "message": ae.message}})
+			return
+		}
+		json.NewEncoder(w).Encode(body)
+	})
+}
+
+type messagesResponse struct {
+	Messages []chatevent.Event `json:"messages"`
+}
+
+// pageParams reads limit, before and after.
+func pageParams(r *http.Request) (page, error) {
+	q := r.URL.Query()
+	p := page{limit: DefaultLimit}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxLimit {
+			return p, badRequest("invalid_limit", "limit must be an integer from 1 to %d", MaxLimit)
+		}
+		p.limit = n
+	}
+	for _, c := range []struct {
+		name string
+		dst  *string
+	}{{"before", &p.before}, {"after", &p.after}} {
+		if s := q.Get(c.name); s != "" {
+			u, err := uuid.Parse(s)
+			if err != nil {
+				return p, badRequest("invalid_cursor", "%s must be a message id (UUID)", c.name)
+			}
+			*c.dst = u.String()
+		}
+	}
+	if p.before != "" && p.after != "" {
+		return p, badRequest("invalid_cursor", "give before or after, not both")
+	}
+	return p, nil
+}
+
+func (h *History) roomMessages(r *http.Request, _ auth.Identity) (any, error) {
+	room := r.PathValue("room")
+	if !chatevent.ValidRoom(room) {
+		return nil, badRequest("invalid_room", "room %q is not valid: want [a-z0-9][a-z0-9_-]{0,63}", room)
+	}
+	p, err := pageParams(r)
+	if err != nil {
+		return nil, err
+	}
+	p.conversation = "room:" + room
+	msgs, err := queryPage(r.Context(), h.pool, p)
+	if err != nil {
+		return nil, err
+	}
+	return messagesResponse{Messages: msgs}, nil
+}
+
+func (h *History) dmMessages(r *http.Request, id auth.Identity) (any, error) {
+	peer := r.PathValue("peer")
+	if !chatevent.ValidUsername(peer) {
+		return nil, badRequest("invalid_user", "peer %q is not a valid username", peer)
+	}
+	p, err := pageParams(r)
+	if err != nil {
+		return nil, err
+	}
+	p.conversation = chatevent.DMKey(id.Username, peer) // only ever the caller's own conversation
+	msgs, err := queryPage(r.Context(), h.pool, p)
+	if err != nil {
+		return nil, err
+	}
+	return messagesResponse{Messages: msgs}, nil
+}
+
+func (h *History) search(r *http.Request, id auth.Identity) (any, error) {
+	q := r.URL.Query()
+	text := q.Get("q")
+	if n := utf8.RuneCountInString(text); n == 0 || n > MaxQueryLength || !utf8.ValidString(text) {
+		return nil, badRequest("invalid_query", "q must be 1 to %d characters", MaxQueryLength)
+	}
+	room := q.Get("room")
+	if room != "" && !chatevent.ValidRoom(room) {
+		return nil, badRequest("invalid_room", "room %q is not valid", room)
+	}
+	limit := DefaultLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxLimit {
+			return nil, badRequest("invalid_limit", "limit must be an integer from 1 to %d", MaxLimit)
+		}
+		limit = n
+	}
+	msgs, err := search(r.Context(), h.pool, id.Username, text, room, limit)
+	if err != nil {
+		return nil, err
+	}
+	return messagesResponse{Messages: msgs}, nil
+}

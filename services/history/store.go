@@ -1,0 +1,177 @@
+package history
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// migrate applies the pending migrations. A PostgreSQL session advisory
+// lock makes concurrent history processes take turns.
+func migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return err
+	}
+	sub, _ := fs.Sub(migrationFS, "migrations")
+	p, err := goose.NewProvider(goose.DialectPostgres, db, sub, goose.WithSessionLocker(locker))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
+}
+
+// row is one message as stored.
+type row struct {
+	ev        chatevent.Event
+	topic     string
+	partition int
+	offset    int64
+}
+
+// deadLetter is a record that could not be decoded.
+type deadLetter struct {
+	topic      string
+	partition  int
+	offset     int64
+	key, value []byte
+	err        string
+}
+
+var messageColumns = []string{"id", "type", "conversation", "room", "username", "target", "content", "client_id", "created_at", "topic", "log_partition", "log_offset"}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// writeBatch stores rows and dead letters in one transaction: COPY into a
+// staging table, then one INSERT … ON CONFLICT DO NOTHING, so a redelivered
+// event (same id) or a retried send (same username and client_id) adds no
+// row. It returns the number of rows inserted.
+func writeBatch(ctx context.Context, pool *pgxpool.Pool, rows []row, dead []deadLetter) (int64, error) {
+	var inserted int64
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if len(rows) > 0 {
+			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS incoming (
+				id uuid, type text, conversation text, room text, username text, target text, content text,
+				client_id text, created_at timestamptz, topic text, log_partition integer, log_offset bigint
+				) ON COMMIT DELETE ROWS`); err != nil {
+				return err
+			}
+			src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+				r := &rows[i]
+				t, err := r.ev.Time()
+				if err != nil {
+					return nil, err
+				}
+				return []any{r.ev.ID, r.ev.Type, chatevent.Conversation(&r.ev), nullable(r.ev.Room), r.ev.Username,
+					nullable(r.ev.Target), r.ev.Content, nullable(r.ev.ClientID), t, r.topic, r.partition, r.offset}, nil
+			})
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"incoming"}, messageColumns, src); err != nil {
+				return fmt.Errorf("copy: %w", err)
+			}
+			tag, err := tx.Exec(ctx, `INSERT INTO messages (id, type, conversation, room, username, target, content, client_id, created_at, topic, log_partition, log_offset)
+				SELECT id, type, conversation, room, username, target, content, client_id, created_at, topic, log_partition, log_offset
+				FROM incoming ORDER BY topic, log_partition, log_offset
+				ON CONFLICT DO NOTHING`)
+			if err != nil {
+				return fmt.Errorf("insert: %w", err)
+			}
+			inserted = tag.RowsAffected()
+		}
+		for _, d := range dead {
+			if _, err := tx.Exec(ctx, `INSERT INTO dead_letters (topic, log_partition, log_offset, key, value, error)
+				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, d.topic, d.partition, d.offset, d.key, d.value, d.err); err != nil {
+				return fmt.Errorf("dead letter: %w", err)
+			}
+		}
+		return nil
+	})
+	return inserted, err
+}
+
+// page is a keyset page request on one conversation.
+type page struct {
+	conversation string
+	before       string // id: older than this, newest first
+	after        string // id: newer than this, oldest first
+	limit        int
+}
+
+const selectMessage = `SELECT id::text, type, coalesce(room, ''), coalesce(target, ''), username, content,
+	coalesce(client_id, ''), created_at, log_partition, log_offset FROM messages `
+
+func scanMessages(rows pgx.Rows) ([]chatevent.Event, error) {
+	out := []chatevent.Event{}
+	for rows.Next() {
+		var e chatevent.Event
+		var t time.Time
+		var p chatevent.Pos
+		if err := rows.Scan(&e.ID, &e.Type, &e.Room, &e.Target, &e.Username, &e.Content, &e.ClientID, &t, &p.Partition, &p.Offset); err != nil {
+			return nil, err
+		}
+		e.Timestamp = chatevent.FormatTime(t)
+		e.Pos = p.String()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func queryPage(ctx context.Context, pool *pgxpool.Pool, p page) ([]chatevent.Event, error) {
+	var rows pgx.Rows
+	var err error
+	switch {
+	case p.after != "":
+		rows, err = pool.Query(ctx, selectMessage+`WHERE conversation = $1 AND id > $2 ORDER BY id ASC LIMIT $3`, p.conversation, p.after, p.limit)
+	case p.before != "":
+		rows, err = pool.Query(ctx, selectMessage+`WHERE conversation = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, p.conversation, p.before, p.limit)
+	default:
+		rows, err = pool.Query(ctx, selectMessage+`WHERE conversation = $1 ORDER BY id DESC LIMIT $2`, p.conversation, p.limit)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return scanMessages(rows)
+}
+
+// search runs a websearch-syntax full-text query over the rooms and the
+// caller's own private conversations, best match first, newest first on ties.
+func search(ctx context.Context, pool *pgxpool.Pool, caller, q, room string, limit int) ([]chatevent.Event, error) {
+	conv := ""
+	if room != "" {
+		conv = "room:" + room
+	}
+	rows, err := pool.Query(ctx, selectMessage+`, websearch_to_tsquery('simple', $1) q
+		WHERE search @@ q
+		  AND (conversation LIKE 'room:%' OR username = $2 OR target = $2)
+		  AND ($3 = '' OR conversation = $3)
+		ORDER BY ts_rank(search, q) DESC, id DESC
+		LIMIT $4`, q, caller, conv, limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanMessages(rows)
+}
+
+
