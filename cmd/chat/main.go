@@ -48,9 +48,9 @@ type options struct {
 	printConfig   bool
 	pprof         bool
 
-	obs    observe.Config
-	kafka  kafkaio.Config
-	auth   auth.Config
+	obs     observe.Config
+	kafka   kafkaio.Config
+	auth    auth.Config
 	broker  embedkafka.Config
 	db      pgutil.Config
 	edge    edge.Config

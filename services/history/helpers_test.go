@@ -102,7 +102,6 @@ func (th *testHistory) stop(t testing.TB) {
 	})
 }
 
-
 // event builds a stored event as an edge would stamp it.
 func event(typ, room, target, user, content, clientID string) chatevent.Event {
 	return chatevent.Event{ID: chatevent.NewID(), Type: typ, Room: room, Target: target, Username: user, Content: content,
@@ -214,4 +213,3 @@ func vals(kv ...string) url.Values {
 	}
 	return v
 }
-

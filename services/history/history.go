@@ -46,8 +46,8 @@ type History struct {
 	dbOK     atomic.Bool // the last database write (or ping) succeeded
 	stopping atomic.Bool
 	dbURL    func() string
-	lagMu sync.Mutex
-	lag   map[string]int64 // "topic/partition" → records behind
+	lagMu    sync.Mutex
+	lag      map[string]int64 // "topic/partition" → records behind
 }
 
 type metrics struct {
@@ -126,14 +126,14 @@ func (h *History) Start(ctx context.Context) error {
 		return err
 	}
 	h.reader = kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        k.BrokerList(),
-		GroupID:        h.cfg.GroupID,
-		GroupTopics:    []string{k.RoomsTopic, k.DirectTopic},
-		StartOffset:    kafka.FirstOffset,
-		MinBytes:       1,
-		MaxBytes:       16 << 20,
-		MaxWait:        250 * time.Millisecond,
-		CommitInterval: 0, // commit synchronously, after the database commit
+		Brokers:         k.BrokerList(),
+		GroupID:         h.cfg.GroupID,
+		GroupTopics:     []string{k.RoomsTopic, k.DirectTopic},
+		StartOffset:     kafka.FirstOffset,
+		MinBytes:        1,
+		MaxBytes:        16 << 20,
+		MaxWait:         250 * time.Millisecond,
+		CommitInterval:  0, // commit synchronously, after the database commit
 		ReadLagInterval: -1,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			h.log.Debug("kafka reader", "msg", fmt.Sprintf(msg, args...))

@@ -251,4 +251,3 @@ func TestSearch(t *testing.T) {
 		t.Fatalf("messages after searches = %d, want 5", n)
 	}
 }
-

@@ -173,5 +173,3 @@ func search(ctx context.Context, pool *pgxpool.Pool, caller, q, room string, lim
 	}
 	return scanMessages(rows)
 }
-
-
