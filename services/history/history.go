@@ -282,10 +282,10 @@ func (h *History) Ready(ctx context.Context) error {
 	if h.pool == nil {
 		return errors.New("not started")
 	}
+	if err := h.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database unavailable: %w", err)
+	}
 	if !h.dbOK.Load() {
-		if err := h.pool.Ping(ctx); err != nil {
-			return fmt.Errorf("database unavailable: %w", err)
-		}
 		return errors.New("database writes failing; retrying")
 	}
 	if lag := h.Lag(); lag > h.cfg.ReadyMaxLag {
