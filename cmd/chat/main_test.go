@@ -18,6 +18,16 @@ import (
 	"github.com/chatsys/chat/pkg/auth"
 )
 
+// dataDir returns a fresh data directory the unprivileged PostgreSQL user can
+// enter (t.TempDir's parent is private to the test user).
+func dataDir(t testing.TB) string {
+	t.Helper()
+	d := t.TempDir()
+	os.Chmod(filepath.Dir(d), 0o755)
+	os.Chmod(d, 0o755)
+	return d
+}
+
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -98,14 +108,14 @@ func readType(t testing.TB, ws *websocket.Conn, typ string) map[string]any {
 		if err := ws.ReadJSON(&m); err != nil {
 			t.Fatalf("waiting for %s: %v", typ, err)
 		}
-		if m["type"] == typ {
+		if typ == "" || m["type"] == typ {
 			return m
 		}
 	}
 }
 
 func TestAllInOneResumesAcrossRestart(t *testing.T) {
-	dir := t.TempDir()
+	dir := dataDir(t)
 	s := startAll(t, dir)
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/"} {
 		resp, err := http.Get("http://" + s.addr + path)
@@ -183,7 +193,7 @@ func TestEnvFallbackAndRedaction(t *testing.T) {
 }
 
 func TestReadinessTurnsFalseOnShutdown(t *testing.T) {
-	dir := t.TempDir()
+	dir := dataDir(t)
 	s := startAll(t, dir, "-shutdown-delay=1s")
 	ws := dialWS(t, s.addr, tokenFromDataDir(t, dir, "alice"))
 	status := func() int {
@@ -215,14 +225,15 @@ func TestReadinessTurnsFalseOnShutdown(t *testing.T) {
 			break
 		}
 	}
-	if code := <-s.exit; code != 0 {
+	code := <-s.exit
+	s.cancel = nil
+	if code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
-	s.cancel = nil
 }
 
 func TestSeparateBrokerAndEdgeProcesses(t *testing.T) {
-	dir := t.TempDir()
+	dir := dataDir(t)
 	brokerAddr := freeAddr(t)
 	startTarget := func(args ...string) *server {
 		t.Helper()

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -109,6 +110,7 @@ type Server struct {
 
 	cmd      *exec.Cmd
 	exited   chan error
+	stopping atomic.Bool
 	url      string
 	password string
 	cred     *syscall.Credential
@@ -163,6 +165,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("start postgres: %w", err)
 	}
 	s.cmd = cmd
+	s.stopping.Store(false)
 	s.exited = make(chan error, 1)
 	go func() { s.exited <- cmd.Wait(); logf.Close() }()
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(dbUser, s.password), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Path: "/postgres", RawQuery: "sslmode=disable"}
@@ -207,6 +210,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if s.cmd == nil {
 		return nil
 	}
+	s.stopping.Store(true) // until the next Start
 	s.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-s.exited:
@@ -359,6 +363,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	case err := <-s.exited:
 		s.exited <- err
+		if s.stopping.Load() {
+			return nil
+		}
 		return fmt.Errorf("postgres exited: %v (see %s)", err, filepath.Join(s.Dir, "server.log"))
 	}
 }
