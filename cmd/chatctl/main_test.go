@@ -16,7 +16,9 @@ import (
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/embedkafka"
 	"github.com/chatsys/chat/pkg/lifecycle"
+	"github.com/chatsys/chat/pkg/pgutil/pgtest"
 	"github.com/chatsys/chat/services/edge"
+	"github.com/chatsys/chat/services/history"
 
 	"net/http"
 )
@@ -42,13 +44,21 @@ func startServer(t *testing.T, dataDir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hcfg := history.Defaults()
+	hcfg.Kafka, hcfg.Auth, hcfg.DatabaseURL = cfg.Kafka, cfg.Auth, pgtest.NewDatabase(t)
+	hcfg.BatchWait = 10 * time.Millisecond
+	hist, err := history.New(hcfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	e.Routes(mux)
+	hist.Routes(mux)
 	h := &lifecycle.HTTPServer{Addr: "127.0.0.1:0", Handler: mux}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &lifecycle.Runner{}
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx, h, e) }()
+	go func() { done <- r.Run(ctx, h, hist, e) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for !r.Ready() {
 		if time.Now().After(deadline) {
@@ -59,6 +69,8 @@ func startServer(t *testing.T, dataDir string) string {
 	t.Cleanup(func() { cancel(); <-done })
 	return h.ListenAddr()
 }
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func ctl(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
@@ -117,6 +129,27 @@ func TestTokenAnnounceAndChat(t *testing.T) {
 		if m := next("chat"); m["content"] != want || m["username"] != "bob" {
 			t.Fatalf("chat from chatctl = %v, want bob: %q", m, want)
 		}
+	}
+
+	// History and search see what was sent.
+	var out string
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out, "line two") && time.Now().Before(deadline) {
+		out, err = ctl(t, "", "history", "general", "--limit", "10", "--server", server, "--data-dir", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if i, j := strings.Index(out, "line one"), strings.Index(out, "line two"); i < 0 || j < i || !strings.Contains(out, "<bob>") {
+		t.Fatalf("chatctl history =\n%s\nwant bob's two lines, oldest first", out)
+	}
+	out, err = ctl(t, "", "search", "two", "--server", server, "--data-dir", dir)
+	if err != nil || !strings.Contains(out, "#general <bob> line two") || strings.Contains(out, "line one") {
+		t.Fatalf("chatctl search two = %q, %v", out, err)
+	}
+	if _, err := ctl(t, "", "history", "general", "--limit", "500", "--server", server, "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "invalid_limit") {
+		t.Fatalf("history --limit 500: error %v, want invalid_limit", err)
 	}
 
 	// A token from another secret is refused.

@@ -8,9 +8,10 @@ $("token").value = localStorage.getItem("chat.token") || "";
 
 let ws = null, room = null, backoff = 500, timer = null;
 const lastPos = {};   // room -> newest "partition:offset" shown
-const shown = new Set(); // event ids shown (drops a duplicate of a retried send)
+const shown = new Set(); // event ids, and username+client_id, shown: drops duplicates
+let oldestID = null, loadingOlder = false, noOlder = false;
 
-function line(cls, parts) {
+function line(cls, parts, prepend) {
   const div = document.createElement("div");
   div.className = "msg " + cls;
   for (const [c, text] of parts) {
@@ -19,10 +20,52 @@ function line(cls, parts) {
     span.textContent = text;
     div.appendChild(span);
   }
+  if (prepend) {
+    const h = log.scrollHeight;
+    log.insertBefore(div, log.firstChild);
+    log.scrollTop += log.scrollHeight - h;
+    return;
+  }
   const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 5;
   log.appendChild(div);
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
+
+// show renders a chat or system event once.
+function show(ev, prepend) {
+  const dupKey = ev.client_id ? ev.username + "\u0000" + ev.client_id : null;
+  if (shown.has(ev.id) || (dupKey && shown.has(dupKey))) return;
+  shown.add(ev.id);
+  if (dupKey) shown.add(dupKey);
+  const ts = (ev.timestamp || "").slice(11, 19);
+  if (ev.type === "system") line("system", [["meta", ts], ["", "📣 " + ev.content]], prepend);
+  else line("", [["meta", ts], ["user", ev.username], ["", ev.content]], prepend);
+}
+
+// fetchPage reads a page of the room's history, newest first; null when the
+// history API is not available (then the page is live only).
+async function fetchPage(r, before) {
+  const q = new URLSearchParams({ limit: "50" });
+  if (before) q.set("before", before);
+  try {
+    const res = await fetch(`/v1/rooms/${encodeURIComponent(r)}/messages?${q}`,
+      { headers: { Authorization: "Bearer " + $("token").value.trim() } });
+    if (!res.ok) return null;
+    return (await res.json()).messages;
+  } catch { return null; }
+}
+
+// loadOlder pages back when the log is scrolled to the top.
+async function loadOlder() {
+  if (loadingOlder || noOlder || !oldestID || !room) return;
+  loadingOlder = true;
+  const page = await fetchPage(room, oldestID);
+  loadingOlder = false;
+  if (!page || page.length === 0) { noOlder = true; return; }
+  for (const ev of page) show(ev, true); // newest first, each prepended
+  oldestID = page[page.length - 1].id;
+}
+log.addEventListener("scroll", () => { if (log.scrollTop < 40) loadOlder(); });
 const note = (t) => line("note", [["", t]]);
 
 function connect() {
@@ -36,11 +79,23 @@ function connect() {
   // The token travels as a subprotocol entry; the server selects "chat.v1".
   ws = new WebSocket(`${proto}//${location.host}/ws`, ["chat.v1", "bearer." + token]);
   statusEl.textContent = "connecting…";
-  ws.onopen = () => {
+  ws.onopen = async () => {
     backoff = 500;
     const join = { type: "join", room };
+    if (!lastPos[room]) {
+      // A fresh page: the newest history page first, then live from its newest pos.
+      const page = await fetchPage(room);
+      if (page && page.length > 0) {
+        for (const ev of page.slice().reverse()) show(ev);
+        lastPos[room] = page[0].pos;
+        oldestID = page[page.length - 1].id;
+        log.scrollTop = log.scrollHeight;
+      } else if (page) {
+        noOlder = true;
+      }
+    }
     if (lastPos[room]) join.since = lastPos[room];
-    ws.send(JSON.stringify(join));
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(join));
   };
   ws.onmessage = (m) => {
     let ev;
@@ -48,15 +103,14 @@ function connect() {
     switch (ev.type) {
       case "welcome": statusEl.textContent = "online as " + ev.username; break;
       case "joined":
-        if (ev.recovered === false) note("some messages may be missing (the log no longer holds them)");
-        else if (ev.recovered === undefined) note("joined #" + ev.room);
+        if (ev.recovered === false) {
+          note("reconnected after a long gap: showing the newest history");
+          fetchPage(ev.room).then((page) => { if (page) for (const m of page.slice().reverse()) show(m); });
+        } else if (ev.recovered === undefined) note("joined #" + ev.room);
         break;
       case "chat": case "system":
         if (ev.pos && ev.room) lastPos[ev.room] = ev.pos;
-        if (shown.has(ev.id)) break;
-        shown.add(ev.id);
-        if (ev.type === "system") line("system", [["meta", ev.timestamp.slice(11, 19)], ["", "📣 " + ev.content]]);
-        else line("", [["meta", ev.timestamp.slice(11, 19)], ["user", ev.username], ["", ev.content]]);
+        show(ev);
         break;
       case "error": note(`error ${ev.code}: ${ev.message}`); break;
     }
@@ -70,7 +124,11 @@ function connect() {
   };
 }
 
-$("connect").onclick = () => { log.textContent = ""; shown.clear(); delete lastPos[$("room").value.trim()]; connect(); };
+$("connect").onclick = () => {
+  log.textContent = ""; shown.clear(); oldestID = null; noOlder = false;
+  delete lastPos[$("room").value.trim()];
+  connect();
+};
 $("send").onsubmit = (e) => {
   e.preventDefault();
   const input = e.target.content;
