@@ -127,6 +127,12 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
+	// The server runs in another working directory: the path must be absolute.
+	dir, err := filepath.Abs(s.Dir)
+	if err != nil {
+		return err
+	}
+	s.Dir = dir
 	bin, err := FindBinDir()
 	if err != nil {
 		return err
@@ -272,7 +278,11 @@ func (s *Server) runAs() error {
 }
 
 func (s *Server) initdb(ctx context.Context, bin, pwFile string) error {
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+	// Parents must be enterable by the server's user; the directory itself private.
+	if err := os.MkdirAll(filepath.Dir(s.Dir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(s.Dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
 	buf := make([]byte, 24)

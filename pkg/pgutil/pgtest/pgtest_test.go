@@ -2,10 +2,13 @@ package pgtest_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/chatsys/chat/pkg/pgutil"
 	"github.com/chatsys/chat/pkg/pgutil/pgtest"
 )
 
@@ -33,5 +36,38 @@ func TestNewDatabaseIsUsableAndSeparate(t *testing.T) {
 	var n int
 	if err := cb.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 't'").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("table of database a visible in b: n=%d err=%v", n, err)
+	}
+}
+
+// TestServerWithRelativeDir starts a server on a relative data directory, as
+// `make run` does with ./data, and restarts it on the same data.
+func TestServerWithRelativeDir(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	t.Chdir(dir)
+	ctx := context.Background()
+	s := &pgutil.Server{Dir: "data/postgres"}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := pgx.Connect(ctx, s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Exec(ctx, "CREATE TABLE kept (x int)")
+	c.Close(ctx)
+	s.Stop(ctx)
+	if err := s.Start(ctx); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	defer s.Stop(ctx)
+	c, err = pgx.Connect(ctx, s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "SELECT * FROM kept"); err != nil {
+		t.Fatalf("table gone after restart: %v", err)
 	}
 }
