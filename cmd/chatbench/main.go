@@ -3,6 +3,7 @@
 //
 //	chatbench fanout   K subscribers in one room, one publisher stepping its rate
 //	chatbench idle     resident memory per idle connection at N connections
+//	chatbench ingest   history writer (log → PostgreSQL) vs a bare COPY; API latency
 //
 // Both servers run as child processes so their CPU and memory are measured
 // apart from the load generator: the edge is bin/chat -target=all (build it
@@ -46,6 +47,8 @@ func main() {
 		err = fanout(os.Args[2:])
 	case "idle":
 		err = idle(os.Args[2:])
+	case "ingest":
+		err = ingest(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

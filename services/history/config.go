@@ -22,7 +22,7 @@ type Config struct {
 	GroupID string
 	// BatchSize and BatchWait bound one database write: at most BatchSize
 	// records, collected for at most BatchWait after the first (defaults
-	// 1000 and 100ms).
+	// 5000 and 100ms).
 	BatchSize int
 	BatchWait time.Duration
 	// ReadyMaxLag is the consumer lag, in records summed over partitions,
@@ -33,7 +33,7 @@ type Config struct {
 // RegisterFlags registers the history.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GroupID, "history.group", "chat-history", "consumer group of the history writer")
-	fs.IntVar(&c.BatchSize, "history.batch-size", 1000, "most records written to the database in one transaction")
+	fs.IntVar(&c.BatchSize, "history.batch-size", 5000, "most records written to the database in one transaction")
 	fs.DurationVar(&c.BatchWait, "history.batch-wait", 100*time.Millisecond, "longest wait to fill a batch after its first record")
 	fs.Int64Var(&c.ReadyMaxLag, "history.ready-max-lag", 10000, "consumer lag (records) above which /readyz is 503")
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -112,7 +113,7 @@ func (h *History) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := migrate(sctx, pool); err != nil {
+	if err := Migrate(sctx, pool); err != nil {
 		pool.Close()
 		return err
 	}
@@ -142,23 +143,64 @@ func (h *History) Start(ctx context.Context) error {
 	return nil
 }
 
-// Run consumes until ctx ends.
+// Run consumes until ctx ends. Fetching and decoding the next batch overlap
+// with writing the current one; batches are written and their offsets
+// committed strictly in order, by one goroutine.
 func (h *History) Run(ctx context.Context) error {
-	for {
-		batch, err := h.fetchBatch(ctx)
-		if err != nil {
-			if ctx.Err() != nil || h.stopping.Load() {
+	batches := make(chan *decoded, 1)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(batches)
+		for {
+			msgs, err := h.fetchBatch(ctx)
+			if err != nil {
+				if ctx.Err() != nil || h.stopping.Load() {
+					return nil
+				}
+				return fmt.Errorf("fetch: %w", err)
+			}
+			select {
+			case batches <- decode(msgs):
+			case <-ctx.Done():
 				return nil
 			}
-			return fmt.Errorf("fetch: %w", err)
 		}
-		if err := h.store(ctx, batch); err != nil {
-			return nil // ctx ended while retrying: nothing committed, nothing lost
+	})
+	g.Go(func() error {
+		for b := range batches {
+			if err := h.store(ctx, b); err != nil {
+				return nil // ctx ended while retrying: nothing committed, nothing lost
+			}
+			if err := h.commit(ctx, b.msgs); err != nil {
+				return nil
+			}
 		}
-		if err := h.commit(ctx, batch); err != nil {
-			return nil
+		return nil
+	})
+	return g.Wait()
+}
+
+// decoded is a fetched batch split into rows and dead letters.
+type decoded struct {
+	msgs []kafka.Message
+	rows []row
+	dead []deadLetter
+}
+
+func decode(msgs []kafka.Message) *decoded {
+	d := &decoded{msgs: msgs, rows: make([]row, 0, len(msgs))}
+	for _, m := range msgs {
+		ev, err := chatevent.Decode(m.Value)
+		if err != nil {
+			d.dead = append(d.dead, deadLetter{topic: m.Topic, partition: m.Partition, offset: m.Offset, key: m.Key, value: m.Value, err: err.Error()})
+			continue
 		}
+		if chatevent.Conversation(&ev) == "" {
+			continue // a broadcast announcement belongs to no conversation
+		}
+		d.rows = append(d.rows, row{ev: ev, topic: m.Topic, partition: m.Partition, offset: m.Offset})
 	}
+	return d
 }
 
 // fetchBatch returns up to BatchSize records: it blocks for the first, then
@@ -186,20 +228,8 @@ func (h *History) fetchBatch(ctx context.Context) ([]kafka.Message, error) {
 
 // store writes a batch, retrying with backoff while the database is away.
 // It returns only on success or when ctx ends.
-func (h *History) store(ctx context.Context, batch []kafka.Message) error {
-	var rows []row
-	var dead []deadLetter
-	for _, m := range batch {
-		ev, err := chatevent.Decode(m.Value)
-		if err == nil && chatevent.Conversation(&ev) == "" {
-			continue // a broadcast announcement belongs to no conversation
-		}
-		if err != nil {
-			dead = append(dead, deadLetter{topic: m.Topic, partition: m.Partition, offset: m.Offset, key: m.Key, value: m.Value, err: err.Error()})
-			continue
-		}
-		rows = append(rows, row{ev: ev, topic: m.Topic, partition: m.Partition, offset: m.Offset})
-	}
+func (h *History) store(ctx context.Context, b *decoded) error {
+	rows, dead, batch := b.rows, b.dead, b.msgs
 	backoff := 100 * time.Millisecond
 	for {
 		t0 := time.Now()

@@ -3,11 +3,13 @@ package history
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -19,9 +21,10 @@ import (
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-// migrate applies the pending migrations. A PostgreSQL session advisory
-// lock makes concurrent history processes take turns.
-func migrate(ctx context.Context, pool *pgxpool.Pool) error {
+// Migrate applies the pending migrations to the database of pool. A
+// PostgreSQL session advisory lock makes concurrent processes take turns.
+// Start calls it; it is exported for tools that prepare a database.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	locker, err := lock.NewPostgresSessionLocker()
@@ -65,40 +68,21 @@ func nullable(s string) any {
 	return s
 }
 
-// writeBatch stores rows and dead letters in one transaction: COPY into a
-// staging table, then one INSERT … ON CONFLICT DO NOTHING, so a redelivered
-// event (same id) or a retried send (same username and client_id) adds no
-// row. It returns the number of rows inserted.
+// writeBatch stores rows and dead letters in one transaction and returns
+// the number of rows inserted. The common case is one COPY straight into
+// messages. If that hits a unique violation — a redelivered event (same id)
+// or a retried send (same username and client_id) — the batch is copied
+// into a staging table instead and inserted with ON CONFLICT DO NOTHING,
+// earliest log position first, so duplicates add no row.
 func writeBatch(ctx context.Context, pool *pgxpool.Pool, rows []row, dead []deadLetter) (int64, error) {
 	var inserted int64
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if len(rows) > 0 {
-			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS incoming (
-				id uuid, type text, conversation text, room text, username text, target text, content text,
-				client_id text, created_at timestamptz, topic text, log_partition integer, log_offset bigint
-				) ON COMMIT DELETE ROWS`); err != nil {
+			n, err := copyRows(ctx, tx, rows)
+			if err != nil {
 				return err
 			}
-			src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-				r := &rows[i]
-				t, err := r.ev.Time()
-				if err != nil {
-					return nil, err
-				}
-				return []any{r.ev.ID, r.ev.Type, chatevent.Conversation(&r.ev), nullable(r.ev.Room), r.ev.Username,
-					nullable(r.ev.Target), r.ev.Content, nullable(r.ev.ClientID), t, r.topic, r.partition, r.offset}, nil
-			})
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"incoming"}, messageColumns, src); err != nil {
-				return fmt.Errorf("copy: %w", err)
-			}
-			tag, err := tx.Exec(ctx, `INSERT INTO messages (id, type, conversation, room, username, target, content, client_id, created_at, topic, log_partition, log_offset)
-				SELECT id, type, conversation, room, username, target, content, client_id, created_at, topic, log_partition, log_offset
-				FROM incoming ORDER BY topic, log_partition, log_offset
-				ON CONFLICT DO NOTHING`)
-			if err != nil {
-				return fmt.Errorf("insert: %w", err)
-			}
-			inserted = tag.RowsAffected()
+			inserted = n
 		}
 		for _, d := range dead {
 			if _, err := tx.Exec(ctx, `INSERT INTO dead_letters (topic, log_partition, log_offset, key, value, error)
@@ -111,6 +95,52 @@ func writeBatch(ctx context.Context, pool *pgxpool.Pool, rows []row, dead []dead
 	return inserted, err
 }
 
+func rowSource(rows []row) pgx.CopyFromSource {
+	return pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+		r := &rows[i]
+		t, err := r.ev.Time()
+		if err != nil {
+			return nil, err
+		}
+		return []any{r.ev.ID, r.ev.Type, chatevent.Conversation(&r.ev), nullable(r.ev.Room), r.ev.Username,
+			nullable(r.ev.Target), r.ev.Content, nullable(r.ev.ClientID), t, r.topic, r.partition, r.offset}, nil
+	})
+}
+
+func copyRows(ctx context.Context, tx pgx.Tx, rows []row) (int64, error) {
+	if _, err := tx.Exec(ctx, "SAVEPOINT direct_copy"); err != nil {
+		return 0, err
+	}
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"}, messageColumns, rowSource(rows))
+	if err == nil {
+		return n, nil
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" { // unique_violation
+		return 0, fmt.Errorf("copy: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT direct_copy"); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS incoming (
+		id uuid, type text, conversation text, room text, username text, target text, content text,
+		client_id text, created_at timestamptz, topic text, log_partition integer, log_offset bigint
+		) ON COMMIT DELETE ROWS`); err != nil {
+		return 0, err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"incoming"}, messageColumns, rowSource(rows)); err != nil {
+		return 0, fmt.Errorf("copy to staging: %w", err)
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO messages (id, type, conversation, room, username, target, content, client_id, created_at, topic, log_partition, log_offset)
+		SELECT id, type, conversation, room, username, target, content, client_id, created_at, topic, log_partition, log_offset
+		FROM incoming ORDER BY topic, log_partition, log_offset
+		ON CONFLICT DO NOTHING`)
+	if err != nil {
+		return 0, fmt.Errorf("insert: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // page is a keyset page request on one conversation.
 type page struct {
 	conversation string
@@ -121,6 +151,19 @@ type page struct {
 
 const selectMessage = `SELECT id::text, type, coalesce(room, ''), coalesce(target, ''), username, content,
 	coalesce(client_id, ''), created_at, log_partition, log_offset FROM messages `
+
+// Page queries pick the page's ids with an ordered (index-only) scan of
+// (conversation, id), then fetch those rows by primary key. Written as one
+// query, the planner may instead read every row of a large conversation and
+// sort it, which makes the newest page of a busy room slow.
+const (
+	pageNewest = `WITH p AS (SELECT id FROM messages WHERE conversation = $1 ORDER BY id DESC LIMIT $2) ` +
+		selectMessage + `WHERE id IN (SELECT id FROM p) ORDER BY id DESC`
+	pageBefore = `WITH p AS (SELECT id FROM messages WHERE conversation = $1 AND id < $3 ORDER BY id DESC LIMIT $2) ` +
+		selectMessage + `WHERE id IN (SELECT id FROM p) ORDER BY id DESC`
+	pageAfter = `WITH p AS (SELECT id FROM messages WHERE conversation = $1 AND id > $3 ORDER BY id ASC LIMIT $2) ` +
+		selectMessage + `WHERE id IN (SELECT id FROM p) ORDER BY id ASC`
+)
 
 func scanMessages(rows pgx.Rows) ([]chatevent.Event, error) {
 	out := []chatevent.Event{}
@@ -143,11 +186,11 @@ func queryPage(ctx context.Context, pool *pgxpool.Pool, p page) ([]chatevent.Eve
 	var err error
 	switch {
 	case p.after != "":
-		rows, err = pool.Query(ctx, selectMessage+`WHERE conversation = $1 AND id > $2 ORDER BY id ASC LIMIT $3`, p.conversation, p.after, p.limit)
+		rows, err = pool.Query(ctx, pageAfter, p.conversation, p.limit, p.after)
 	case p.before != "":
-		rows, err = pool.Query(ctx, selectMessage+`WHERE conversation = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, p.conversation, p.before, p.limit)
+		rows, err = pool.Query(ctx, pageBefore, p.conversation, p.limit, p.before)
 	default:
-		rows, err = pool.Query(ctx, selectMessage+`WHERE conversation = $1 ORDER BY id DESC LIMIT $2`, p.conversation, p.limit)
+		rows, err = pool.Query(ctx, pageNewest, p.conversation, p.limit)
 	}
 	if err != nil {
 		return nil, err
