@@ -46,6 +46,10 @@ bench: build ## Fan-out benchmark: edge vs a bare gorilla hub, K subscribers, st
 bench-idle: build ## Idle memory per connection at 10 000 connections
 	$(GO) run ./cmd/chatbench idle -chat bin/chat $(BENCHFLAGS)
 
+.PHONY: bench-ingest
+bench-ingest: ## History: log → PostgreSQL ingest rate vs a bare COPY (1M events), API page latency
+	$(GO) run ./cmd/chatbench ingest $(BENCHFLAGS)
+
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
