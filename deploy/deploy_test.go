@@ -103,12 +103,12 @@ func TestCompose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("compose file does not load: %v", err)
 	}
-	for _, name := range []string{"kafka", "edge1", "edge2", "prometheus"} {
+	for _, name := range []string{"kafka", "postgres", "history", "edge1", "edge2", "prometheus"} {
 		if _, err := p.GetService(name); err != nil {
 			t.Fatalf("service %s: %v", name, err)
 		}
 	}
-	for _, name := range []string{"edge1", "edge2"} {
+	for name, target := range map[string]string{"edge1": "edge", "edge2": "edge", "history": "history"} {
 		s, _ := p.GetService(name)
 		env := map[string]string{}
 		for k, v := range s.Environment {
@@ -123,8 +123,11 @@ func TestCompose(t *testing.T) {
 			t.Errorf("%s: no build context", name)
 		}
 		cfg := checkArgs(t, s.Command, env)
-		if !strings.Contains(cfg, "target=edge") {
-			t.Errorf("%s does not run -target=edge:\n%s", name, cfg)
+		if !strings.Contains(cfg, "target="+target+"\n") {
+			t.Errorf("%s does not run -target=%s:\n%s", name, target, cfg)
+		}
+		if target == "history" && !strings.Contains(env["CHAT_DATABASE_URL"], "@postgres:5432/") {
+			t.Errorf("history: CHAT_DATABASE_URL = %q, want the postgres service", env["CHAT_DATABASE_URL"])
 		}
 	}
 	// Without the secret the file refuses to load instead of running with none.
@@ -153,7 +156,7 @@ func TestKubernetes(t *testing.T) {
 	}
 	decode := scheme.Codecs.UniversalDeserializer().Decode
 	strict := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
-	configEnv := map[string]string{}
+	configEnv := map[string]string{} // every ConfigMap and Secret key (a superset of each pod's)
 	var deployments []*appsv1.Deployment
 	for _, r := range kust.Resources {
 		b, err := os.ReadFile(filepath.Join("k8s", r))
@@ -186,8 +189,12 @@ func TestKubernetes(t *testing.T) {
 			}
 		}
 	}
-	if len(deployments) == 0 {
-		t.Fatal("no Deployment in the manifests")
+	names := map[string]bool{}
+	for _, d := range deployments {
+		names[d.Name] = true
+	}
+	if !names["edge"] || !names["history"] {
+		t.Fatalf("deployments %v, want edge and history", names)
 	}
 	for _, d := range deployments {
 		for _, c := range d.Spec.Template.Spec.Containers {
