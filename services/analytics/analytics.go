@@ -1,0 +1,294 @@
+// Package analytics computes daily active users and word counts from the
+// log (or from archived JSON-lines logs), as a batch job over a range of
+// UTC dates.
+//
+// Consumes chat.rooms and chat.direct (every partition in parallel, from the
+// offsets of the range's first timestamp to the end at the start of the
+// run), or JSON-lines files. Writes tables analytics_dau and analytics_words
+// (a re-run of a date replaces it) and, on request, dau.csv and words.csv.
+package analytics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/pkg/pgutil"
+)
+
+// Config configures a run.
+type Config struct {
+	Kafka       kafkaio.Config
+	Auth        auth.Config
+	DatabaseURL string // empty: results are not stored
+
+	// From and To are the inclusive UTC date range, YYYY-MM-DD (default:
+	// yesterday, both).
+	From, To string
+	// Out, when set, is a directory to write dau.csv and words.csv to.
+	Out string
+	// Input, when set, reads JSON lines instead of the log: a file, a
+	// directory of *.jsonl, or "-" for stdin.
+	Input string
+	// Workers is the number of parallel readers (default GOMAXPROCS).
+	Workers int
+	// Progress, when not nil, receives a progress line every second.
+	Progress io.Writer
+}
+
+// RegisterFlags registers the analytics.* flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.From, "analytics.from", "", "first UTC date of the range, YYYY-MM-DD (default: yesterday)")
+	fs.StringVar(&c.To, "analytics.to", "", "last UTC date of the range, inclusive (default: analytics.from)")
+	fs.StringVar(&c.Out, "analytics.out", "", "directory to write dau.csv and words.csv to")
+	fs.StringVar(&c.Input, "analytics.input", "", "read JSON lines instead of the log: a file, a directory of *.jsonl, or - for stdin")
+	fs.IntVar(&c.Workers, "analytics.workers", 0, "parallel readers (default GOMAXPROCS)")
+}
+
+// Range returns the configured range, defaulting to yesterday (UTC).
+func (c *Config) Range(now time.Time) (Range, error) {
+	from, to := c.From, c.To
+	if from == "" {
+		from = now.UTC().AddDate(0, 0, -1).Format(time.DateOnly)
+	}
+	if to == "" {
+		to = from
+	}
+	return ParseRange(from, to)
+}
+
+// Run computes the results for cfg, stores them when a database is
+// configured, and writes the CSV files when Out is set.
+func Run(ctx context.Context, cfg Config, stdin io.Reader, log *slog.Logger) (*Results, error) {
+	rng, err := cfg.Range(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	n := cfg.Workers
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	seen := newIDSet()
+	ws := make([]*worker, n)
+	for i := range ws {
+		ws[i] = newWorker(rng, seen)
+	}
+	p := &progress{}
+	stop := startProgress(cfg.Progress, p)
+	t0 := time.Now()
+	if cfg.Input != "" {
+		err = readJSONLines(ctx, cfg.Input, stdin, ws, p)
+	} else {
+		err = readLog(ctx, cfg.Kafka, []string{cfg.Kafka.RoomsTopic, cfg.Kafka.DirectTopic}, rng, ws, p)
+	}
+	stop()
+	if err != nil {
+		return nil, err
+	}
+	res := merge(rng, ws)
+	if log != nil {
+		log.Info("analytics computed", "from", rng.From, "to", rng.To, "records", p.records.Load(), "undecodable", p.bad.Load(),
+			"events", res.Events, "days", len(res.Days), "took", time.Since(t0).Round(time.Millisecond))
+	}
+	if cfg.Out != "" {
+		if err := writeCSVFiles(cfg.Out, res); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.DatabaseURL != "" {
+		pool, err := pgutil.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, err
+		}
+		defer pool.Close()
+		if err := Migrate(ctx, pool); err != nil {
+			return nil, err
+		}
+		if err := Store(ctx, pool, res); err != nil {
+			return nil, fmt.Errorf("store results: %w", err)
+		}
+	}
+	return res, nil
+}
+
+func writeCSVFiles(dir string, res *Results) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	dau, words := res.CSV()
+	if err := os.WriteFile(filepath.Join(dir, "dau.csv"), dau, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "words.csv"), words, 0o644)
+}
+
+func startProgress(w io.Writer, p *progress) func() {
+	if w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		t0, last := time.Now(), int64(0)
+		for {
+			select {
+			case <-done:
+				fmt.Fprintf(w, "\r%d records read in %.1fs\n", p.records.Load(), time.Since(t0).Seconds())
+				return
+			case <-t.C:
+				n := p.records.Load()
+				fmt.Fprintf(w, "\r%d records read, %d/s   ", n, n-last)
+				last = n
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// Summary writes a human-readable summary of res.
+func Summary(w io.Writer, res *Results) {
+	fmt.Fprintf(w, "analytics %s..%s: %d messages on %d days\n", res.Range.From, res.Range.To, res.Events, len(res.Days))
+	for _, d := range res.Days {
+		top := ""
+		for i, wc := range d.Words {
+			if i == 5 {
+				break
+			}
+			top += fmt.Sprintf(" %s(%d)", wc.Word, wc.Count)
+		}
+		fmt.Fprintf(w, "  %s  %6d users  top:%s\n", d.Date, d.Users, top)
+	}
+}
+
+// Scheduler runs analytics for the previous UTC day once a day (at 00:05
+// UTC) and on demand over HTTP: single-machine mode's stand-in for a
+// Kubernetes CronJob.
+type Scheduler struct {
+	cfg    Config
+	log    *slog.Logger
+	verify *auth.Verifier
+	runs   *prometheus.CounterVec
+	mu     sync.Mutex // one run at a time
+	dbURL  func() string
+}
+
+// NewScheduler returns a scheduler for cfg (From, To, Out and Input are ignored).
+func NewScheduler(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Scheduler, error) {
+	v, err := auth.NewVerifier(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	runs := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "chat_analytics_runs_total", Help: "Analytics runs by trigger and result."}, []string{"trigger", "result"})
+	return &Scheduler{cfg: cfg, log: log, verify: v, runs: runs}, nil
+}
+
+// SetDatabaseURL takes the database URL from fn at run time (single-machine mode).
+func (s *Scheduler) SetDatabaseURL(fn func() string) { s.dbURL = fn }
+
+// Name returns "analytics".
+func (s *Scheduler) Name() string { return "analytics" }
+
+// Start does nothing: runs open their own connections.
+func (s *Scheduler) Start(context.Context) error { return nil }
+
+// Stop does nothing; Run returns when its context ends.
+func (s *Scheduler) Stop(context.Context) error { return nil }
+
+// Run waits for 00:05 UTC each day and computes the previous day.
+func (s *Scheduler) Run(ctx context.Context) error {
+	for {
+		now := time.Now().UTC()
+		next := time.Date(now.Year(), now.Month(), now.Day(), 0, 5, 0, 0, time.UTC)
+		if !next.After(now) {
+			next = next.AddDate(0, 0, 1)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(next)):
+		}
+		day := next.AddDate(0, 0, -1).Format(time.DateOnly)
+		if _, err := s.run(ctx, "daily", day, day); err != nil {
+			s.log.Error("daily analytics failed", "date", day, "err", err)
+		}
+	}
+}
+
+func (s *Scheduler) run(ctx context.Context, trigger, from, to string) (*Results, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cfg := s.cfg
+	cfg.From, cfg.To, cfg.Out, cfg.Input, cfg.Progress = from, to, "", "", nil
+	if s.dbURL != nil {
+		cfg.DatabaseURL = s.dbURL()
+	}
+	res, err := Run(ctx, cfg, nil, s.log)
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	s.runs.WithLabelValues(trigger, result).Inc()
+	return res, err
+}
+
+// Routes registers POST /v1/admin/analytics {from, to}: an admin runs the
+// job now and gets the results as JSON.
+func (s *Scheduler) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/admin/analytics", func(w http.ResponseWriter, r *http.Request) {
+		fail := func(status int, code, msg string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+		}
+		id, err := s.verify.VerifyRequest(r)
+		if err != nil {
+			fail(http.StatusUnauthorized, "unauthorized", err.Error())
+			return
+		}
+		if !id.Admin {
+			fail(http.StatusForbidden, "forbidden", "analytics needs a token with the admin role")
+			return
+		}
+		var req struct{ From, To string }
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			fail(http.StatusBadRequest, "invalid_request", "body must be {\"from\":\"YYYY-MM-DD\",\"to\":\"YYYY-MM-DD\"}")
+			return
+		}
+		c := Config{From: req.From, To: req.To}
+		rng, err := c.Range(time.Now())
+		if err != nil {
+			fail(http.StatusBadRequest, "invalid_range", err.Error())
+			return
+		}
+		res, err := s.run(r.Context(), "http", rng.From, rng.To)
+		if err != nil {
+			s.log.Error("analytics run failed", "err", err)
+			fail(http.StatusServiceUnavailable, "unavailable", "analytics run failed: "+err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"from": rng.From, "to": rng.To, "events": res.Events, "days": res.Days})
+	})
+}

@@ -1,0 +1,202 @@
+package analytics
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestTokenize(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     []string
+	}{
+		{"punctuation", "Hello, world! (hi)...ok?", []string{"hello", "world", "hi", "ok"}},
+		{"digits", "in 2026 we had 42 rooms, 7 days, 3x4", []string{"in", "2026", "we", "had", "42", "rooms", "days", "3x4"}},
+		{"one-letter tokens dropped", "a b c de f", []string{"de"}},
+		{"emoji separates", "fun🙂times 🎉 yay", []string{"fun", "times", "yay"}},
+		{"url", "https://Example.com/Path?q=1&lang=en", []string{"https", "example", "com", "path", "lang", "en"}},
+		{"mixed scripts", "Привет мир, 日本語テキスト mixed日本 héllo", []string{"привет", "мир", "日本語テキスト", "mixed日本", "héllo"}},
+		{"non-ascii uppercase", "ÉCOLE ÜBER STRASSE Straße ΣΟΦΙΑ", []string{"école", "über", "strasse", "straße", "σοφια"}},
+		{"apostrophes and hyphens split", "don't well-known", []string{"don", "well", "known"}},
+		{"only Nd digits: not Nl, No", "ⅫⅫ ½½ ²³ ٤٢", []string{"٤٢"}},
+		{"underscore splits", "snake_case_word", []string{"snake", "case", "word"}},
+		{"invalid utf-8 splits", "ab\xffcd", []string{"ab", "cd"}},
+		{"empty", "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			Tokenize(tc.in, nil, func(w []byte) { got = append(got, string(w)) })
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Fatalf("Tokenize(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// handMade is a small log with hand-computed results (see wantDAU, wantWords).
+const handMade = `{"id":"01936c4e-0000-7000-8000-000000000001","type":"chat","room":"general","username":"alice","content":"Hello, World! hello","timestamp":"2026-11-01T10:00:00.000Z","client_id":"1"}
+{"id":"01936c4e-0000-7000-8000-000000000002","type":"chat","room":"general","username":"bob","content":"Straße ÉCOLE école 42 x a","timestamp":"2026-11-01T23:59:59.999Z","pos":"3:7","extra":{"nested":[1,2.5e3,{"a":"b"}],"t":true,"n":null}}
+{"type":"chat","id":"01936c4e-0000-7000-8000-000000000003","room":"general","username":"alice","content":"see https://Example.com/Path?q=1 🙂 ok","timestamp":"2026-11-02T00:00:00.000Z"}
+{"id":"01936c4e-0000-7000-8000-000000000001","type":"chat","room":"general","username":"alice","content":"Hello, World! hello","timestamp":"2026-11-01T10:00:00.000Z","client_id":"1"}
+
+{"id":"01936c4e-0000-7000-8000-000000000004","type":"chat","room":"intl","username":"carol","content":"\u65e5\u672c\u8a9e\u30c6\u30ad\u30b9\u30c8 mixed日本 hello","timestamp":"2026-11-02T01:30:00+02:00"}
+{"id":"01936c4e-0000-7000-8000-000000000005","type":"system","username":"dave","content":"maintenance maintenance","timestamp":"2026-11-01T12:00:00.000Z"}
+{"id":"01936c4e-0000-7000-8000-000000000006","type":"private","target":"alice","username":"erin","content":"hello hello","timestamp":"2026-11-02T12:00:00.000Z"}
+{"id":"01936c4e-0000-7000-8000-000000000007","type":"chat","room":"general","username":"frank","content":"too early","timestamp":"2026-10-31T23:59:59.999Z"}
+{"id":"01936c4e-0000-7000-8000-000000000008","type":"chat","room":"general","username":"ghost","content":"too late","timestamp":"2026-11-03T00:00:00.000Z"}
+not json at all
+{"id":"01936c4e-0000-7000-8000-000000000009","type":"join","room":"general","username":"alice","timestamp":"2026-11-01T09:00:00.000Z"}
+`
+
+const wantDAU = "date,users\n2026-11-01,3\n2026-11-02,2\n"
+
+const wantWords = `date,rank,word,count
+2026-11-01,1,hello,3
+2026-11-01,2,école,2
+2026-11-01,3,42,1
+2026-11-01,4,mixed日本,1
+2026-11-01,5,straße,1
+2026-11-01,6,world,1
+2026-11-01,7,日本語テキスト,1
+2026-11-02,1,hello,2
+2026-11-02,2,com,1
+2026-11-02,3,example,1
+2026-11-02,4,https,1
+2026-11-02,5,ok,1
+2026-11-02,6,path,1
+2026-11-02,7,see,1
+`
+
+func TestHandMadeLog(t *testing.T) {
+	for _, workers := range []int{1, 3} {
+		res, err := Run(context.Background(), Config{From: "2026-11-01", To: "2026-11-02", Input: "-", Workers: workers}, strings.NewReader(handMade), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dau, words := res.CSV()
+		if string(dau) != wantDAU {
+			t.Errorf("workers=%d dau.csv =\n%s\nwant\n%s", workers, dau, wantDAU)
+		}
+		if string(words) != wantWords {
+			t.Errorf("workers=%d words.csv =\n%s\nwant\n%s", workers, words, wantWords)
+		}
+		if res.Events != 5 {
+			t.Errorf("events = %d, want 5 (duplicate, system, join, undecodable and out-of-range excluded)", res.Events)
+		}
+	}
+}
+
+func TestDateBoundaries(t *testing.T) {
+	lines := `{"id":"a","type":"chat","username":"u1","content":"xx","timestamp":"2026-11-01T23:59:59.999Z"}
+{"id":"b","type":"chat","username":"u2","content":"yy","timestamp":"2026-11-02T00:00:00.000Z"}
+{"id":"c","type":"chat","username":"u3","content":"zz","timestamp":"2026-11-02T00:59:59.999+01:00"}
+{"id":"d","type":"chat","username":"u4","content":"ww","timestamp":"2026-11-01T19:00:00-05:00"}
+`
+	res, err := Run(context.Background(), Config{From: "2026-11-01", To: "2026-11-02", Input: "-"}, strings.NewReader(lines), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dau, _ := res.CSV()
+	// c is 23:59:59.999 on the 1st in UTC; d is midnight of the 2nd.
+	if want := "date,users\n2026-11-01,2\n2026-11-02,2\n"; string(dau) != want {
+		t.Fatalf("dau.csv =\n%s\nwant\n%s", dau, want)
+	}
+}
+
+func TestWordsCSVQuotingAndTop100(t *testing.T) {
+	r := &Results{Days: []DayResult{{Date: "2026-11-01", Users: 1, Words: []WordCount{{1, `a,b"c`, 2}, {2, "line\nbreak", 1}}}}}
+	_, words := r.CSV()
+	want := "date,rank,word,count\n2026-11-01,1,\"a,b\"\"c\",2\n2026-11-01,2,\"line\nbreak\",1\n"
+	if string(words) != want {
+		t.Fatalf("words.csv = %q, want %q", words, want)
+	}
+	var sb strings.Builder
+	for i := 0; i < 150; i++ {
+		w := strings.Repeat(string(rune('a'+i%26)), 2+i/26)
+		for j := 0; j <= i%7; j++ {
+			sb.WriteString(`{"id":"` + w + string(rune('0'+j)) + `","type":"chat","username":"u","content":"` + w + `","timestamp":"2026-11-01T00:00:00.000Z"}` + "\n")
+		}
+	}
+	res, err := Run(context.Background(), Config{From: "2026-11-01", To: "2026-11-01", Input: "-"}, strings.NewReader(sb.String()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := res.Days[0].Words
+	if len(ws) != TopWords || ws[0].Rank != 1 || ws[99].Rank != 100 {
+		t.Fatalf("got %d words, ranks %d..%d; want the top 100", len(ws), ws[0].Rank, ws[len(ws)-1].Rank)
+	}
+	for i := 1; i < len(ws); i++ {
+		if ws[i].Count > ws[i-1].Count || ws[i].Count == ws[i-1].Count && ws[i].Word < ws[i-1].Word {
+			t.Fatalf("order broken at rank %d: %+v after %+v", i+1, ws[i], ws[i-1])
+		}
+	}
+}
+
+func TestInputDirectoryAndOut(t *testing.T) {
+	dir := t.TempDir()
+	lines := strings.Split(strings.TrimSpace(handMade), "\n")
+	os.WriteFile(filepath.Join(dir, "a.jsonl"), []byte(strings.Join(lines[:5], "\n")+"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "b.jsonl"), []byte(strings.Join(lines[5:], "\n")), 0o644) // no final newline
+	os.WriteFile(filepath.Join(dir, "ignored.txt"), []byte("garbage"), 0o644)
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := Run(context.Background(), Config{From: "2026-11-01", To: "2026-11-02", Input: dir, Out: out}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	dau, _ := os.ReadFile(filepath.Join(out, "dau.csv"))
+	words, _ := os.ReadFile(filepath.Join(out, "words.csv"))
+	if string(dau) != wantDAU || string(words) != wantWords {
+		t.Fatalf("files from a directory differ:\n%s\n%s", dau, words)
+	}
+	if _, err := Run(context.Background(), Config{From: "2026-11-01", Input: t.TempDir()}, nil, nil); err == nil {
+		t.Fatal("a directory without *.jsonl: nil error, want one")
+	}
+}
+
+func TestParseRange(t *testing.T) {
+	for _, tc := range []struct {
+		from, to string
+		ok       bool
+	}{{"2026-11-01", "2026-11-27", true}, {"2026-11-01", "2026-11-01", true}, {"2026-11-02", "2026-11-01", false}, {"11/01/2026", "2026-11-02", false}, {"2026-11-01", "", false}} {
+		if _, err := ParseRange(tc.from, tc.to); (err == nil) != tc.ok {
+			t.Errorf("ParseRange(%q, %q) error = %v, want ok %v", tc.from, tc.to, err, tc.ok)
+		}
+	}
+}
+
+// FuzzParseEvent checks the hand-written scanner against encoding/json.
+func FuzzParseEvent(f *testing.F) {
+	for _, l := range strings.Split(handMade, "\n") {
+		f.Add([]byte(l))
+	}
+	f.Add([]byte(`{"content":"a\"b\\c\u00e9\ud83d\ude00\ud800x","id":"1"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got Event
+		err := scanEvent(b, &got)
+		var want struct {
+			ID        string `json:"id"`
+			Type      string `json:"type"`
+			Username  string `json:"username"`
+			Content   string `json:"content"`
+			Timestamp string `json:"timestamp"`
+		}
+		jerr := json.Unmarshal(b, &want)
+		if err != nil {
+			return // the scanner defers to encoding/json for anything it does not take
+		}
+		if jerr != nil {
+			t.Fatalf("scanner accepted %q, encoding/json: %v", b, jerr)
+		}
+		if bytes.ContainsAny(b, "ABCDEFGHIJKLMNOPQRSTUVWXYZ\u017f\u212a") {
+			return // encoding/json matches keys case-insensitively; the contract's keys are lowercase
+		}
+		w := Event{ID: want.ID, Type: want.Type, Username: want.Username, Content: want.Content, Timestamp: want.Timestamp}
+		if got != w {
+			t.Fatalf("scanEvent(%q) = %+v, encoding/json %+v", b, got, w)
+		}
+	})
+}
