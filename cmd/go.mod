@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/chatsys/chat/pkg v0.0.0
+	github.com/chatsys/chat/services/analytics v0.0.0
 	github.com/chatsys/chat/services/edge v0.0.0
 	github.com/chatsys/chat/services/history v0.0.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
@@ -53,6 +54,7 @@ require (
 
 replace (
 	github.com/chatsys/chat/pkg => ../pkg
+	github.com/chatsys/chat/services/analytics => ../services/analytics
 	github.com/chatsys/chat/services/edge => ../services/edge
 	github.com/chatsys/chat/services/history => ../services/history
 )

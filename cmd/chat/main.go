@@ -28,6 +28,7 @@ import (
 	"github.com/chatsys/chat/pkg/lifecycle"
 	"github.com/chatsys/chat/pkg/observe"
 	"github.com/chatsys/chat/pkg/pgutil"
+	"github.com/chatsys/chat/services/analytics"
 	"github.com/chatsys/chat/services/edge"
 	"github.com/chatsys/chat/services/history"
 )
@@ -53,8 +54,9 @@ type options struct {
 	auth    auth.Config
 	broker  embedkafka.Config
 	db      pgutil.Config
-	edge    edge.Config
-	history history.Config
+	edge      edge.Config
+	history   history.Config
+	analytics analytics.Config
 }
 
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
@@ -73,6 +75,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	o.db.RegisterFlags(fs)
 	o.edge.RegisterFlags(fs)
 	o.history.RegisterFlags(fs)
+	o.analytics.RegisterFlags(fs)
 	flagenv.Usage(fs, "usage: chat [flags]\n\nEvery flag can also be set by the environment variable shown.")
 	return fs
 }
@@ -98,14 +101,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintln(stderr, "chat:", err)
 		return 2
 	}
-	if err := runTarget(ctx, &o, log, ready); err != nil {
+	if err := runTarget(ctx, &o, log, stdout, ready); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func runTarget(ctx context.Context, o *options, log *slog.Logger, ready func(string)) error {
+func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer, ready func(string)) error {
 	observe.InitPropagation()
 	reg := observe.NewRegistry()
 	runner := &lifecycle.Runner{Log: log, ShutdownDelay: o.shutdownDelay, StopTimeout: o.edge.DrainDuration + 10*time.Second}
@@ -127,8 +130,10 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, ready func(str
 	case "broker":
 		withBroker = true
 	case "edge", "history":
-	case "router", "analytics":
-		return fmt.Errorf("target %q is not implemented yet in this version; use all, broker, edge or history", o.target)
+	case "analytics":
+		return runAnalytics(ctx, o, log, stdout)
+	case "router":
+		return fmt.Errorf("target %q is not implemented yet in this version; use all, broker, edge, history or analytics", o.target)
 	default:
 		return fmt.Errorf("unknown target %q: want all, broker, edge, router, history or analytics", o.target)
 	}
@@ -180,6 +185,18 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, ready func(str
 		runner.AddCheck("history", h.Ready)
 		components = append(components, h)
 	}
+	if o.target == "all" {
+		o.analytics.Kafka, o.analytics.Auth, o.analytics.DatabaseURL = o.kafka, o.auth, o.db.URL
+		sched, err := analytics.NewScheduler(o.analytics, log.With("component", "analytics"), reg)
+		if err != nil {
+			return err
+		}
+		if pg := embeddedPG(components); pg != nil {
+			sched.SetDatabaseURL(pg.URL)
+		}
+		sched.Routes(mux)
+		components = append(components, sched)
+	}
 	if o.target == "all" || o.target == "edge" {
 		o.edge.Kafka, o.edge.Auth = o.kafka, o.auth
 		e, err := edge.New(o.edge, log.With("component", "edge"), reg)
@@ -191,6 +208,36 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, ready func(str
 		components = append(components, e)
 	}
 	return runWith(ctx, runner, components, httpSrv, ready)
+}
+
+func embeddedPG(cs []lifecycle.Component) *pgutil.Server {
+	for _, c := range cs {
+		if pg, ok := c.(*pgutil.Server); ok {
+			return pg
+		}
+	}
+	return nil
+}
+
+// runAnalytics runs the batch job once: -target=analytics.
+func runAnalytics(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer) error {
+	cfg := o.analytics
+	cfg.Kafka, cfg.DatabaseURL = o.kafka, o.db.URL
+	if cfg.Input == "" && cfg.Kafka.Brokers == "" {
+		cfg.Kafka.Brokers = o.broker.Addr
+	}
+	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+		cfg.Progress = os.Stderr
+	}
+	if cfg.DatabaseURL == "" {
+		log.Warn("no -database.url: results are printed (and written to -analytics.out) but not stored")
+	}
+	res, err := analytics.Run(ctx, cfg, os.Stdin, log)
+	if err != nil {
+		return err
+	}
+	analytics.Summary(stdout, res)
+	return nil
 }
 
 func runWith(ctx context.Context, r *lifecycle.Runner, cs []lifecycle.Component, h *lifecycle.HTTPServer, ready func(string)) error {

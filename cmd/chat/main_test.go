@@ -166,6 +166,8 @@ func TestTargets(t *testing.T) {
 		{"bad flag", []string{"-no-such-flag"}, 2},
 		{"bad env value", []string{"-kafka.rooms-partitions=x"}, 2},
 		{"print config", []string{"-print-config"}, 0},
+		{"analytics from JSON lines", []string{"-target=analytics", "-analytics.from=2026-11-01", "-analytics.input=testdata/events.jsonl"}, 0},
+		{"analytics bad range", []string{"-target=analytics", "-analytics.from=2026-11-02", "-analytics.to=2026-11-01", "-analytics.input=testdata/events.jsonl"}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer

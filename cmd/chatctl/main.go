@@ -67,7 +67,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.dataDir, "data-dir", env("CHAT_DATA_DIR", "./data"), "server data directory holding the generated jwt.secret (env CHAT_DATA_DIR)")
 	pf.StringVar(&g.secret, "jwt-secret", env("CHAT_JWT_SECRET", ""), "HS256 secret (env CHAT_JWT_SECRET); default: the data directory's")
 	pf.StringVar(&g.privateKey, "jwt-private-key", "", "PEM RSA private key: mint RS256 tokens instead of HS256")
-	root.AddCommand(tokenCmd(g), announceCmd(g), chatCmd(g), historyCmd(g), searchCmd(g))
+	root.AddCommand(tokenCmd(g), announceCmd(g), chatCmd(g), historyCmd(g), searchCmd(g), analyticsCmd(g))
 	return root
 }
 

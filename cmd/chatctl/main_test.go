@@ -17,6 +17,7 @@ import (
 	"github.com/chatsys/chat/pkg/embedkafka"
 	"github.com/chatsys/chat/pkg/lifecycle"
 	"github.com/chatsys/chat/pkg/pgutil/pgtest"
+	"github.com/chatsys/chat/services/analytics"
 	"github.com/chatsys/chat/services/edge"
 	"github.com/chatsys/chat/services/history"
 
@@ -51,9 +52,15 @@ func startServer(t *testing.T, dataDir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	acfg := analytics.Config{Kafka: cfg.Kafka, Auth: cfg.Auth, DatabaseURL: hcfg.DatabaseURL}
+	sched, err := analytics.NewScheduler(acfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	e.Routes(mux)
 	hist.Routes(mux)
+	sched.Routes(mux)
 	h := &lifecycle.HTTPServer{Addr: "127.0.0.1:0", Handler: mux}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &lifecycle.Runner{}
@@ -150,6 +157,20 @@ func TestTokenAnnounceAndChat(t *testing.T) {
 	}
 	if _, err := ctl(t, "", "history", "general", "--limit", "500", "--server", server, "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "invalid_limit") {
 		t.Fatalf("history --limit 500: error %v, want invalid_limit", err)
+	}
+
+	// Analytics over today: bob wrote two lines, alice's announcement is not a chat message.
+	today := time.Now().UTC().Format("2006-01-02")
+	outDir := t.TempDir()
+	out, err = ctl(t, "", "analytics", "--from", today, "--to", today, "--out", outDir, "--server", server, "--data-dir", dir)
+	if err != nil || !strings.Contains(out, "2 messages on 1 days") || !strings.Contains(out, "1 users") {
+		t.Fatalf("chatctl analytics = %q, %v", out, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(outDir, "dau.csv")); string(b) != "date,users\n"+today+",1\n" {
+		t.Fatalf("dau.csv = %q", b)
+	}
+	if _, err := ctl(t, "", "analytics", "--from", "yesterday", "--server", server, "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "invalid_range") {
+		t.Fatalf("analytics --from yesterday: %v, want invalid_range", err)
 	}
 
 	// A token from another secret is refused.

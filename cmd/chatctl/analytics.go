@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/chatsys/chat/services/analytics"
+)
+
+func analyticsCmd(g *globals) *cobra.Command {
+	var from, to, out, as string
+	c := &cobra.Command{
+		Use:   "analytics [--from DATE] [--to DATE] [--out DIR]",
+		Short: "Run analytics on the server now (admin): daily active users and top words per UTC date",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tok, err := g.tokenFor(as, true)
+			if err != nil {
+				return err
+			}
+			body, _ := json.Marshal(map[string]string{"from": from, "to": to})
+			req, err := http.NewRequestWithContext(cmd.Context(), "POST", strings.TrimRight(g.server, "/")+"/v1/admin/analytics", bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("analytics: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+			}
+			var r struct {
+				From, To string
+				Events   int64
+				Days     []analytics.DayResult
+			}
+			if err := json.Unmarshal(b, &r); err != nil {
+				return err
+			}
+			res := &analytics.Results{Range: analytics.Range{From: r.From, To: r.To}, Events: r.Events, Days: r.Days}
+			analytics.Summary(cmd.OutOrStdout(), res)
+			if out != "" {
+				if err := os.MkdirAll(out, 0o755); err != nil {
+					return err
+				}
+				dau, words := res.CSV()
+				if err := os.WriteFile(filepath.Join(out, "dau.csv"), dau, 0o644); err != nil {
+					return err
+				}
+				return os.WriteFile(filepath.Join(out, "words.csv"), words, 0o644)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&from, "from", "", "first UTC date, YYYY-MM-DD (default: yesterday)")
+	c.Flags().StringVar(&to, "to", "", "last UTC date, inclusive (default: --from)")
+	c.Flags().StringVar(&out, "out", "", "also write dau.csv and words.csv to this directory")
+	c.Flags().StringVar(&as, "as", "admin", "admin username when minting a token")
+	return c
+}
