@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -49,11 +50,11 @@ type options struct {
 	printConfig   bool
 	pprof         bool
 
-	obs     observe.Config
-	kafka   kafkaio.Config
-	auth    auth.Config
-	broker  embedkafka.Config
-	db      pgutil.Config
+	obs       observe.Config
+	kafka     kafkaio.Config
+	auth      auth.Config
+	broker    embedkafka.Config
+	db        pgutil.Config
 	edge      edge.Config
 	history   history.Config
 	analytics analytics.Config
@@ -231,6 +232,14 @@ func runAnalytics(ctx context.Context, o *options, log *slog.Logger, stdout io.W
 	}
 	if cfg.DatabaseURL == "" {
 		log.Warn("no -database.url: results are printed (and written to -analytics.out) but not stored")
+	}
+	// A batch job: trade memory for less GC work, under a soft limit that
+	// keeps the heap well inside 512 MiB (GOMEMLIMIT, when set, wins).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(400 << 20)
 	}
 	res, err := analytics.Run(ctx, cfg, os.Stdin, log)
 	if err != nil {

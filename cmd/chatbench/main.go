@@ -4,6 +4,7 @@
 //	chatbench fanout   K subscribers in one room, one publisher stepping its rate
 //	chatbench idle     resident memory per idle connection at N connections
 //	chatbench ingest   history writer (log → PostgreSQL) vs a bare COPY; API latency
+//	chatbench analytics  the analytics job from JSON lines and from the log vs an encoding/json baseline
 //
 // Both servers run as child processes so their CPU and memory are measured
 // apart from the load generator: the edge is bin/chat -target=all (build it
@@ -49,6 +50,10 @@ func main() {
 		err = idle(os.Args[2:])
 	case "ingest":
 		err = ingest(os.Args[2:])
+	case "analytics":
+		err = analyticsBench(os.Args[2:])
+	case "analytics-baseline":
+		err = analyticsBaseline(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -61,29 +62,54 @@ func dateOf(ts string) (string, bool) {
 	return t.UTC().Format(time.DateOnly), true
 }
 
-// idSet is the set of event ids seen, shared by all workers, sharded to
-// keep lock contention low. Ids are kept as 16 bytes when they are UUIDs.
+// idSet is the set of event ids seen, shared by all workers. It is kept
+// per date (a duplicate carries its original's timestamp), so the sets
+// being probed stay small and cache-friendly while a time-ordered input is
+// read; each date's set is sharded to keep lock contention low. Ids are
+// kept as 16 bytes when they are UUIDs.
 type idSet struct {
-	shards [64]struct {
+	mu   sync.Mutex
+	days map[string]*dayIDs
+}
+
+type dayIDs struct {
+	shards [16]struct {
 		sync.Mutex
 		uuids map[[16]byte]struct{}
 		other map[string]struct{}
 	}
 }
 
-func newIDSet() *idSet {
-	s := &idSet{}
-	for i := range s.shards {
-		s.shards[i].uuids = map[[16]byte]struct{}{}
-		s.shards[i].other = map[string]struct{}{}
+func newIDSet() *idSet { return &idSet{days: map[string]*dayIDs{}} }
+
+// forDate returns the set of ids of one date.
+func (s *idSet) forDate(date string) *dayIDs {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.days[date]
+	if d == nil {
+		// Size the new date's maps like the fullest date so far: days are
+		// alike, and growing a map step by step costs more than using it.
+		hint := 0
+		for _, o := range s.days {
+			o.shards[0].Lock()
+			hint = max(hint, len(o.shards[0].uuids))
+			o.shards[0].Unlock()
+		}
+		d = &dayIDs{}
+		for i := range d.shards {
+			d.shards[i].uuids = make(map[[16]byte]struct{}, hint+hint/8)
+			d.shards[i].other = map[string]struct{}{}
+		}
+		s.days[strings.Clone(date)] = d
 	}
-	return s
+	return d
 }
 
 // add reports whether id was new.
-func (s *idSet) add(id string) bool {
+func (s *dayIDs) add(id string) bool {
 	if u, ok := parseUUID(id); ok {
-		sh := &s.shards[u[15]&63] // the random tail of a UUIDv7
+		sh := &s.shards[u[15]&15] // the random tail of a UUIDv7
 		sh.Lock()
 		defer sh.Unlock()
 		if _, dup := sh.uuids[u]; dup {
@@ -96,13 +122,13 @@ func (s *idSet) add(id string) bool {
 	for i := 0; i < len(id); i++ {
 		h = h*31 + id[i]
 	}
-	sh := &s.shards[h&63]
+	sh := &s.shards[h&15]
 	sh.Lock()
 	defer sh.Unlock()
 	if _, dup := sh.other[id]; dup {
 		return false
 	}
-	sh.other[id] = struct{}{}
+	sh.other[strings.Clone(id)] = struct{}{} // id may be a view of the input buffer
 	return true
 }
 
@@ -141,23 +167,29 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// day is one date's aggregates.
+// day is one date's aggregates: the distinct users, and word counts indexed
+// by the worker's dictionary.
 type day struct {
-	users map[string]struct{}
-	words map[string]int64
+	ids    *dayIDs // shared by all workers
+	users  map[string]struct{}
+	counts []int64
 }
 
-// worker aggregates the events one goroutine reads. Not safe for concurrent use.
+// worker aggregates the events one goroutine reads. Not safe for concurrent
+// use. Words go through one dictionary per worker (word → index) so that
+// counting a word is one lookup in one map, whatever the number of days.
 type worker struct {
 	rng    Range
 	seen   *idSet
 	days   map[string]*day
+	dict   map[string]int32
+	words  []string
 	buf    []byte
 	events int64 // qualifying events counted
 }
 
 func newWorker(rng Range, seen *idSet) *worker {
-	return &worker{rng: rng, seen: seen, days: map[string]*day{}, buf: make([]byte, 0, 64)}
+	return &worker{rng: rng, seen: seen, days: map[string]*day{}, dict: map[string]int32{}, buf: make([]byte, 0, 64)}
 }
 
 // add counts one event if it qualifies: type chat or private, a timestamp
@@ -170,20 +202,30 @@ func (w *worker) add(e *Event) {
 	if !ok || date < w.rng.From || date > w.rng.To {
 		return
 	}
-	if !w.seen.add(e.ID) {
+	d := w.days[date]
+	if d == nil {
+		d = &day{ids: w.seen.forDate(date), users: map[string]struct{}{}}
+		w.days[strings.Clone(date)] = d // the event's strings may be views of the input buffer
+	}
+	if !d.ids.add(e.ID) {
 		return
 	}
 	w.events++
-	d := w.days[date]
-	if d == nil {
-		d = &day{users: map[string]struct{}{}, words: map[string]int64{}}
-		w.days[date] = d
-	}
 	if _, ok := d.users[e.Username]; !ok {
-		d.users[e.Username] = struct{}{}
+		d.users[strings.Clone(e.Username)] = struct{}{}
 	}
 	w.buf = Tokenize(e.Content, w.buf, func(word []byte) {
-		d.words[string(word)]++ // no allocation when the word is already counted
+		i, ok := w.dict[string(word)] // a lookup: no allocation
+		if !ok {
+			i = int32(len(w.words))
+			s := string(word)
+			w.dict[s] = i
+			w.words = append(w.words, s)
+		}
+		if int(i) >= len(d.counts) {
+			d.counts = append(d.counts, make([]int64, int(i)+1-len(d.counts)+len(d.counts)/2)...)
+		}
+		d.counts[i]++
 	})
 }
 
@@ -208,50 +250,85 @@ type WordCount struct {
 	Count int64  `json:"count"`
 }
 
+// before reports whether a ranks above b: count descending, then word
+// ascending in byte order.
+func before(a, b WordCount) bool {
+	if a.Count != b.Count {
+		return a.Count > b.Count
+	}
+	return a.Word < b.Word
+}
+
 // merge combines the workers' aggregates into results.
 func merge(rng Range, ws []*worker) *Results {
 	res := &Results{Range: rng}
-	all := map[string]*day{}
+	// One dictionary for all workers; each worker's indices are mapped once.
+	dict := map[string]int32{}
+	var words []string
+	users := map[string]map[string]struct{}{}
+	counts := map[string][]int64{}
 	for _, w := range ws {
 		res.Events += w.events
+		remap := make([]int32, len(w.words))
+		for i, word := range w.words {
+			g, ok := dict[word]
+			if !ok {
+				g = int32(len(words))
+				dict[word] = g
+				words = append(words, word)
+			}
+			remap[i] = g
+		}
 		for date, d := range w.days {
-			m := all[date]
-			if m == nil {
-				all[date] = d
-				continue
+			if users[date] == nil {
+				users[date] = d.users
+			} else {
+				for u := range d.users {
+					users[date][u] = struct{}{}
+				}
 			}
-			for u := range d.users {
-				m.users[u] = struct{}{}
+			c := counts[date]
+			for i, n := range d.counts {
+				if n == 0 {
+					continue
+				}
+				g := int(remap[i])
+				if g >= len(c) {
+					c = append(c, make([]int64, g+1-len(c))...)
+				}
+				c[g] += n
 			}
-			for word, n := range d.words {
-				m.words[word] += n
-			}
+			counts[date] = c
 		}
 	}
-	dates := make([]string, 0, len(all))
-	for d := range all {
+	dates := make([]string, 0, len(users))
+	for d := range users {
 		dates = append(dates, d)
 	}
 	sort.Strings(dates)
 	for _, date := range dates {
-		d := all[date]
-		wcs := make([]WordCount, 0, len(d.words))
-		for word, n := range d.words {
-			wcs = append(wcs, WordCount{Word: word, Count: n})
-		}
-		sort.Slice(wcs, func(i, j int) bool {
-			if wcs[i].Count != wcs[j].Count {
-				return wcs[i].Count > wcs[j].Count
+		top := make([]WordCount, 0, TopWords+1)
+		for g, n := range counts[date] {
+			if n == 0 {
+				continue
 			}
-			return wcs[i].Word < wcs[j].Word // byte order of the UTF-8
-		})
-		if len(wcs) > TopWords {
-			wcs = wcs[:TopWords]
+			wc := WordCount{Word: words[g], Count: n}
+			if len(top) == TopWords && !before(wc, top[len(top)-1]) {
+				continue
+			}
+			// Insert in order; the list stays at most TopWords long.
+			i := sort.Search(len(top), func(i int) bool { return before(wc, top[i]) })
+			top = append(top, WordCount{})
+			copy(top[i+1:], top[i:])
+			top[i] = wc
+			if len(top) > TopWords {
+				top = top[:TopWords]
+			}
 		}
-		for i := range wcs {
-			wcs[i].Rank = i + 1
+		for i := range top {
+			top[i].Rank = i + 1
 		}
-		res.Days = append(res.Days, DayResult{Date: date, Users: len(d.users), Words: wcs})
+		res.Days = append(res.Days, DayResult{Date: date, Users: len(users[date]), Words: top})
 	}
 	return res
 }

@@ -6,12 +6,14 @@ import (
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 var errSyntax = errors.New("not a JSON object")
 
 // parseEvent reads the fields analytics needs from one JSON object (one
-// line of an archived log, or a record value). Unknown fields are skipped
+// line of an archived log, or a record value). The strings may share memory
+// with b: they are valid only while b is. Unknown fields are skipped
 // whatever their value. It is a small hand-written scanner because decoding
 // dominates the job's cost; anything it does not understand falls back to
 // encoding/json, so it is never less correct than that.
@@ -116,7 +118,9 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// readString decodes the JSON string starting at b[i] == '"'.
+// readString decodes the JSON string starting at b[i] == '"'. A string
+// without escapes is returned as a view of b, without copying: callers that
+// keep it beyond the current line must clone it (worker.add does).
 func readString(b []byte, i int) (string, int, error) {
 	i++
 	start := i
@@ -127,7 +131,10 @@ func readString(b []byte, i int) (string, int, error) {
 			if !utf8.Valid(s) {
 				return "", 0, errSyntax // encoding/json replaces invalid bytes; defer to it
 			}
-			return string(s), i + 1, nil
+			if len(s) == 0 {
+				return "", i + 1, nil
+			}
+			return unsafe.String(&s[0], len(s)), i + 1, nil
 		}
 		if c == '\\' || c < 0x20 {
 			break
