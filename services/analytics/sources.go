@@ -197,7 +197,7 @@ func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, 
 			var e Event
 			for pr := range queue {
 				r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.BrokerList(), Topic: pr.topic, Partition: pr.partition,
-					MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 200 * time.Millisecond, ReadLagInterval: -1})
+					MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 200 * time.Millisecond, ReadLagInterval: -1, QueueCapacity: 1000})
 				if err := r.SetOffset(pr.start); err != nil {
 					r.Close()
 					return err
