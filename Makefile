@@ -28,6 +28,7 @@ test: ## Run every test with the race detector, then a short fuzz run
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	$(GO) test -run '^$$' -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./pkg/chatevent
+	$(GO) test -run '^$$' -fuzz FuzzParseEvent -fuzztime $(FUZZTIME) ./services/analytics
 
 .PHONY: test-integration
 test-integration: ## Run the tests against the Kafka named by TEST_KAFKA_BROKERS
@@ -49,6 +50,10 @@ bench-idle: build ## Idle memory per connection at 10 000 connections
 .PHONY: bench-ingest
 bench-ingest: ## History: log → PostgreSQL ingest rate vs a bare COPY (1M events), API page latency
 	$(GO) run ./cmd/chatbench ingest $(BENCHFLAGS)
+
+.PHONY: bench-analytics
+bench-analytics: build ## Analytics: JSON lines and log vs an encoding/json baseline (1M and 5M events)
+	$(GO) run ./cmd/chatbench analytics -chat bin/chat $(BENCHFLAGS)
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck

@@ -17,6 +17,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -158,6 +159,7 @@ func TestKubernetes(t *testing.T) {
 	strict := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
 	configEnv := map[string]string{} // every ConfigMap and Secret key (a superset of each pod's)
 	var deployments []*appsv1.Deployment
+	var cronJobs []*batchv1.CronJob
 	for _, r := range kust.Resources {
 		b, err := os.ReadFile(filepath.Join("k8s", r))
 		if err != nil {
@@ -186,7 +188,18 @@ func TestKubernetes(t *testing.T) {
 				}
 			case *appsv1.Deployment:
 				deployments = append(deployments, o)
+			case *batchv1.CronJob:
+				cronJobs = append(cronJobs, o)
 			}
+		}
+	}
+	if len(cronJobs) != 1 || cronJobs[0].Name != "analytics" {
+		t.Fatalf("cron jobs = %v, want the analytics CronJob", cronJobs)
+	}
+	for _, c := range cronJobs[0].Spec.JobTemplate.Spec.Template.Spec.Containers {
+		cfg := checkArgs(t, c.Args, configEnv)
+		if !strings.Contains(cfg, "target=analytics\n") {
+			t.Errorf("analytics CronJob does not run -target=analytics")
 		}
 	}
 	names := map[string]bool{}
