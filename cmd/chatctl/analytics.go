@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -22,25 +18,9 @@ func analyticsCmd(g *globals) *cobra.Command {
 		Short: "Run analytics on the server now (admin): daily active users and top words per UTC date",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tok, err := g.tokenFor(as, true)
+			b, err := g.adminPost(cmd, as, "/v1/admin/analytics", map[string]string{"from": from, "to": to})
 			if err != nil {
-				return err
-			}
-			body, _ := json.Marshal(map[string]string{"from": from, "to": to})
-			req, err := http.NewRequestWithContext(cmd.Context(), "POST", strings.TrimRight(g.server, "/")+"/v1/admin/analytics", bytes.NewReader(body))
-			if err != nil {
-				return err
-			}
-			req.Header.Set("Authorization", "Bearer "+tok)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("analytics: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+				return fmt.Errorf("analytics: %w", err)
 			}
 			var r struct {
 				From, To string

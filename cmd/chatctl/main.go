@@ -107,6 +107,31 @@ func (g *globals) tokenFor(user string, admin bool) (string, error) {
 	return m.Mint(user, admin, time.Hour)
 }
 
+// adminPost POSTs body as JSON with an admin token and returns the 200 body.
+func (g *globals) adminPost(cmd *cobra.Command, as, path string, body any) ([]byte, error) {
+	tok, err := g.tokenFor(as, true)
+	if err != nil {
+		return nil, err
+	}
+	j, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(cmd.Context(), "POST", strings.TrimRight(g.server, "/")+path, bytes.NewReader(j))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
 func tokenCmd(g *globals) *cobra.Command {
 	var user string
 	var admin bool
@@ -142,25 +167,9 @@ func announceCmd(g *globals) *cobra.Command {
 		Short: "Announce as admin to one room or to everyone connected",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tok, err := g.tokenFor(as, true)
+			b, err := g.adminPost(cmd, as, "/v1/admin/announce", map[string]string{"content": args[0], "room": room})
 			if err != nil {
-				return err
-			}
-			body, _ := json.Marshal(map[string]string{"content": args[0], "room": room})
-			req, err := http.NewRequestWithContext(cmd.Context(), "POST", strings.TrimRight(g.server, "/")+"/v1/admin/announce", bytes.NewReader(body))
-			if err != nil {
-				return err
-			}
-			req.Header.Set("Authorization", "Bearer "+tok)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("announce: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+				return fmt.Errorf("announce: %w", err)
 			}
 			var ev struct{ ID string }
 			json.Unmarshal(b, &ev)

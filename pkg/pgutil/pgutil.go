@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -26,6 +27,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 )
 
 // Config is the shared database setting.
@@ -378,4 +382,24 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("postgres exited: %v (see %s)", err, filepath.Join(s.Dir, "server.log"))
 	}
+}
+
+// Migrate applies the pending goose migrations of fsys (SQL files at its
+// root) to the database of pool, tracking them in table. A PostgreSQL
+// session advisory lock makes concurrent processes take turns.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table string) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker), goose.WithTableName(table))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
 }

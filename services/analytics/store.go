@@ -3,14 +3,12 @@ package analytics
 import (
 	"context"
 	"embed"
-	"fmt"
 	"io/fs"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
+
+	"github.com/chatsys/chat/pkg/pgutil"
 )
 
 //go:embed migrations/*.sql
@@ -19,21 +17,8 @@ var migrationFS embed.FS
 // Migrate applies analytics' migrations (tracked in their own goose table,
 // so they live beside history's in one database).
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	locker, err := lock.NewPostgresSessionLocker()
-	if err != nil {
-		return err
-	}
 	sub, _ := fs.Sub(migrationFS, "migrations")
-	p, err := goose.NewProvider(goose.DialectPostgres, db, sub, goose.WithSessionLocker(locker), goose.WithTableName("analytics_goose_version"))
-	if err != nil {
-		return fmt.Errorf("analytics migrations: %w", err)
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("apply analytics migrations: %w", err)
-	}
-	return nil
+	return pgutil.Migrate(ctx, pool, sub, "analytics_goose_version")
 }
 
 // Store replaces the rows of every date in the results' range: a date of
