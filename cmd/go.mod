@@ -7,6 +7,7 @@ require (
 	github.com/chatsys/chat/services/analytics v0.0.0
 	github.com/chatsys/chat/services/edge v0.0.0
 	github.com/chatsys/chat/services/history v0.0.0
+	github.com/chatsys/chat/services/router v0.0.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674
 	github.com/jackc/pgx/v5 v5.12.0
@@ -57,4 +58,5 @@ replace (
 	github.com/chatsys/chat/services/analytics => ../services/analytics
 	github.com/chatsys/chat/services/edge => ../services/edge
 	github.com/chatsys/chat/services/history => ../services/history
+	github.com/chatsys/chat/services/router => ../services/router
 )

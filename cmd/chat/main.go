@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -32,6 +33,7 @@ import (
 	"github.com/chatsys/chat/services/analytics"
 	"github.com/chatsys/chat/services/edge"
 	"github.com/chatsys/chat/services/history"
+	"github.com/chatsys/chat/services/router"
 )
 
 func main() {
@@ -49,6 +51,7 @@ type options struct {
 	shutdownDelay time.Duration
 	printConfig   bool
 	pprof         bool
+	edgeIDSet     bool // -edge.id given: keep it as is
 
 	obs       observe.Config
 	kafka     kafkaio.Config
@@ -58,6 +61,7 @@ type options struct {
 	edge      edge.Config
 	history   history.Config
 	analytics analytics.Config
+	router    router.Config
 }
 
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
@@ -77,6 +81,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	o.edge.RegisterFlags(fs)
 	o.history.RegisterFlags(fs)
 	o.analytics.RegisterFlags(fs)
+	o.router.RegisterFlags(fs)
 	flagenv.Usage(fs, "usage: chat [flags]\n\nEvery flag can also be set by the environment variable shown.")
 	return fs
 }
@@ -93,6 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		fmt.Fprintln(stderr, "chat:", err)
 		return 2
 	}
+	fs.Visit(func(f *flag.Flag) { o.edgeIDSet = o.edgeIDSet || f.Name == "edge.id" })
+	o.edgeIDSet = o.edgeIDSet || os.Getenv("CHAT_EDGE_ID") != ""
 	if o.printConfig {
 		flagenv.Print(stdout, fs, "jwt.secret", "database.url")
 		return 0
@@ -130,11 +137,9 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writ
 		withBroker = o.kafka.Brokers == ""
 	case "broker":
 		withBroker = true
-	case "edge", "history":
+	case "edge", "history", "router":
 	case "analytics":
 		return runAnalytics(ctx, o, log, stdout)
-	case "router":
-		return fmt.Errorf("target %q is not implemented yet in this version; use all, broker, edge, history or analytics", o.target)
 	default:
 		return fmt.Errorf("unknown target %q: want all, broker, edge, router, history or analytics", o.target)
 	}
@@ -186,6 +191,16 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writ
 		runner.AddCheck("history", h.Ready)
 		components = append(components, h)
 	}
+	if o.target == "all" || o.target == "router" {
+		o.router.Kafka, o.router.Auth = o.kafka, o.auth
+		rt, err := router.New(o.router, log.With("component", "router"), reg)
+		if err != nil {
+			return err
+		}
+		rt.Routes(mux)
+		runner.AddCheck("router", rt.Ready)
+		components = append(components, rt)
+	}
 	if o.target == "all" {
 		o.analytics.Kafka, o.analytics.Auth, o.analytics.DatabaseURL = o.kafka, o.auth, o.db.URL
 		sched, err := analytics.NewScheduler(o.analytics, log.With("component", "analytics"), reg)
@@ -200,6 +215,11 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writ
 	}
 	if o.target == "all" || o.target == "edge" {
 		o.edge.Kafka, o.edge.Auth = o.kafka, o.auth
+		if !o.edgeIDSet {
+			// Unique per process on one host: deliveries are addressed by edge id.
+			_, port, _ := net.SplitHostPort(o.httpAddr)
+			o.edge.ID += "-" + port
+		}
 		e, err := edge.New(o.edge, log.With("component", "edge"), reg)
 		if err != nil {
 			return err

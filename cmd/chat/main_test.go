@@ -162,7 +162,6 @@ func TestTargets(t *testing.T) {
 		want int
 	}{
 		{"unknown target", []string{"-target=nope"}, 1},
-		{"router not built yet", []string{"-target=router"}, 1},
 		{"bad flag", []string{"-no-such-flag"}, 2},
 		{"bad env value", []string{"-kafka.rooms-partitions=x"}, 2},
 		{"print config", []string{"-print-config"}, 0},

@@ -34,3 +34,8 @@ func Conversation(e *Event) string {
 
 // RoomOfConversation returns the room of a "room:" conversation.
 func RoomOfConversation(c string) (string, bool) { return strings.CutPrefix(c, "room:") }
+
+// MayMessage is the policy deciding who may send a private message to
+// whom, enforced by the edge: any signed-in user may write to any other
+// well-formed username (to themselves too: a note to self).
+func MayMessage(from, to string) bool { return ValidUsername(from) && ValidUsername(to) }

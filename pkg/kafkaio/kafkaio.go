@@ -28,6 +28,12 @@ type Config struct {
 	DirectTopic string
 	// DirectPartitions is the partition count of DirectTopic when created (default 12).
 	DirectPartitions int
+	// PresenceTopic and DeliveriesTopic carry presence and private-message
+	// deliveries (defaults chat.presence, chat.deliveries), each created
+	// with SmallPartitions partitions (default 12).
+	PresenceTopic   string
+	DeliveriesTopic string
+	SmallPartitions int
 	// RoomsPartitions is the partition count of chat.rooms when this process
 	// creates it (default 12). An existing topic keeps its count.
 	RoomsPartitions int
@@ -49,6 +55,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RoomsTopic, "kafka.topic-rooms", "chat.rooms", "topic of room events")
 	fs.StringVar(&c.DirectTopic, "kafka.topic-direct", "chat.direct", "topic of private messages")
 	fs.IntVar(&c.DirectPartitions, "kafka.direct-partitions", 12, "partitions of the private-message topic when it is created")
+	fs.StringVar(&c.PresenceTopic, "kafka.topic-presence", "chat.presence", "topic of presence events")
+	fs.StringVar(&c.DeliveriesTopic, "kafka.topic-deliveries", "chat.deliveries", "topic of private-message deliveries to edges")
+	fs.IntVar(&c.SmallPartitions, "kafka.presence-partitions", 12, "partitions of the presence and deliveries topics when they are created")
 	fs.IntVar(&c.RoomsPartitions, "kafka.rooms-partitions", 12, "partitions of chat.rooms when it is created")
 	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", 1, "replication factor of created topics")
 	fs.DurationVar(&c.Retention, "kafka.retention", 7*24*time.Hour, "retention of created topics (0 = forever)")
@@ -63,6 +72,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RoomsTopic == "" || c.DirectTopic == "" {
 		return errors.New("kafka.topic-rooms and kafka.topic-direct must not be empty")
+	}
+	if c.PresenceTopic == "" || c.DeliveriesTopic == "" || c.SmallPartitions < 1 {
+		return errors.New("kafka.topic-presence, kafka.topic-deliveries and kafka.presence-partitions must be set")
 	}
 	if c.DirectPartitions < 1 {
 		return errors.New("kafka.direct-partitions must be at least 1")
@@ -85,6 +97,16 @@ func (c *Config) BrokerList() []string {
 		}
 	}
 	return out
+}
+
+// AllTopics returns the specs of every chat topic.
+func (c *Config) AllTopics() []TopicSpec {
+	return []TopicSpec{
+		{Name: c.RoomsTopic, Partitions: c.RoomsPartitions},
+		{Name: c.DirectTopic, Partitions: c.DirectPartitions},
+		{Name: c.PresenceTopic, Partitions: c.SmallPartitions},
+		{Name: c.DeliveriesTopic, Partitions: c.SmallPartitions},
+	}
 }
 
 // Balancer is the partitioner of every writer: murmur2 of the key, as the

@@ -53,6 +53,12 @@ type Config struct {
 	DrainDuration time.Duration
 	// MaxRooms bounds the rooms one connection may join (default 100).
 	MaxRooms int
+	// PresenceGrace is how long after a user's last connection closes the
+	// edge waits before reporting them offline (default 5s): a quick
+	// reconnect never shows as offline.
+	PresenceGrace time.Duration
+	// Heartbeat is the interval of the edge's presence heartbeat (default 2s).
+	Heartbeat time.Duration
 	// MaxReplay bounds how many log records a join with since may scan
 	// (default 100000); beyond it the join answers recovered:false.
 	MaxReplay int64
@@ -82,6 +88,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WriteTimeout, "edge.write-timeout", 10*time.Second, "deadline for writing one batch of queued frames to a client")
 	fs.DurationVar(&c.DrainDuration, "edge.drain-duration", 10*time.Second, "window over which clients are told to reconnect on shutdown")
 	fs.IntVar(&c.MaxRooms, "edge.max-rooms", 100, "rooms one connection may join")
+	fs.DurationVar(&c.PresenceGrace, "edge.presence-grace", 5*time.Second, "delay before a user whose last connection closed is reported offline")
+	fs.DurationVar(&c.Heartbeat, "edge.heartbeat", 2*time.Second, "interval of the edge's presence heartbeat")
 	fs.Int64Var(&c.MaxReplay, "edge.max-replay", 100000, "log records a resuming join may scan")
 }
 
@@ -117,6 +125,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PingInterval <= 0 || c.PongTimeout <= 0 || c.WriteTimeout <= 0 {
 		errs = append(errs, errors.New("edge ping, pong and write timeouts must be positive"))
+	}
+	if c.PresenceGrace < 0 || c.Heartbeat <= 0 {
+		errs = append(errs, errors.New("edge.presence-grace must not be negative and edge.heartbeat must be positive"))
 	}
 	if c.MaxRooms < 1 {
 		errs = append(errs, errors.New("edge.max-rooms must be positive"))

@@ -31,6 +31,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/chatsys/chat/pkg/auth"
@@ -49,8 +50,11 @@ type Edge struct {
 	hub    *hub
 	up     websocket.Upgrader
 
-	src    source
-	writer *kafka.Writer
+	src      source
+	writer   *kafka.Writer // rooms topic
+	direct   *kafka.Writer // private messages
+	dsrc     *deliveriesSource
+	presence *presence
 
 	draining atomic.Bool
 	wg       sync.WaitGroup // connection handlers
@@ -96,21 +100,36 @@ func (e *Edge) Name() string { return "edge" }
 func (e *Edge) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	src, err := newLogSource(ctx, e.cfg.Kafka, e.cfg.Kafka.RoomsTopic, e.cfg.MaxReplay, e.log, e.m)
+	k := e.cfg.Kafka
+	if _, err := k.EnsureTopics(ctx, k.AllTopics()...); err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+	src, err := newLogSource(ctx, k, k.RoomsTopic, e.cfg.MaxReplay, e.log, e.m)
 	if err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
 	e.src = src
-	e.writer = e.cfg.Kafka.NewWriter(e.cfg.Kafka.RoomsTopic)
+	if e.dsrc, err = newDeliveriesSource(ctx, k, e.cfg.ID, e.log, e.m); err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+	e.writer = k.NewWriter(k.RoomsTopic)
 	e.writer.Async = true
 	e.writer.Completion = e.completed
+	e.direct = k.NewWriter(k.DirectTopic)
+	e.direct.Async = true
+	e.direct.Completion = e.completed
+	e.presence = newPresence(e, k)
 	return nil
 }
 
 // Run tails the log and pings clients until ctx ends.
 func (e *Edge) Run(ctx context.Context) error {
 	go e.pingLoop(ctx)
-	return e.src.Run(ctx, e.hub.deliver)
+	go e.presence.beat(ctx, e.cfg.Heartbeat)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.dsrc.Run(ctx, e.hub.deliverDirect) })
+	g.Go(func() error { return e.src.Run(ctx, e.hub.deliver) })
+	return g.Wait()
 }
 
 // pingLoop pings every connection each PingInterval; a client that sends
@@ -165,10 +184,16 @@ func (e *Edge) Stop(ctx context.Context) error {
 			c.ws.NetConn().Close()
 		}
 	}
-	if e.writer != nil {
-		return e.writer.Close()
+	var errs []error
+	for _, c := range []interface{ Close() error }{e.writer, e.direct} {
+		if c != nil {
+			errs = append(errs, c.Close())
+		}
 	}
-	return nil
+	if e.presence != nil {
+		errs = append(errs, e.presence.close())
+	}
+	return errors.Join(errs...)
 }
 
 // Ready reports whether the edge accepts connections.
@@ -230,6 +255,7 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 	e.wg.Add(1)
 	c := newConn(e, ws, id, e.acquireLimiter(id.Username))
 	e.hub.addConn(c)
+	e.presence.connected(id.Username)
 	e.m.connections.Inc()
 	if e.draining.Load() { // raced with Stop's snapshot
 		c.close(CloseGoingAway, "server shutting down: reconnect", false)
@@ -245,10 +271,13 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 func (e *Edge) connLoop(c *conn) {
 	defer e.wg.Done()
 	defer func() {
-		for _, s := range c.rooms {
+		rooms := make([]string, 0, len(c.rooms))
+		for room, s := range c.rooms {
 			e.hub.removeSub(s)
+			rooms = append(rooms, room)
 		}
 		e.hub.removeConn(c)
+		e.presence.disconnected(c.id.Username, rooms)
 		c.mu.Lock()
 		c.closing = true // nothing more is queued
 		c.mu.Unlock()
@@ -374,15 +403,20 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		if s := c.rooms[f.Room]; s != nil {
 			e.hub.removeSub(s)
 			delete(c.rooms, f.Room)
+			e.presence.left(c.id.Username, f.Room)
 		}
 		c.sendJSON(ctx, chatevent.TypeLeft, map[string]string{"type": chatevent.TypeLeft, "room": f.Room})
-	case chatevent.TypeChat:
+	case chatevent.TypeChat, chatevent.TypePrivate:
+		if f.Type == chatevent.TypePrivate && !chatevent.MayMessage(c.id.Username, f.Target) {
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), f.ClientID)
+			return
+		}
 		if !c.limiter.Allow() {
 			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), f.ClientID)
 			return
 		}
 		ev := chatevent.Event{
-			ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: f.Room, Username: c.id.Username,
+			ID: chatevent.NewID(), Type: f.Type, Room: f.Room, Target: f.Target, Username: c.id.Username,
 			Content: f.Content, Timestamp: chatevent.FormatTime(time.Now()), ClientID: f.ClientID,
 		}
 		// Appends are pipelined: the next frame is read while this one is
@@ -395,7 +429,7 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		e.appendAsync(ctx, &ev, func(err error) {
 			c.releaseInFlight()
 			if err != nil {
-				e.log.Warn("append failed", "room", ev.Room, "err", err)
+				e.log.Warn("append failed", "type", ev.Type, "err", err)
 				e.m.errors.WithLabelValues(chatevent.CodeUnavailable).Inc()
 				c.send(mustJSON(errorFrame{Type: chatevent.TypeError, Code: chatevent.CodeUnavailable,
 					Message: "the message log did not acknowledge the message; it was not sent, retry", ClientID: cid}), chatevent.TypeError)
@@ -403,8 +437,6 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 			}
 			c.send(mustJSON(ackFrame{Type: chatevent.TypeAck, ClientID: cid, ID: ev.ID}), chatevent.TypeAck)
 		})
-	case chatevent.TypePrivate:
-		e.sendError(ctx, c, chatevent.CodeUnavailable, "private messages are not enabled on this server yet", f.ClientID)
 	}
 }
 
@@ -422,7 +454,11 @@ type pendingAppend struct {
 // not block. Writes queued by one goroutine keep their order within a
 // partition: kafka-go's writer sends each partition's batches one at a time.
 func (e *Edge) appendAsync(ctx context.Context, ev *chatevent.Event, done func(error)) {
-	ctx, span := tracer.Start(ctx, "publish "+e.cfg.Kafka.RoomsTopic, trace.WithSpanKind(trace.SpanKindProducer),
+	w, topic, key := e.writer, e.cfg.Kafka.RoomsTopic, chatevent.RoomKey(ev.Room)
+	if ev.Type == chatevent.TypePrivate {
+		w, topic, key = e.direct, e.cfg.Kafka.DirectTopic, chatevent.DMKey(ev.Username, ev.Target)
+	}
+	ctx, span := tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
 	p := &pendingAppend{t0: time.Now(), span: span, done: done}
 	value, err := ev.Encode()
@@ -431,13 +467,13 @@ func (e *Edge) appendAsync(ctx context.Context, ev *chatevent.Event, done func(e
 		return
 	}
 	msg := kafka.Message{
-		Key:        []byte(chatevent.RoomKey(ev.Room)),
+		Key:        []byte(key),
 		Value:      value,
 		Headers:    []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}},
 		WriterData: p,
 	}
 	otel.GetTextMapPropagator().Inject(ctx, kafkaio.HeaderCarrier{Headers: &msg.Headers})
-	if err := e.writer.WriteMessages(ctx, msg); err != nil { // async: fails only when closed
+	if err := w.WriteMessages(ctx, msg); err != nil { // async: fails only when closed
 		e.completeOne(p, err)
 	}
 }
@@ -481,14 +517,16 @@ func (e *Edge) append(ctx context.Context, ev *chatevent.Event) error {
 // replayed.
 func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
 	if old := c.rooms[f.Room]; old != nil {
-		e.hub.removeSub(old)
-		delete(c.rooms, f.Room)
+		e.hub.removeSub(old) // a re-join: the membership stays
 	} else if len(c.rooms) >= e.cfg.MaxRooms {
 		e.sendError(ctx, c, chatevent.CodeTooManyRooms, fmt.Sprintf("a connection may join at most %d rooms", e.cfg.MaxRooms), f.ClientID)
 		return
 	}
 	s := &sub{c: c, room: f.Room, last: -1, replaying: f.Since != ""}
 	e.hub.addSub(s)
+	if c.rooms[f.Room] == nil {
+		e.presence.joined(c.id.Username, f.Room)
+	}
 	c.rooms[f.Room] = s
 	if f.Since == "" {
 		c.sendJSON(ctx, chatevent.TypeJoined, joinedFrame{Type: chatevent.TypeJoined, Room: f.Room})
@@ -501,6 +539,7 @@ func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
 	if err != nil {
 		e.hub.removeSub(s)
 		delete(c.rooms, f.Room)
+		e.presence.left(c.id.Username, f.Room)
 		e.sendError(ctx, c, chatevent.CodeUnavailable, "cannot read the log to resume; join again", f.ClientID)
 		return
 	}

@@ -62,6 +62,8 @@ func startEdge(t testing.TB, broker string, mods ...func(*edge.Config)) *testEdg
 	cfg.Kafka.Brokers = broker
 	cfg.Kafka.RoomsPartitions = 4
 	cfg.Kafka.RoomsTopic = topicFor(t) // unique per test; shared by the edges of one test
+	cfg.Kafka.DirectTopic, cfg.Kafka.PresenceTopic, cfg.Kafka.DeliveriesTopic = topicFor(t)+".direct", topicFor(t)+".presence", topicFor(t)+".deliveries"
+	cfg.Kafka.SmallPartitions, cfg.Kafka.DirectPartitions = 4, 4
 	cfg.Auth = auth.Config{Secret: testSecret}
 	cfg.DrainDuration = 200 * time.Millisecond
 	for _, m := range mods {

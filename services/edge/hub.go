@@ -11,22 +11,50 @@ type hub struct {
 	mu    sync.RWMutex
 	rooms map[string]map[*sub]struct{}
 	conns map[*conn]struct{}
+	users map[string]map[*conn]struct{} // for private messages
 }
 
 func newHub() *hub {
-	return &hub{rooms: map[string]map[*sub]struct{}{}, conns: map[*conn]struct{}{}}
+	return &hub{rooms: map[string]map[*sub]struct{}{}, conns: map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{}}
 }
 
 func (h *hub) addConn(c *conn) {
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
+	m := h.users[c.id.Username]
+	if m == nil {
+		m = map[*conn]struct{}{}
+		h.users[c.id.Username] = m
+	}
+	m[c] = struct{}{}
 	h.mu.Unlock()
 }
 
 func (h *hub) removeConn(c *conn) {
 	h.mu.Lock()
 	delete(h.conns, c)
+	if m := h.users[c.id.Username]; m != nil {
+		delete(m, c)
+		if len(m) == 0 {
+			delete(h.users, c.id.Username)
+		}
+	}
 	h.mu.Unlock()
+}
+
+// deliverDirect sends a private message to the local connections of its
+// sender and its target. It never blocks.
+func (h *hub) deliverDirect(d *delivery) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for c := range h.users[d.ev.Username] {
+		c.send(d.frame, d.ev.Type)
+	}
+	if d.ev.Target != d.ev.Username {
+		for c := range h.users[d.ev.Target] {
+			c.send(d.frame, d.ev.Type)
+		}
+	}
 }
 
 func (h *hub) addSub(s *sub) {

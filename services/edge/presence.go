@@ -1,0 +1,140 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/kafkaio"
+)
+
+// presence publishes this edge's connections, room memberships and
+// heartbeats to chat.presence, and debounces disconnects: a user whose last
+// connection closes is reported gone only if they do not reconnect within
+// the grace period.
+type presence struct {
+	e      *Edge
+	w      *kafka.Writer
+	mu     sync.Mutex
+	users  map[string]int            // user → open connections
+	rooms  map[string]map[string]int // user → room → joined connections
+	timers map[string]*time.Timer    // user → pending disconnect
+}
+
+func newPresence(e *Edge, k kafkaio.Config) *presence {
+	w := k.NewWriter(k.PresenceTopic)
+	w.Async = true // presence is best effort; heartbeats repair what is lost
+	w.Completion = func(_ []kafka.Message, err error) {
+		if err != nil {
+			e.log.Debug("presence write failed", "err", err)
+		}
+	}
+	return &presence{e: e, w: w, users: map[string]int{}, rooms: map[string]map[string]int{}, timers: map[string]*time.Timer{}}
+}
+
+func (p *presence) publish(typ, user, room string, conns int) {
+	key := user
+	if typ == chatevent.PresenceHeartbeat {
+		key = p.e.cfg.ID
+	}
+	b, _ := json.Marshal(&chatevent.Presence{Type: typ, Edge: p.e.cfg.ID, User: user, Room: room, Connections: conns,
+		Timestamp: chatevent.FormatTime(time.Now())})
+	p.w.WriteMessages(context.Background(), kafka.Message{Key: []byte(key), Value: b})
+}
+
+func (p *presence) connected(user string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t := p.timers[user]; t != nil {
+		t.Stop()
+		delete(p.timers, user)
+	}
+	p.users[user]++
+	p.publish(chatevent.PresenceConnect, user, "", p.users[user])
+}
+
+// disconnected records a closed connection and the rooms it had joined.
+func (p *presence) disconnected(user string, rooms []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range rooms {
+		p.leftLocked(user, r)
+	}
+	p.users[user]--
+	if n := p.users[user]; n > 0 {
+		p.publish(chatevent.PresenceConnect, user, "", n)
+		return
+	}
+	delete(p.users, user)
+	p.timers[user] = time.AfterFunc(p.e.cfg.PresenceGrace, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.users[user] == 0 && p.timers[user] != nil {
+			delete(p.timers, user)
+			p.publish(chatevent.PresenceDisconnect, user, "", 0)
+		}
+	})
+}
+
+func (p *presence) joined(user, room string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.rooms[user]
+	if m == nil {
+		m = map[string]int{}
+		p.rooms[user] = m
+	}
+	m[room]++
+	if m[room] == 1 {
+		p.publish(chatevent.PresenceJoin, user, room, 0)
+	}
+}
+
+func (p *presence) left(user, room string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.leftLocked(user, room)
+}
+
+func (p *presence) leftLocked(user, room string) {
+	m := p.rooms[user]
+	if m == nil || m[room] == 0 {
+		return
+	}
+	if m[room]--; m[room] == 0 {
+		delete(m, room)
+		if len(m) == 0 {
+			delete(p.rooms, user)
+		}
+		p.publish(chatevent.PresenceLeave, user, room, 0)
+	}
+}
+
+// beat publishes a heartbeat every interval until ctx ends.
+func (p *presence) beat(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	p.publish(chatevent.PresenceHeartbeat, "", "", 0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.publish(chatevent.PresenceHeartbeat, "", "", 0)
+		}
+	}
+}
+
+func (p *presence) close() error {
+	p.mu.Lock()
+	for u, t := range p.timers {
+		t.Stop()
+		delete(p.timers, u)
+	}
+	p.mu.Unlock()
+	return p.w.Close()
+}
