@@ -51,6 +51,7 @@ func (h *History) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/rooms/{room}/messages", h.handle("/v1/rooms/{room}/messages", h.roomMessages))
 	mux.Handle("GET /v1/dm/{peer}/messages", h.handle("/v1/dm/{peer}/messages", h.dmMessages))
 	mux.Handle("GET /v1/search", h.handle("/v1/search", h.search))
+	mux.Handle("GET /v1/dm", h.handle("/v1/dm", h.dmSince))
 	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(openapiDoc)
@@ -188,4 +189,29 @@ func (h *History) search(r *http.Request, id auth.Identity) (any, error) {
 		return nil, err
 	}
 	return messagesResponse{Messages: msgs}, nil
+}
+
+// Conversation is one of the caller's private conversations with news.
+type Conversation struct {
+	Peer   string          `json:"peer"`
+	Count  int             `json:"count"`  // messages after since
+	Latest chatevent.Event `json:"latest"` // the newest of them
+}
+
+// dmSince answers GET /v1/dm?since=ID: the caller's conversations with
+// messages after ID (all of them without since), newest activity first.
+func (h *History) dmSince(r *http.Request, id auth.Identity) (any, error) {
+	since := ""
+	if s := r.URL.Query().Get("since"); s != "" {
+		u, err := uuid.Parse(s)
+		if err != nil {
+			return nil, badRequest("invalid_cursor", "since must be a message id (UUID)")
+		}
+		since = u.String()
+	}
+	convs, err := conversationsSince(r.Context(), h.pool, id.Username, since)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"conversations": convs}, nil
 }

@@ -213,3 +213,21 @@ func vals(kv ...string) url.Values {
 	}
 	return v
 }
+
+// getJSON calls the API as user and decodes the body into out.
+func getJSON(t testing.TB, base, user, path string, query url.Values, out any) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+path+"?"+query.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+token(t, user))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -190,6 +190,24 @@ func TestPrivateConversationsStayPrivate(t *testing.T) {
 			t.Fatalf("alice reading dm/%s got %+v, want nothing", peer, r.Messages)
 		}
 	}
+	// Conversations with news, for a client coming back online.
+	var convs struct {
+		Conversations []history.Conversation `json:"conversations"`
+	}
+	getJSON(t, h.URL, "alice", "/v1/dm", nil, &convs)
+	if len(convs.Conversations) != 1 || convs.Conversations[0].Peer != "bob" || convs.Conversations[0].Count != 2 || convs.Conversations[0].Latest.Content != "reply to alice" {
+		t.Fatalf("alice's conversations = %+v, want bob with 2 messages", convs)
+	}
+	first := r.Messages[1].ID
+	getJSON(t, h.URL, "alice", "/v1/dm", vals("since", first), &convs)
+	if len(convs.Conversations) != 1 || convs.Conversations[0].Count != 1 {
+		t.Fatalf("since the first DM = %+v, want bob with 1 message", convs)
+	}
+	getJSON(t, h.URL, "dave", "/v1/dm", nil, &convs)
+	if len(convs.Conversations) != 1 || convs.Conversations[0].Peer != "carol" {
+		t.Fatalf("dave's conversations = %+v, want only carol", convs)
+	}
+
 	r = get(t, h.URL, "alice", "/v1/search", vals("q", "secret"))
 	var contents []string
 	for _, m := range r.Messages {

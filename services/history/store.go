@@ -201,3 +201,53 @@ func search(ctx context.Context, pool *pgxpool.Pool, caller, q, room string, lim
 	}
 	return scanMessages(rows)
 }
+
+// conversationsSince lists user's private conversations with messages
+// newer than since ("" for all), newest activity first, at most 200.
+func conversationsSince(ctx context.Context, pool *pgxpool.Pool, user, since string) ([]Conversation, error) {
+	rows, err := pool.Query(ctx, `
+		WITH news AS (
+			SELECT conversation, id, count(*) OVER (PARTITION BY conversation) AS n,
+			       row_number() OVER (PARTITION BY conversation ORDER BY id DESC) AS r
+			FROM messages
+			WHERE type = 'private' AND (username = $1 OR target = $1)
+			  AND ($2 = '' OR id > $2::uuid))
+		SELECT id::text, n FROM news WHERE r = 1 ORDER BY id DESC LIMIT 200`, user, since)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	counts := map[string]int{}
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+		counts[id] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := []Conversation{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	mrows, err := pool.Query(ctx, selectMessage+`WHERE id = ANY($1::uuid[]) ORDER BY id DESC`, ids)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := scanMessages(mrows)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range msgs {
+		peer := m.Target
+		if peer == user {
+			peer = m.Username
+		}
+		out = append(out, Conversation{Peer: peer, Count: counts[m.ID], Latest: m})
+	}
+	return out, nil
+}
