@@ -67,7 +67,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.dataDir, "data-dir", env("CHAT_DATA_DIR", "./data"), "server data directory holding the generated jwt.secret (env CHAT_DATA_DIR)")
 	pf.StringVar(&g.secret, "jwt-secret", env("CHAT_JWT_SECRET", ""), "HS256 secret (env CHAT_JWT_SECRET); default: the data directory's")
 	pf.StringVar(&g.privateKey, "jwt-private-key", "", "PEM RSA private key: mint RS256 tokens instead of HS256")
-	root.AddCommand(tokenCmd(g), announceCmd(g), chatCmd(g), historyCmd(g), searchCmd(g), analyticsCmd(g))
+	root.AddCommand(tokenCmd(g), announceCmd(g), chatCmd(g), historyCmd(g), searchCmd(g), analyticsCmd(g), presenceCmd(g), dmCmd(g))
 	return root
 }
 
@@ -278,6 +278,8 @@ func session(ctx context.Context, ws *websocket.Conn, room string, since *string
 				fmt.Fprintf(out, "%s <%s> %s\n", ts, str("username"), str("content"))
 			case "system":
 				fmt.Fprintf(out, "*** %s\n", str("content"))
+			case "private":
+				fmt.Fprintf(out, "[dm %s → %s] %s\n", str("username"), str("target"), str("content"))
 			case "welcome":
 				fmt.Fprintf(out, "* connected as %s\n", str("username"))
 			case "joined":

@@ -20,6 +20,7 @@ import (
 	"github.com/chatsys/chat/services/analytics"
 	"github.com/chatsys/chat/services/edge"
 	"github.com/chatsys/chat/services/history"
+	"github.com/chatsys/chat/services/router"
 
 	"net/http"
 )
@@ -57,15 +58,22 @@ func startServer(t *testing.T, dataDir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rcfg := router.Defaults()
+	rcfg.Kafka, rcfg.Auth = cfg.Kafka, cfg.Auth
+	rt, err := router.New(rcfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	e.Routes(mux)
 	hist.Routes(mux)
 	sched.Routes(mux)
+	rt.Routes(mux)
 	h := &lifecycle.HTTPServer{Addr: "127.0.0.1:0", Handler: mux}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &lifecycle.Runner{}
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx, h, hist, e) }()
+	go func() { done <- r.Run(ctx, h, hist, rt, e) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for !r.Ready() {
 		if time.Now().After(deadline) {
@@ -171,6 +179,28 @@ func TestTokenAnnounceAndChat(t *testing.T) {
 	}
 	if _, err := ctl(t, "", "analytics", "--from", "yesterday", "--server", server, "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "invalid_range") {
 		t.Fatalf("analytics --from yesterday: %v, want invalid_range", err)
+	}
+
+	// Presence and a private message: alice (the WebSocket above) is online.
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(out, "alice: online (1 connections)") {
+		if time.Now().After(deadline) {
+			t.Fatalf("chatctl presence alice = %q", out)
+		}
+		out, _ = ctl(t, "", "presence", "alice", "nobody", "--server", server, "--data-dir", dir)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(out, "nobody: offline") {
+		t.Fatalf("presence of nobody: %q", out)
+	}
+	if out, err = ctl(t, "", "presence", "--room", "general", "--server", server, "--data-dir", dir); err != nil || out != "#general: alice\n" {
+		t.Fatalf("chatctl presence --room general = %q, %v", out, err)
+	}
+	if out, err = ctl(t, "", "dm", "alice", "psst", "--user", "bob", "--server", server, "--data-dir", dir); err != nil || !strings.HasPrefix(out, "sent ") {
+		t.Fatalf("chatctl dm = %q, %v", out, err)
+	}
+	if m := next("private"); m["content"] != "psst" || m["username"] != "bob" {
+		t.Fatalf("alice got %v, want bob's DM", m)
 	}
 
 	// A token from another secret is refused.
