@@ -39,6 +39,7 @@ function show(ev, prepend) {
   if (dupKey) shown.add(dupKey);
   const ts = (ev.timestamp || "").slice(11, 19);
   if (ev.type === "system") line("system", [["meta", ts], ["", "📣 " + ev.content]], prepend);
+  else if (ev.type === "private") line("private", [["meta", ts], ["user", ev.username + " → " + ev.target], ["", ev.content]], prepend);
   else line("", [["meta", ts], ["user", ev.username], ["", ev.content]], prepend);
 }
 
@@ -112,6 +113,8 @@ function connect() {
         if (ev.pos && ev.room) lastPos[ev.room] = ev.pos;
         show(ev);
         break;
+      case "private": show(ev); break;
+      case "leave": if (ev.room === room) note(ev.username + " left"); break;
       case "error": note(`error ${ev.code}: ${ev.message}`); break;
     }
   };
@@ -133,7 +136,20 @@ $("send").onsubmit = (e) => {
   e.preventDefault();
   const input = e.target.content;
   if (!ws || ws.readyState !== WebSocket.OPEN || !input.value) return;
-  ws.send(JSON.stringify({ type: "chat", room, content: input.value, client_id: crypto.randomUUID() }));
+  const dm = input.value.match(/^@([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\s+([\s\S]+)$/);
+  const frame = dm ? { type: "private", target: dm[1], content: dm[2] } : { type: "chat", room, content: input.value };
+  frame.client_id = crypto.randomUUID();
+  ws.send(JSON.stringify(frame));
   input.value = "";
 };
+
+// The online list: the room's members, every few seconds (router API).
+setInterval(async () => {
+  if (!room || !ws || ws.readyState !== WebSocket.OPEN) return;
+  try {
+    const res = await fetch(`/v1/rooms/${encodeURIComponent(room)}/members`,
+      { headers: { Authorization: "Bearer " + $("token").value.trim() } });
+    if (res.ok) $("members").textContent = "online: " + (await res.json()).members.join(", ");
+  } catch { /* the router may be elsewhere */ }
+}, 3000);
 if ($("token").value) connect();
