@@ -104,12 +104,12 @@ func TestCompose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("compose file does not load: %v", err)
 	}
-	for _, name := range []string{"kafka", "postgres", "history", "edge1", "edge2", "prometheus"} {
+	for _, name := range []string{"kafka", "postgres", "history", "router", "edge1", "edge2", "prometheus"} {
 		if _, err := p.GetService(name); err != nil {
 			t.Fatalf("service %s: %v", name, err)
 		}
 	}
-	for name, target := range map[string]string{"edge1": "edge", "edge2": "edge", "history": "history"} {
+	for name, target := range map[string]string{"edge1": "edge", "edge2": "edge", "history": "history", "router": "router"} {
 		s, _ := p.GetService(name)
 		env := map[string]string{}
 		for k, v := range s.Environment {
@@ -206,8 +206,8 @@ func TestKubernetes(t *testing.T) {
 	for _, d := range deployments {
 		names[d.Name] = true
 	}
-	if !names["edge"] || !names["history"] {
-		t.Fatalf("deployments %v, want edge and history", names)
+	if !names["edge"] || !names["history"] || !names["router"] {
+		t.Fatalf("deployments %v, want edge, history and router", names)
 	}
 	for _, d := range deployments {
 		for _, c := range d.Spec.Template.Spec.Containers {
