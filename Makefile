@@ -55,6 +55,10 @@ bench-ingest: ## History: log → PostgreSQL ingest rate vs a bare COPY (1M even
 bench-analytics: build ## Analytics: JSON lines and log vs an encoding/json baseline (1M and 5M events)
 	$(GO) run ./cmd/chatbench analytics -chat bin/chat $(BENCHFLAGS)
 
+.PHONY: bench-dm
+bench-dm: build ## Router: DM latency (two log hops) vs room latency at 100 and 1000 msg/s, 1000 users; DMs/s per router core
+	$(GO) run ./cmd/chatbench dm -chat bin/chat $(BENCHFLAGS)
+
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

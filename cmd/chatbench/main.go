@@ -5,6 +5,7 @@
 //	chatbench idle     resident memory per idle connection at N connections
 //	chatbench ingest   history writer (log → PostgreSQL) vs a bare COPY; API latency
 //	chatbench analytics  the analytics job from JSON lines and from the log vs an encoding/json baseline
+//	chatbench dm       private-message latency (two log hops) vs room-message latency; router DMs/s per core
 //
 // Both servers run as child processes so their CPU and memory are measured
 // apart from the load generator: the edge is bin/chat -target=all (build it
@@ -52,6 +53,8 @@ func main() {
 		err = ingest(os.Args[2:])
 	case "analytics":
 		err = analyticsBench(os.Args[2:])
+	case "dm":
+		err = dmBench(os.Args[2:])
 	case "analytics-baseline":
 		err = analyticsBaseline(os.Args[2:])
 	default:
