@@ -57,6 +57,7 @@ type Edge struct {
 	presence *presence
 
 	draining atomic.Bool
+	drainMu  sync.Mutex     // orders wg.Add in handshakes before the drain's Wait
 	wg       sync.WaitGroup // connection handlers
 
 	limMu    sync.Mutex
@@ -154,7 +155,9 @@ func (e *Edge) pingLoop(ctx context.Context) {
 // ("going away, reconnect") at a moment spread over DrainDuration, and the
 // ones still open at the deadline (or ctx's) are closed.
 func (e *Edge) Stop(ctx context.Context) error {
+	e.drainMu.Lock()
 	e.draining.Store(true)
+	e.drainMu.Unlock()
 	conns := e.hub.snapshotConns()
 	window := e.cfg.DrainDuration
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < window {
@@ -246,13 +249,21 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 		return
 	}
+	e.drainMu.Lock()
+	if e.draining.Load() {
+		e.drainMu.Unlock()
+		httpError(w, http.StatusServiceUnavailable, chatevent.CodeUnavailable, "edge is shutting down; reconnect")
+		return
+	}
+	e.wg.Add(1)
+	e.drainMu.Unlock()
 	ws, err := e.up.Upgrade(w, r, nil)
 	if err != nil {
+		e.wg.Done()
 		e.m.handshakes.WithLabelValues("bad_handshake").Inc()
 		return // Upgrade wrote the HTTP error
 	}
 	e.m.handshakes.WithLabelValues("ok").Inc()
-	e.wg.Add(1)
 	c := newConn(e, ws, id, e.acquireLimiter(id.Username))
 	e.hub.addConn(c)
 	e.presence.connected(id.Username)
