@@ -105,6 +105,7 @@ func startEdge(chatBin string, extra ...string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
+	os.Chmod(dir, 0o755) // -target=all starts PostgreSQL as an unprivileged user under it
 	args := append([]string{"-target=all", "-http.addr=" + addr, "-broker.addr=" + freeAddr(), "-data.dir=" + dir,
 		"-edge.rate=1e9", "-edge.rate-burst=1000000000", "-log.level=warn", "-http.pprof"}, extra...)
 	cmd := exec.Command(chatBin, args...)
