@@ -80,8 +80,9 @@ type target struct {
 	name  string
 	addr  string
 	cmd   *exec.Cmd
-	edge  bool
-	token func(user string) string
+	edge   bool
+	broker *exec.Cmd // the edge's broker process
+	token  func(user string) string
 }
 
 func startHub() (*target, error) {
@@ -99,23 +100,30 @@ func startHub() (*target, error) {
 	return t, waitHTTP(addr, "/ws", 10*time.Second)
 }
 
+// startEdge runs an embedded broker and an edge as two processes (chat
+// -target=broker, chat -target=edge), so the edge's CPU and memory are its
+// own; history, router and PostgreSQL are not in this path.
 func startEdge(chatBin string, extra ...string) (*target, error) {
-	addr := freeAddr()
+	addr, broker := freeAddr(), freeAddr()
 	dir, err := os.MkdirTemp("", "chatbench-")
 	if err != nil {
 		return nil, err
 	}
-	os.Chmod(dir, 0o755) // -target=all starts PostgreSQL as an unprivileged user under it
-	args := append([]string{"-target=all", "-http.addr=" + addr, "-broker.addr=" + freeAddr(), "-data.dir=" + dir,
-		"-edge.rate=1e9", "-edge.rate-burst=1000000000", "-log.level=warn", "-http.pprof"}, extra...)
-	cmd := exec.Command(chatBin, args...)
-	cmd.Env = append(os.Environ(), "CHAT_JWT_SECRET="+secret)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	env := append(os.Environ(), "CHAT_JWT_SECRET="+secret, "CHAT_KAFKA_BROKERS="+broker, "CHAT_DATA_DIR="+dir, "CHAT_LOG_LEVEL=warn")
+	b := exec.Command(chatBin, "-target=broker", "-broker.addr="+broker, "-http.addr="+freeAddr())
+	b.Env, b.Stderr = env, os.Stderr
+	if err := b.Start(); err != nil {
 		return nil, fmt.Errorf("start %s (run make build first): %w", chatBin, err)
 	}
+	args := append([]string{"-target=edge", "-http.addr=" + addr, "-edge.rate=1e9", "-edge.rate-burst=1000000000", "-http.pprof"}, extra...)
+	cmd := exec.Command(chatBin, args...)
+	cmd.Env, cmd.Stderr = env, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Process.Kill()
+		return nil, err
+	}
 	m := auth.NewHS256Minter(secret, "")
-	t := &target{name: "edge", addr: addr, cmd: cmd, edge: true, token: func(u string) string {
+	t := &target{name: "edge", addr: addr, cmd: cmd, edge: true, broker: b, token: func(u string) string {
 		tok, _ := m.Mint(u, false, time.Hour)
 		return tok
 	}}
@@ -123,6 +131,9 @@ func startEdge(chatBin string, extra ...string) (*target, error) {
 }
 
 func (t *target) stop() {
+	if t.broker != nil {
+		defer func() { t.broker.Process.Signal(os.Interrupt); t.broker.Wait() }()
+	}
 	t.cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
 	go func() { t.cmd.Wait(); close(done) }()
@@ -438,6 +449,7 @@ func idle(args []string) error {
 	fs := flag.NewFlagSet("idle", flag.ExitOnError)
 	n := fs.Int("n", 10000, "connections")
 	chatBin := fs.String("chat", "bin/chat", "path of the chat binary")
+	hold := fs.Duration("hold", 3*time.Second, "how long the connections stay idle before measuring")
 	fs.Parse(args)
 	fmt.Printf("idle memory: %d connections, RSS growth of the server process per connection\n", *n)
 	for _, name := range []string{"hub", "edge"} {
@@ -474,7 +486,7 @@ func idle(args []string) error {
 				}
 			}()
 		}
-		time.Sleep(3 * time.Second)
+		time.Sleep(*hold)
 		_, rss1 := procStat(t.cmd.Process.Pid)
 		fmt.Printf("%-9s rss before %6.1f MiB, after %6.1f MiB: %.1f KiB per connection\n", name,
 			float64(rss0)/(1<<20), float64(rss1)/(1<<20), float64(rss1-rss0)/float64(*n)/1024)

@@ -132,7 +132,7 @@ func (c *Config) NewWriter(topic string) *kafka.Writer {
 		Balancer:               Balancer(),
 		RequiredAcks:           kafka.RequireAll,
 		BatchTimeout:           c.BatchTimeout,
-		BatchSize:              500,
+		BatchSize:              100, // kafka-go allocates room for a full batch per batch: keep it modest
 		WriteTimeout:           c.WriteTimeout,
 		ReadTimeout:            c.WriteTimeout,
 		MaxAttempts:            3,

@@ -28,6 +28,10 @@ type presence struct {
 func newPresence(e *Edge, k kafkaio.Config) *presence {
 	w := k.NewWriter(k.PresenceTopic)
 	w.Async = true // presence is best effort; heartbeats repair what is lost
+	// Not latency-critical: batch longer, fewer produce requests when many
+	// users connect at once.
+	w.BatchTimeout = 20 * time.Millisecond
+	w.BatchSize = 64
 	w.Completion = func(_ []kafka.Message, err error) {
 		if err != nil {
 			e.log.Debug("presence write failed", "err", err)
