@@ -136,6 +136,7 @@ func (r *Router) Start(ctx context.Context) error {
 	r.direct = kafka.NewReader(kafka.ReaderConfig{Brokers: k.BrokerList(), GroupID: r.cfg.GroupID, Topic: k.DirectTopic,
 		StartOffset: kafka.LastOffset, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond, ReadLagInterval: -1})
 	r.deliveries = k.NewWriter(k.DeliveriesTopic)
+	r.deliveries.BatchTimeout = time.Millisecond // the second log hop of every DM: keep it short
 	r.rooms = k.NewWriter(k.RoomsTopic)
 	return nil
 }
@@ -270,7 +271,7 @@ func (r *Router) route(ctx context.Context) error {
 		}
 		batch := []kafka.Message{m}
 		for len(batch) < 500 { // whatever else is already here
-			fctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+			fctx, cancel := context.WithTimeout(ctx, 200*time.Microsecond)
 			m, err := r.direct.FetchMessage(fctx)
 			cancel()
 			if err != nil {
