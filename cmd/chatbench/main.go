@@ -77,9 +77,9 @@ func freeAddr() string {
 
 // target is a server under test, running as a child process.
 type target struct {
-	name  string
-	addr  string
-	cmd   *exec.Cmd
+	name   string
+	addr   string
+	cmd    *exec.Cmd
 	edge   bool
 	broker *exec.Cmd // the edge's broker process
 	token  func(user string) string
