@@ -184,11 +184,6 @@ func dial(t *target, user string) (*websocket.Conn, error) {
 	return ws, err
 }
 
-// subscriber counts deliveries and records publish→receive latency.
-type subscriber struct {
-	ws *websocket.Conn
-}
-
 type step struct {
 	rate         int
 	sent         int64

@@ -48,14 +48,14 @@ func readJSONLines(ctx context.Context, path string, stdin io.Reader, ws []*work
 		files = []string{path}
 	}
 	chunks := make(chan []byte, 2*len(ws))
-	pool := sync.Pool{New: func() any { return make([]byte, 0, chunkSize+4096) }}
+	pool := sync.Pool{New: func() any { b := make([]byte, 0, chunkSize+4096); return &b }}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(chunks)
 		emit := func(r io.Reader) error {
 			br := bufio.NewReaderSize(r, 1<<20)
 			for {
-				buf := pool.Get().([]byte)[:0]
+				buf := (*pool.Get().(*[]byte))[:0]
 				for len(buf) < chunkSize {
 					line, err := br.ReadSlice('\n')
 					buf = append(buf, line...)
@@ -124,7 +124,8 @@ func readJSONLines(ctx context.Context, path string, stdin io.Reader, ws []*work
 				}
 				p.records.Add(n)
 				p.bad.Add(bad)
-				pool.Put(chunk[:0])
+				chunk = chunk[:0]
+				pool.Put(&chunk)
 			}
 			return nil
 		})
