@@ -144,6 +144,16 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writ
 		return fmt.Errorf("unknown target %q: want all, broker, edge, router, history or analytics", o.target)
 	}
 	if withBroker {
+		if host, port, err := net.SplitHostPort(o.broker.Addr); err == nil && port == "0" {
+			// The other services are configured before the broker binds:
+			// pick the port now so they can be told it.
+			l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+			if err != nil {
+				return err
+			}
+			o.broker.Addr = l.Addr().String()
+			l.Close()
+		}
 		o.broker.DataDir = embedkafka.DataDirUnder(o.dataDir)
 		b := embedkafka.New(o.broker, log.With("component", "broker"))
 		components = append(components, b)

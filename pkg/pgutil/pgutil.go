@@ -6,6 +6,7 @@ package pgutil
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -145,6 +146,9 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	pwFile := filepath.Join(filepath.Dir(s.Dir), filepath.Base(s.Dir)+".password")
+	if err := s.relocateIfUnreachable(); err != nil {
+		return err
+	}
 	if _, err := os.Stat(filepath.Join(s.Dir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
 		if err := s.initdb(ctx, bin, pwFile); err != nil {
 			return err
@@ -323,6 +327,44 @@ func (s *Server) initdb(ctx context.Context, bin, pwFile string) error {
 		return fmt.Errorf("initdb %s: %w\n%s", s.Dir, err, out)
 	}
 	s.Log.Info("postgres initialized", "dir", s.Dir)
+	return nil
+}
+
+// relocateIfUnreachable handles a data directory the server's user cannot
+// reach (a checkout under /root, say, when we run as root): the cluster
+// then lives under /var/lib/chat-postgres/<hash of the path>, and Dir
+// becomes a symbolic link to it, so the data directory still shows where
+// everything is and a restart finds the same cluster.
+func (s *Server) relocateIfUnreachable() error {
+	if s.cred == nil {
+		return nil
+	}
+	if target, err := os.Readlink(s.Dir); err == nil { // relocated by an earlier start
+		s.Dir = target
+		return nil
+	}
+	if checkTraversable(s.Dir, s.cred) == nil {
+		return nil
+	}
+	h := sha256.Sum256([]byte(s.Dir))
+	alt := filepath.Join("/var/lib/chat-postgres", hex.EncodeToString(h[:8]))
+	if err := os.MkdirAll(filepath.Dir(alt), 0o755); err != nil {
+		return fmt.Errorf("relocate postgres data: %w", err)
+	}
+	if err := checkTraversable(alt, s.cred); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(s.Dir); err == nil {
+		return fmt.Errorf("%s exists but PostgreSQL's user cannot reach it: %w", s.Dir, checkTraversable(s.Dir, s.cred))
+	}
+	if err := os.MkdirAll(filepath.Dir(s.Dir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink(alt, s.Dir); err != nil {
+		return fmt.Errorf("link %s to %s: %w", s.Dir, alt, err)
+	}
+	s.Log.Warn("postgres's user cannot enter the data directory's parents; the cluster lives elsewhere, linked from the data directory", "link", s.Dir, "dir", alt)
+	s.Dir = alt
 	return nil
 }
 
