@@ -71,3 +71,33 @@ func TestServerWithRelativeDir(t *testing.T) {
 		t.Fatalf("table gone after restart: %v", err)
 	}
 }
+
+// TestServerRelocatesUnreachableDir: as root, a data directory under a
+// parent the server's user cannot enter (a checkout under /root) still
+// works: the cluster lives under /var/lib/chat-postgres, linked from it.
+func TestServerRelocatesUnreachableDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only as root: the server then runs as an unprivileged user")
+	}
+	private := t.TempDir() // mode 0700, owned by root
+	dir := filepath.Join(private, "data", "postgres")
+	ctx := context.Background()
+	s := &pgutil.Server{Dir: dir}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Stop(ctx); os.RemoveAll(s.Dir) }()
+	target, err := os.Readlink(dir)
+	if err != nil || target != s.Dir {
+		t.Fatalf("%s should link to the relocated cluster %s: %v", dir, s.Dir, err)
+	}
+	s.Stop(ctx)
+	s2 := &pgutil.Server{Dir: dir}
+	if err := s2.Start(ctx); err != nil {
+		t.Fatalf("restart through the link: %v", err)
+	}
+	defer s2.Stop(ctx)
+	if s2.Dir != s.Dir {
+		t.Fatalf("restart used %s, want %s", s2.Dir, s.Dir)
+	}
+}
