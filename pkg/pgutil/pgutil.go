@@ -113,12 +113,13 @@ type Server struct {
 	Port int    // 0 picks a free port at each start
 	Log  *slog.Logger
 
-	cmd      *exec.Cmd
-	exited   chan error
-	stopping atomic.Bool
-	url      string
-	password string
-	cred     *syscall.Credential
+	cmd        *exec.Cmd
+	exited     chan error
+	stopping   atomic.Bool
+	configured string // Dir as given, before relocation
+	url        string
+	password   string
+	cred       *syscall.Credential
 }
 
 // URL returns the URL of the "chat" database; valid after Start.
@@ -132,8 +133,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
-	// The server runs in another working directory: the path must be absolute.
-	dir, err := filepath.Abs(s.Dir)
+	// The server runs in another working directory: the path must be
+	// absolute. A restart starts again from the configured directory (Dir
+	// may have become the relocated one).
+	if s.configured == "" {
+		s.configured = s.Dir
+	}
+	dir, err := filepath.Abs(s.configured)
 	if err != nil {
 		return err
 	}
@@ -342,6 +348,9 @@ func (s *Server) relocateIfUnreachable() error {
 	if target, err := os.Readlink(s.Dir); err == nil { // relocated by an earlier start
 		s.Dir = target
 		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(s.Dir), 0o755); err != nil {
+		return err
 	}
 	if checkTraversable(s.Dir, s.cred) == nil {
 		return nil
