@@ -117,7 +117,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 }
 
 func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer, ready func(string)) error {
-	observe.InitPropagation()
+	shutdownTracing, err := observe.InitTracing(ctx, "chat-"+o.target)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shutdownTracing(sctx)
+	}()
 	reg := observe.NewRegistry()
 	runner := &lifecycle.Runner{Log: log, ShutdownDelay: o.shutdownDelay, StopTimeout: o.edge.DrainDuration + 10*time.Second}
 	mux := http.NewServeMux()

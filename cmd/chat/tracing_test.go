@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestTracesExportedOverOTLP points the standard OTEL_EXPORTER_OTLP_ENDPOINT
+// at an HTTP receiver and checks that sending a message exports the edge's
+// producer span.
+func TestTracesExportedOverOTLP(t *testing.T) {
+	var mu sync.Mutex
+	var got []byte
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/traces" {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			got = append(got, b...)
+			mu.Unlock()
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer collector.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+	dir := dataDir(t)
+	s := startAll(t, dir)
+	ws := dialWS(t, s.addr, tokenFromDataDir(t, dir, "alice"))
+	ws.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "traced", "client_id": "t1"})
+	readType(t, ws, "ack")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		ok := bytes.Contains(got, []byte("publish chat.rooms")) && bytes.Contains(got, []byte("chat-all"))
+		mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no span \"publish chat.rooms\" from service chat-all reached the OTLP endpoint")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
