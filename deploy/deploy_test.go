@@ -6,9 +6,11 @@ package deploy_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -104,7 +106,7 @@ func TestCompose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("compose file does not load: %v", err)
 	}
-	for _, name := range []string{"kafka", "postgres", "history", "router", "edge1", "edge2", "prometheus"} {
+	for _, name := range []string{"kafka", "postgres", "history", "router", "edge1", "edge2", "prometheus", "grafana"} {
 		if _, err := p.GetService(name); err != nil {
 			t.Fatalf("service %s: %v", name, err)
 		}
@@ -228,6 +230,65 @@ func TestKubernetes(t *testing.T) {
 				t.Errorf("%s/%s: no CHAT_JWT_SECRET", d.Name, c.Name)
 			}
 			checkArgs(t, c.Args, env)
+		}
+	}
+}
+
+// TestGrafanaDashboards checks that the dashboards are valid JSON, that
+// every chat_* metric they query is one the services register, and that
+// their SQL reads the analytics tables that exist.
+func TestGrafanaDashboards(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("compose", "grafana", "dashboards", "*.json"))
+	if len(files) == 0 {
+		t.Fatal("no dashboards")
+	}
+	var src strings.Builder
+	for _, pattern := range []string{"../services/*/*.go", "../services/*/migrations/*.sql"} {
+		names, _ := filepath.Glob(pattern)
+		for _, n := range names {
+			if strings.HasSuffix(n, "_test.go") {
+				continue
+			}
+			b, _ := os.ReadFile(n)
+			src.Write(b)
+		}
+	}
+	metricRE := regexp.MustCompile(`chat_[a-z_]+`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			UID    string
+			Panels []struct {
+				Title   string
+				Targets []struct {
+					Expr   string `json:"expr"`
+					RawSQL string `json:"rawSql"`
+				}
+			}
+		}
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if d.UID == "" || len(d.Panels) == 0 {
+			t.Fatalf("%s: no uid or no panels", f)
+		}
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				for _, m := range metricRE.FindAllString(tg.Expr, -1) {
+					base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+					if !strings.Contains(src.String(), `"`+base+`"`) {
+						t.Errorf("%s / %q: metric %s is not registered by any service", f, p.Title, base)
+					}
+				}
+				for _, table := range regexp.MustCompile(`analytics_[a-z]+`).FindAllString(tg.RawSQL, -1) {
+					if !strings.Contains(src.String(), "CREATE TABLE "+table) {
+						t.Errorf("%s / %q: table %s does not exist", f, p.Title, table)
+					}
+				}
+			}
 		}
 	}
 }
