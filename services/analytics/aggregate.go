@@ -68,8 +68,20 @@ func dateOf(ts string) (string, bool) {
 // read; each date's set is sharded to keep lock contention low. Ids are
 // kept as 16 bytes when they are UUIDs.
 type idSet struct {
-	mu   sync.Mutex
-	days map[string]*dayIDs
+	mu      sync.Mutex
+	days    map[string]*dayIDs
+	perDate int // expected ids per date, for sizing (0: unknown)
+}
+
+// expect sizes the sets of dates yet to come for about n ids spread over
+// the range's dates: growing large maps step by step costs more than
+// filling them.
+func (s *idSet) expect(n int64, dates int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if dates > 0 {
+		s.perDate = int(min(n/int64(dates), 20_000_000))
+	}
 }
 
 type dayIDs struct {
@@ -88,9 +100,10 @@ func (s *idSet) forDate(date string) *dayIDs {
 	defer s.mu.Unlock()
 	d := s.days[date]
 	if d == nil {
-		// Size the new date's maps like the fullest date so far: days are
-		// alike, and growing a map step by step costs more than using it.
-		hint := 0
+		var d0 dayIDs
+		// Size the new date's maps for the expected count, or like the
+		// fullest date so far: days are alike.
+		hint := s.perDate / len(d0.shards)
 		for _, o := range s.days {
 			o.shards[0].Lock()
 			hint = max(hint, len(o.shards[0].uuids))

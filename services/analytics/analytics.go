@@ -90,6 +90,10 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, log *slog.Logger) (*R
 		}
 	}
 	seen := newIDSet()
+	days := int(rng.End().Sub(rng.Start()).Hours() / 24)
+	if cfg.Input != "" {
+		seen.expect(inputSize(cfg.Input)/180, days) // about 180 bytes a line
+	}
 	ws := make([]*worker, n)
 	for i := range ws {
 		ws[i] = newWorker(rng, seen)
@@ -100,7 +104,7 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, log *slog.Logger) (*R
 	if cfg.Input != "" {
 		err = readJSONLines(ctx, cfg.Input, stdin, ws, p)
 	} else {
-		err = readLog(ctx, cfg.Kafka, []string{cfg.Kafka.RoomsTopic, cfg.Kafka.DirectTopic}, rng, ws, p)
+		err = readLog(ctx, cfg.Kafka, []string{cfg.Kafka.RoomsTopic, cfg.Kafka.DirectTopic}, rng, ws, p, func(n int64) { seen.expect(n, days) })
 	}
 	stop()
 	if err != nil {
@@ -130,6 +134,24 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, log *slog.Logger) (*R
 		}
 	}
 	return res, nil
+}
+
+// inputSize is the total size of a JSON-lines input (0 for stdin).
+func inputSize(path string) int64 {
+	if path == "-" {
+		return 0
+	}
+	if st, err := os.Stat(path); err == nil && !st.IsDir() {
+		return st.Size()
+	}
+	var total int64
+	files, _ := filepath.Glob(filepath.Join(path, "*.jsonl"))
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			total += st.Size()
+		}
+	}
+	return total
 }
 
 func writeCSVFiles(dir string, res *Results) error {

@@ -143,7 +143,7 @@ type partitionRange struct {
 // readLog reads every partition of the topics from the offset of the
 // range's first timestamp (less slack, since producers stamp records a
 // little after the event) to the end the partition had when the run began.
-func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, ws []*worker, p *progress) error {
+func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, ws []*worker, p *progress, expect func(records int64)) error {
 	cl := k.Client()
 	var parts []partitionRange
 	for _, topic := range topics {
@@ -186,11 +186,14 @@ func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, 
 		}
 	}
 	queue := make(chan partitionRange, len(parts))
+	var total int64
 	for _, pr := range parts {
 		if pr.start < pr.end {
 			queue <- pr
+			total += pr.end - pr.start
 		}
 	}
+	expect(total)
 	close(queue)
 	g, ctx := errgroup.WithContext(ctx)
 	for _, w := range ws {
