@@ -33,16 +33,23 @@ func TestTracesExportedOverOTLP(t *testing.T) {
 	ws := dialWS(t, s.addr, tokenFromDataDir(t, dir, "alice"))
 	ws.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "traced", "client_id": "t1"})
 	readType(t, ws, "ack")
+	// A private message is traced through the router too.
+	for !routerOnline(t, s.addr, tokenFromDataDir(t, dir, "alice"), "alice") {
+		time.Sleep(20 * time.Millisecond)
+	}
+	ws.WriteJSON(map[string]string{"type": "private", "target": "alice", "content": "note to self", "client_id": "t2"})
+	readType(t, ws, "private")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		mu.Lock()
-		ok := bytes.Contains(got, []byte("publish chat.rooms")) && bytes.Contains(got, []byte("chat-all"))
+		ok := bytes.Contains(got, []byte("publish chat.rooms")) && bytes.Contains(got, []byte("chat-all")) &&
+			bytes.Contains(got, []byte("publish chat.direct")) && bytes.Contains(got, []byte("route chat.direct"))
 		mu.Unlock()
 		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no span \"publish chat.rooms\" from service chat-all reached the OTLP endpoint")
+			t.Fatal("spans publish chat.rooms, publish chat.direct and route chat.direct from service chat-all did not all reach the OTLP endpoint")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -27,12 +27,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
 )
+
+var tracer = otel.Tracer("github.com/chatsys/chat/services/router")
 
 // Config configures a router.
 type Config struct {
@@ -280,18 +285,30 @@ func (r *Router) route(ctx context.Context) error {
 			batch = append(batch, m)
 		}
 		var out []kafka.Message
+		var spans []trace.Span
 		for _, m := range batch {
 			ev, err := chatevent.Decode(m.Value)
 			if err != nil || ev.Type != chatevent.TypePrivate || !chatevent.MayMessage(ev.Username, ev.Target) {
 				continue
 			}
+			// Continue the sender's trace: this span's context travels on
+			// in the delivery records' headers.
+			mctx := otel.GetTextMapPropagator().Extract(ctx, kafkaio.HeaderCarrier{Headers: &m.Headers})
+			mctx, span := tracer.Start(mctx, "route "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
+				trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
+			spans = append(spans, span)
+			headers := []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}}
+			otel.GetTextMapPropagator().Inject(mctx, kafkaio.HeaderCarrier{Headers: &headers})
 			ev.Pos = chatevent.Pos{Partition: m.Partition, Offset: m.Offset}.String()
 			b, _ := json.Marshal(&ev)
-			for _, edge := range r.t.edgesOf(ev.Username, ev.Target) {
-				out = append(out, kafka.Message{Key: []byte(edge), Value: b, Headers: m.Headers})
+			edges := r.t.edgesOf(ev.Username, ev.Target)
+			span.SetAttributes(attribute.Int("chat.edges", len(edges)))
+			for _, edge := range edges {
+				out = append(out, kafka.Message{Key: []byte(edge), Value: b, Headers: headers})
 			}
 			r.routed.Inc()
 		}
+
 		for len(out) > 0 {
 			if err := r.deliveries.WriteMessages(ctx, out...); err != nil {
 				if ctx.Err() != nil {
@@ -303,6 +320,9 @@ func (r *Router) route(ctx context.Context) error {
 			}
 			r.records.Add(float64(len(out)))
 			break
+		}
+		for _, sp := range spans {
+			sp.End()
 		}
 		if err := r.direct.CommitMessages(ctx, batch...); err != nil && ctx.Err() == nil {
 			r.log.Warn("commit direct offsets", "err", err)
