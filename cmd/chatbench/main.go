@@ -130,6 +130,18 @@ func startEdge(chatBin string, extra ...string) (*target, error) {
 	return t, waitHTTP(addr, "/readyz", 30*time.Second)
 }
 
+// startTarget starts the bare hub or the edge (with its broker).
+func startTarget(name, chatBin string) (*target, error) {
+	if name == "hub" {
+		return startHub()
+	}
+	bin, err := filepath.Abs(chatBin)
+	if err != nil {
+		return nil, err
+	}
+	return startEdge(bin)
+}
+
 func (t *target) stop() {
 	if t.broker != nil {
 		defer func() { t.broker.Process.Signal(os.Interrupt); t.broker.Wait() }()
@@ -249,14 +261,7 @@ func fanout(args []string) error {
 		if *only != "" && *only != name {
 			continue
 		}
-		var t *target
-		var err error
-		if name == "hub" {
-			t, err = startHub()
-		} else {
-			bin, _ := filepath.Abs(*chatBin)
-			t, err = startEdge(bin)
-		}
+		t, err := startTarget(name, *chatBin)
 		if err != nil {
 			return err
 		}
@@ -448,14 +453,7 @@ func idle(args []string) error {
 	fs.Parse(args)
 	fmt.Printf("idle memory: %d connections, RSS growth of the server process per connection\n", *n)
 	for _, name := range []string{"hub", "edge"} {
-		var t *target
-		var err error
-		if name == "hub" {
-			t, err = startHub()
-		} else {
-			bin, _ := filepath.Abs(*chatBin)
-			t, err = startEdge(bin)
-		}
+		t, err := startTarget(name, *chatBin)
 		if err != nil {
 			return err
 		}

@@ -4,10 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -23,31 +21,11 @@ type storedMessage struct {
 	Pos       string `json:"pos"`
 }
 
-// apiGet calls the history API and decodes {"messages":[…]}.
-func (g *globals) apiGet(cmd *cobra.Command, user, path string, q url.Values) ([]storedMessage, error) {
-	tok, err := g.tokenFor(user, false)
+// messages calls a history endpoint and decodes {"messages":[…]}.
+func (g *globals) messages(cmd *cobra.Command, user, path string, q url.Values) ([]storedMessage, error) {
+	b, err := g.get(cmd, user, path+"?"+q.Encode())
 	if err != nil {
 		return nil, err
-	}
-	req, err := http.NewRequestWithContext(cmd.Context(), "GET", strings.TrimRight(g.server, "/")+path+"?"+q.Encode(), nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error struct{ Code, Message string }
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
-			return nil, fmt.Errorf("%s: %s", e.Error.Code, e.Error.Message)
-		}
-		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	var body struct {
 		Messages []storedMessage `json:"messages"`
@@ -83,7 +61,7 @@ func historyCmd(g *globals) *cobra.Command {
 			if before != "" {
 				q.Set("before", before)
 			}
-			msgs, err := g.apiGet(cmd, user, "/v1/rooms/"+url.PathEscape(args[0])+"/messages", q)
+			msgs, err := g.messages(cmd, user, "/v1/rooms/"+url.PathEscape(args[0])+"/messages", q)
 			if err != nil {
 				return err
 			}
@@ -112,7 +90,7 @@ func searchCmd(g *globals) *cobra.Command {
 			if room != "" {
 				q.Set("room", room)
 			}
-			msgs, err := g.apiGet(cmd, user, "/v1/search", q)
+			msgs, err := g.messages(cmd, user, "/v1/search", q)
 			if err != nil {
 				return err
 			}

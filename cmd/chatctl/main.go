@@ -28,6 +28,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/services/edge"
 )
 
 func main() {
@@ -107,29 +108,77 @@ func (g *globals) tokenFor(user string, admin bool) (string, error) {
 	return m.Mint(user, admin, time.Hour)
 }
 
-// adminPost POSTs body as JSON with an admin token and returns the 200 body.
-func (g *globals) adminPost(cmd *cobra.Command, as, path string, body any) ([]byte, error) {
-	tok, err := g.tokenFor(as, true)
-	if err != nil {
-		return nil, err
+// request calls the server with a bearer token, body (if not nil) as
+// JSON, and returns the body of a 200 answer. An error answer becomes an
+// error "code: message" when the server sent {"error":{code,message}}.
+func (g *globals) request(ctx context.Context, method, path, tok string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		j, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(j)
 	}
-	j, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(cmd.Context(), "POST", strings.TrimRight(g.server, "/")+path, bytes.NewReader(j))
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(g.server, "/")+path, rd)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
 	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+			return nil, fmt.Errorf("%s: %s", e.Error.Code, e.Error.Message)
+		}
 		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	return b, nil
+}
+
+// get calls GET path as user (a token is minted unless --token is given).
+func (g *globals) get(cmd *cobra.Command, user, path string) ([]byte, error) {
+	tok, err := g.tokenFor(user, false)
+	if err != nil {
+		return nil, err
+	}
+	return g.request(cmd.Context(), "GET", path, tok, nil)
+}
+
+// adminPost POSTs body with an admin token.
+func (g *globals) adminPost(cmd *cobra.Command, as, path string, body any) ([]byte, error) {
+	tok, err := g.tokenFor(as, true)
+	if err != nil {
+		return nil, err
+	}
+	return g.request(cmd.Context(), "POST", path, tok, body)
+}
+
+// wsURL is the WebSocket endpoint of server.
+func wsURL(server string) (string, error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		return "", err
+	}
+	u.Scheme = map[string]string{"https": "wss"}[u.Scheme]
+	if u.Scheme == "" {
+		u.Scheme = "ws"
+	}
+	u.Path = "/ws"
+	return u.String(), nil
 }
 
 func tokenCmd(g *globals) *cobra.Command {
@@ -203,15 +252,10 @@ func chatCmd(g *globals) *cobra.Command {
 // chat runs a terminal session; it reconnects with backoff and resumes from
 // the last position seen.
 func chat(ctx context.Context, server, tok, room string, in io.Reader, out io.Writer) error {
-	u, err := url.Parse(server)
+	endpoint, err := wsURL(server)
 	if err != nil {
 		return err
 	}
-	u.Scheme = map[string]string{"https": "wss"}[u.Scheme]
-	if u.Scheme == "" {
-		u.Scheme = "ws"
-	}
-	u.Path = "/ws"
 	lines := make(chan string)
 	go func() {
 		s := bufio.NewScanner(in)
@@ -223,7 +267,7 @@ func chat(ctx context.Context, server, tok, room string, in io.Reader, out io.Wr
 	var since string
 	backoff := 500 * time.Millisecond
 	for {
-		ws, resp, err := websocket.DefaultDialer.DialContext(ctx, u.String(), http.Header{"Authorization": {"Bearer " + tok}})
+		ws, resp, err := websocket.DefaultDialer.DialContext(ctx, endpoint, http.Header{"Authorization": {"Bearer " + tok}})
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
 			return errors.New("the server refused the token (401)")
 		}
@@ -298,7 +342,7 @@ func session(ctx context.Context, ws *websocket.Conn, room string, since *string
 			return true, nil
 		case err := <-errc:
 			var ce *websocket.CloseError
-			if errors.As(err, &ce) && ce.Code != websocket.CloseGoingAway && ce.Code != websocket.CloseInternalServerErr && ce.Code != 4000 {
+			if errors.As(err, &ce) && !edge.CloseCode(ce.Code).Reconnect() {
 				return true, fmt.Errorf("closed by server: %d %s", ce.Code, ce.Text)
 			}
 			return false, err

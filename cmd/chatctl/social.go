@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,17 +20,13 @@ func presenceCmd(g *globals) *cobra.Command {
 		Short: "Who is online (and since when), or who is in a room",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			room, _ := cmd.Flags().GetString("room")
-			tok, err := g.tokenFor(user, false)
-			if err != nil {
-				return err
-			}
 			path := "/v1/presence?" + url.Values{"user": args}.Encode()
 			if room != "" {
 				path = "/v1/rooms/" + url.PathEscape(room) + "/members"
 			} else if len(args) == 0 {
 				return errors.New("give one or more users, or --room")
 			}
-			b, err := getBody(cmd.Context(), g.server, tok, path)
+			b, err := g.get(cmd, user, path)
 			if err != nil {
 				return err
 			}
@@ -69,24 +63,6 @@ func presenceCmd(g *globals) *cobra.Command {
 	return c
 }
 
-func getBody(ctx context.Context, server, tok, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(server, "/")+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	return b, nil
-}
-
 func dmCmd(g *globals) *cobra.Command {
 	var user string
 	c := &cobra.Command{
@@ -98,16 +74,11 @@ func dmCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			u, err := url.Parse(g.server)
+			endpoint, err := wsURL(g.server)
 			if err != nil {
 				return err
 			}
-			u.Scheme = map[string]string{"https": "wss"}[u.Scheme]
-			if u.Scheme == "" {
-				u.Scheme = "ws"
-			}
-			u.Path = "/ws"
-			ws, _, err := websocket.DefaultDialer.DialContext(cmd.Context(), u.String(), http.Header{"Authorization": {"Bearer " + tok}})
+			ws, _, err := websocket.DefaultDialer.DialContext(cmd.Context(), endpoint, http.Header{"Authorization": {"Bearer " + tok}})
 			if err != nil {
 				return err
 			}

@@ -1,7 +1,5 @@
 package chatevent
 
-import "strings"
-
 // Topic chat.direct carries private messages (type "private").
 //
 // Record format:
@@ -31,9 +29,6 @@ func Conversation(e *Event) string {
 	}
 	return ""
 }
-
-// RoomOfConversation returns the room of a "room:" conversation.
-func RoomOfConversation(c string) (string, bool) { return strings.CutPrefix(c, "room:") }
 
 // MayMessage is the policy deciding who may send a private message to
 // whom, enforced by the edge: any signed-in user may write to any other

@@ -51,7 +51,6 @@ const TimeLayout = "2006-01-02T15:04:05.000Z"
 const (
 	MaxContentChars  = 4000 // characters (Unicode code points) per message
 	MaxClientIDBytes = 128
-	MaxUsernameBytes = 64
 )
 
 var (

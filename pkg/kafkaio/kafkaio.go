@@ -15,6 +15,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/chatsys/chat/pkg/chatevent"
 )
 
 // Config is the shared Kafka configuration.
@@ -52,11 +54,11 @@ type Config struct {
 // RegisterFlags registers the kafka.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Brokers, "kafka.brokers", "", "comma-separated Kafka bootstrap brokers; empty uses the embedded broker at -broker.addr")
-	fs.StringVar(&c.RoomsTopic, "kafka.topic-rooms", "chat.rooms", "topic of room events")
-	fs.StringVar(&c.DirectTopic, "kafka.topic-direct", "chat.direct", "topic of private messages")
+	fs.StringVar(&c.RoomsTopic, "kafka.topic-rooms", chatevent.TopicRooms, "topic of room events")
+	fs.StringVar(&c.DirectTopic, "kafka.topic-direct", chatevent.TopicDirect, "topic of private messages")
 	fs.IntVar(&c.DirectPartitions, "kafka.direct-partitions", 12, "partitions of the private-message topic when it is created")
-	fs.StringVar(&c.PresenceTopic, "kafka.topic-presence", "chat.presence", "topic of presence events")
-	fs.StringVar(&c.DeliveriesTopic, "kafka.topic-deliveries", "chat.deliveries", "topic of private-message deliveries to edges")
+	fs.StringVar(&c.PresenceTopic, "kafka.topic-presence", chatevent.TopicPresence, "topic of presence events")
+	fs.StringVar(&c.DeliveriesTopic, "kafka.topic-deliveries", chatevent.TopicDeliveries, "topic of private-message deliveries to edges")
 	fs.IntVar(&c.SmallPartitions, "kafka.presence-partitions", 12, "partitions of the presence and deliveries topics when they are created")
 	fs.IntVar(&c.RoomsPartitions, "kafka.rooms-partitions", 12, "partitions of chat.rooms when it is created")
 	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", 1, "replication factor of created topics")

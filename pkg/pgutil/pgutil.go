@@ -242,18 +242,6 @@ func (s *Server) Stop(ctx context.Context) error {
 	return nil
 }
 
-// Kill stops the server abruptly (for fault tests), like a crash.
-func (s *Server) Kill() {
-	if s.cmd != nil {
-		s.cmd.Process.Signal(syscall.SIGQUIT)
-		<-s.exited
-		s.cmd = nil
-	}
-}
-
-// Exited yields the exit status when the server process ends.
-func (s *Server) Exited() <-chan error { return s.exited }
-
 func ensureDatabase(ctx context.Context, conn *pgx.Conn, name string) error {
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {

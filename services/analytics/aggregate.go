@@ -84,8 +84,10 @@ func (s *idSet) expect(n int64, dates int) {
 	}
 }
 
+const idShards = 16
+
 type dayIDs struct {
-	shards [16]struct {
+	shards [idShards]struct {
 		sync.Mutex
 		uuids map[[16]byte]struct{}
 		other map[string]struct{}
@@ -100,10 +102,9 @@ func (s *idSet) forDate(date string) *dayIDs {
 	defer s.mu.Unlock()
 	d := s.days[date]
 	if d == nil {
-		var d0 dayIDs
 		// Size the new date's maps for the expected count, or like the
 		// fullest date so far: days are alike.
-		hint := s.perDate / len(d0.shards)
+		hint := s.perDate / idShards
 		for _, o := range s.days {
 			o.shards[0].Lock()
 			hint = max(hint, len(o.shards[0].uuids))
@@ -122,7 +123,7 @@ func (s *idSet) forDate(date string) *dayIDs {
 // add reports whether id was new.
 func (s *dayIDs) add(id string) bool {
 	if u, ok := parseUUID(id); ok {
-		sh := &s.shards[u[15]&15] // the random tail of a UUIDv7
+		sh := &s.shards[u[15]%idShards] // the random tail of a UUIDv7
 		sh.Lock()
 		defer sh.Unlock()
 		if _, dup := sh.uuids[u]; dup {
@@ -135,7 +136,7 @@ func (s *dayIDs) add(id string) bool {
 	for i := 0; i < len(id); i++ {
 		h = h*31 + id[i]
 	}
-	sh := &s.shards[h&15]
+	sh := &s.shards[h%idShards]
 	sh.Lock()
 	defer sh.Unlock()
 	if _, dup := sh.other[id]; dup {

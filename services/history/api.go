@@ -103,16 +103,25 @@ type messagesResponse struct {
 	Messages []chatevent.Event `json:"messages"`
 }
 
+// parseLimit reads a limit parameter: 1..MaxLimit, DefaultLimit when empty.
+func parseLimit(s string) (int, error) {
+	if s == "" {
+		return DefaultLimit, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > MaxLimit {
+		return 0, badRequest("invalid_limit", "limit must be an integer from 1 to %d", MaxLimit)
+	}
+	return n, nil
+}
+
 // pageParams reads limit, before and after.
 func pageParams(r *http.Request) (page, error) {
 	q := r.URL.Query()
-	p := page{limit: DefaultLimit}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxLimit {
-			return p, badRequest("invalid_limit", "limit must be an integer from 1 to %d", MaxLimit)
-		}
-		p.limit = n
+	p := page{}
+	var err error
+	if p.limit, err = parseLimit(q.Get("limit")); err != nil {
+		return p, err
 	}
 	for _, c := range []struct {
 		name string
@@ -176,13 +185,9 @@ func (h *History) search(r *http.Request, id auth.Identity) (any, error) {
 	if room != "" && !chatevent.ValidRoom(room) {
 		return nil, badRequest("invalid_room", "room %q is not valid", room)
 	}
-	limit := DefaultLimit
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxLimit {
-			return nil, badRequest("invalid_limit", "limit must be an integer from 1 to %d", MaxLimit)
-		}
-		limit = n
+	limit, err := parseLimit(q.Get("limit"))
+	if err != nil {
+		return nil, err
 	}
 	msgs, err := search(r.Context(), h.pool, id.Username, text, room, limit)
 	if err != nil {
