@@ -68,6 +68,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"bad id", `{"id":"nope","type":"chat","room":"r","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
 		{"bad time", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"chat","room":"r","username":"u","timestamp":"yesterday"}`},
 		{"unknown type", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"x","room":"r","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
+		{"NUL in content", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"chat","room":"r","username":"u","content":"a\u0000","timestamp":"2026-11-27T10:11:12.345Z"}`},
 		{"chat without room", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"chat","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,6 +109,9 @@ func TestDecodeFrame(t *testing.T) {
 		{"room 64 chars", `{"type":"join","room":"` + strings.Repeat("a", 64) + `"}`, false, Frame{Type: "join", Room: strings.Repeat("a", 64)}},
 		{"private bad target", `{"type":"private","target":"bob smith","content":"hi","client_id":"2"}`, true, Frame{}},
 		{"number", `42`, true, Frame{}},
+		{"chat NUL in content", `{"type":"chat","room":"general","content":"a\u0000b","client_id":"1"}`, true, Frame{}},
+		{"private NUL in content", `{"type":"private","target":"bob","content":"\u0000","client_id":"1"}`, true, Frame{}},
+		{"NUL in client_id", `{"type":"chat","room":"general","content":"hi","client_id":"a\u0000"}`, true, Frame{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := DecodeFrame([]byte(tc.in), Limits{})

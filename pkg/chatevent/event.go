@@ -151,8 +151,12 @@ func (e *Event) Validate() error {
 	if e.Type != TypeSystem && !ValidUsername(e.Username) {
 		return bad("username %q is not valid", e.Username)
 	}
-	if !utf8.ValidString(e.Content) {
-		return bad("content is not valid UTF-8")
+	if !utf8.ValidString(e.Content) || !utf8.ValidString(e.ClientID) {
+		return bad("content or client_id is not valid UTF-8")
+	}
+	if strings.IndexByte(e.Content, 0) >= 0 || strings.IndexByte(e.ClientID, 0) >= 0 {
+		// PostgreSQL text cannot hold U+0000: such an event could never be stored.
+		return bad("content or client_id contains NUL (U+0000)")
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -74,8 +75,8 @@ func DecodeFrame(b []byte, lim Limits) (Frame, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return invalid(salvageClientID(b), "frame is not valid: %s", jsonProblem(err))
 	}
-	if !utf8.ValidString(f.ClientID) || len(f.ClientID) > MaxClientIDBytes {
-		return invalid("", "client_id must be at most %d bytes", MaxClientIDBytes)
+	if !utf8.ValidString(f.ClientID) || len(f.ClientID) > MaxClientIDBytes || strings.IndexByte(f.ClientID, 0) >= 0 {
+		return invalid("", "client_id must be at most %d bytes of UTF-8 text without NUL", MaxClientIDBytes)
 	}
 	cid := f.ClientID
 	switch f.Type {
@@ -142,6 +143,8 @@ func checkContent(content string, max int) string {
 		return fmt.Sprintf("content is %d characters, the limit is %d", n, max)
 	case !utf8.ValidString(content):
 		return "content is not valid UTF-8"
+	case strings.IndexByte(content, 0) >= 0:
+		return "content must not contain NUL (U+0000)"
 	}
 	return ""
 }

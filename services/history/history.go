@@ -4,8 +4,9 @@
 // from the earliest offset for a new group. Records are written in batches,
 // one transaction each, idempotently (a redelivered event or a retried send
 // adds no row); offsets are committed only after the database commit, so a
-// crash or a database outage loses nothing. Undecodable records go to the
-// dead_letters table and are skipped.
+// crash or a database outage loses nothing. Undecodable records, and records
+// the database refuses for their own data, go to the dead_letters table and
+// are skipped, so no record can stall its partition.
 //
 // HTTP (JWT-authenticated): GET /v1/rooms/{room}/messages,
 // GET /v1/dm/{peer}/messages, GET /v1/search, and GET /v1/openapi.yaml.
@@ -72,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		writeSecs:  f.NewHistogram(prometheus.HistogramOpts{Name: "chat_history_write_duration_seconds", Help: "Duration of one batch transaction.", Buckets: prometheus.DefBuckets}),
 		writeErrs:  f.NewCounter(prometheus.CounterOpts{Name: "chat_history_write_errors_total", Help: "Failed batch transactions (retried)."}),
 		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "chat_history_consumer_lag_records", Help: "Records between the last one written and the partition's end."}, []string{"topic", "partition"}),
-		dead:       f.NewCounter(prometheus.CounterOpts{Name: "chat_history_dead_letters_total", Help: "Undecodable records moved to dead_letters."}),
+		dead:       f.NewCounter(prometheus.CounterOpts{Name: "chat_history_dead_letters_total", Help: "Records moved to dead_letters: undecodable, or refused by the database for their own data."}),
 		requests:   f.NewCounterVec(prometheus.CounterOpts{Name: "chat_history_http_requests_total", Help: "History API requests by route and status."}, []string{"route", "status"}),
 		reqSecs:    f.NewHistogramVec(prometheus.HistogramOpts{Name: "chat_history_http_request_duration_seconds", Help: "History API latency by route.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, 1}}, []string{"route"}),
 	}
@@ -198,7 +199,7 @@ func decode(msgs []kafka.Message) *decoded {
 		if chatevent.Conversation(&ev) == "" {
 			continue // a broadcast announcement belongs to no conversation
 		}
-		d.rows = append(d.rows, row{ev: ev, topic: m.Topic, partition: m.Partition, offset: m.Offset})
+		d.rows = append(d.rows, row{ev: ev, topic: m.Topic, partition: m.Partition, offset: m.Offset, key: m.Key, value: m.Value})
 	}
 	return d
 }
@@ -233,16 +234,17 @@ func (h *History) store(ctx context.Context, b *decoded) error {
 	backoff := 100 * time.Millisecond
 	for {
 		t0 := time.Now()
-		n, err := writeBatch(ctx, h.pool, rows, dead)
+		n, refused, err := writeBatch(ctx, h.pool, rows, dead)
 		if err == nil {
+			dead := append(dead[:len(dead):len(dead)], refused...)
 			h.dbOK.Store(true)
 			h.m.writeSecs.Observe(time.Since(t0).Seconds())
 			h.m.batchSize.Observe(float64(len(batch)))
 			h.m.rows.Add(float64(n))
-			h.m.duplicates.Add(float64(int64(len(rows)) - n))
+			h.m.duplicates.Add(float64(int64(len(rows)-len(refused)) - n))
 			if len(dead) > 0 {
 				h.m.dead.Add(float64(len(dead)))
-				h.log.Warn("undecodable records moved to dead_letters", "count", len(dead), "topic", dead[0].topic, "partition", dead[0].partition, "offset", dead[0].offset)
+				h.log.Warn("records moved to dead_letters", "count", len(dead), "topic", dead[0].topic, "partition", dead[0].partition, "offset", dead[0].offset, "err", dead[0].err)
 			}
 			return nil
 		}

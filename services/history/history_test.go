@@ -3,6 +3,7 @@ package history_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,14 +157,16 @@ func TestPoisonRecordGoesToDeadLetters(t *testing.T) {
 	good2 := event("chat", "general", "", "alice", "after", "g2")
 	b1, _ := good1.Encode()
 	b2, _ := good2.Encode()
+	nul := []byte(strings.Replace(string(b2), `"after"`, `"a\u0000b"`, 1))
 	produceRaw(t, k, k.RoomsTopic,
 		kafka.Message{Key: []byte("general"), Value: b1},
 		kafka.Message{Key: []byte("general"), Value: []byte("\x00not json at all")},
 		kafka.Message{Key: []byte("general"), Value: []byte(`{"id":"x","type":"chat"}`)},
+		kafka.Message{Key: []byte("general"), Value: nul}, // PostgreSQL cannot store U+0000
 		kafka.Message{Key: []byte("general"), Value: b2})
 	eventually(t, 20*time.Second, "both good rows", func() bool { return count(t, db, "SELECT count(*) FROM messages") == 2 })
-	if n := count(t, db, "SELECT count(*) FROM dead_letters WHERE topic = $1 AND log_offset IN (1, 2) AND value IS NOT NULL AND error <> ''", k.RoomsTopic); n != 2 {
-		t.Fatalf("dead letters = %d, want 2 with raw bytes, position and error", n)
+	if n := count(t, db, "SELECT count(*) FROM dead_letters WHERE topic = $1 AND log_offset IN (1, 2, 3) AND value IS NOT NULL AND error <> ''", k.RoomsTopic); n != 3 {
+		t.Fatalf("dead letters = %d, want 3 with raw bytes, position and error", n)
 	}
 	if n := count(t, db, "SELECT count(*) FROM dead_letters WHERE value = '\\x006e6f74206a736f6e20617420616c6c'::bytea"); n != 1 {
 		t.Fatalf("raw bytes of the poison record not kept verbatim")

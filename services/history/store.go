@@ -1,11 +1,13 @@
 package history
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,12 +29,13 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	return pgutil.Migrate(ctx, pool, sub, "goose_db_version")
 }
 
-// row is one message as stored.
+// row is one message as stored, with its raw record for a dead letter.
 type row struct {
-	ev        chatevent.Event
-	topic     string
-	partition int
-	offset    int64
+	ev         chatevent.Event
+	topic      string
+	partition  int
+	offset     int64
+	key, value []byte
 }
 
 // deadLetter is a record that could not be decoded.
@@ -54,22 +57,29 @@ func nullable(s string) any {
 }
 
 // writeBatch stores rows and dead letters in one transaction and returns
-// the number of rows inserted. The common case is one COPY straight into
-// messages. If that hits a unique violation — a redelivered event (same id)
-// or a retried send (same username and client_id) — the batch is copied
-// into a staging table instead and inserted with ON CONFLICT DO NOTHING,
-// earliest log position first, so duplicates add no row.
-func writeBatch(ctx context.Context, pool *pgxpool.Pool, rows []row, dead []deadLetter) (int64, error) {
-	var inserted int64
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+// the number of rows inserted and the rows the database refused for a
+// reason of their own (moved to dead_letters in the same transaction).
+//
+// The common case is one COPY straight into messages. If that hits a unique
+// violation (a redelivered event, same id, or a retried send, same username
+// and client_id) the batch is copied into a staging table instead and
+// inserted with ON CONFLICT DO NOTHING, earliest log position first, so
+// duplicates add no row. If either COPY fails because of one record's data
+// (say text PostgreSQL cannot store), the rows are inserted one at a time,
+// each under its own savepoint, and each refused row becomes a dead letter:
+// no single record can stall its partition. Any other error (the database
+// is away, the transaction failed) fails the whole batch, to be retried.
+func writeBatch(ctx context.Context, pool *pgxpool.Pool, rows []row, dead []deadLetter) (inserted int64, refused []deadLetter, err error) {
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		inserted, refused = 0, nil
 		if len(rows) > 0 {
-			n, err := copyRows(ctx, tx, rows)
+			n, bad, err := copyRows(ctx, tx, rows)
 			if err != nil {
 				return err
 			}
-			inserted = n
+			inserted, refused = n, bad
 		}
-		for _, d := range dead {
+		for _, d := range append(dead[:len(dead):len(dead)], refused...) {
 			if _, err := tx.Exec(ctx, `INSERT INTO dead_letters (topic, log_partition, log_offset, key, value, error)
 				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, d.topic, d.partition, d.offset, d.key, d.value, d.err); err != nil {
 				return fmt.Errorf("dead letter: %w", err)
@@ -77,36 +87,74 @@ func writeBatch(ctx context.Context, pool *pgxpool.Pool, rows []row, dead []dead
 		}
 		return nil
 	})
-	return inserted, err
+	return inserted, refused, err
+}
+
+func rowValues(r *row) ([]any, error) {
+	t, err := r.ev.Time()
+	if err != nil {
+		return nil, err
+	}
+	return []any{r.ev.ID, r.ev.Type, chatevent.Conversation(&r.ev), nullable(r.ev.Room), r.ev.Username,
+		nullable(r.ev.Target), r.ev.Content, nullable(r.ev.ClientID), t, r.topic, r.partition, r.offset}, nil
 }
 
 func rowSource(rows []row) pgx.CopyFromSource {
-	return pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-		r := &rows[i]
-		t, err := r.ev.Time()
-		if err != nil {
-			return nil, err
-		}
-		return []any{r.ev.ID, r.ev.Type, chatevent.Conversation(&r.ev), nullable(r.ev.Room), r.ev.Username,
-			nullable(r.ev.Target), r.ev.Content, nullable(r.ev.ClientID), t, r.topic, r.partition, r.offset}, nil
-	})
+	return pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) { return rowValues(&rows[i]) })
 }
 
-func copyRows(ctx context.Context, tx pgx.Tx, rows []row) (int64, error) {
+// pgCode returns the SQLSTATE of err, or "" when it is not a PostgreSQL error.
+func pgCode(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// perRecord reports whether a PostgreSQL error is caused by one record's
+// data rather than by the database or the connection: data exceptions
+// (class 22: bad encoding, value out of range), integrity violations
+// (class 23) and program limits (class 54: a value too large to index).
+func perRecord(err error) bool {
+	code := pgCode(err)
+	return len(code) == 5 && (code[:2] == "22" || code[:2] == "23" || code[:2] == "54")
+}
+
+const uniqueViolation = "23505"
+
+func copyRows(ctx context.Context, tx pgx.Tx, rows []row) (int64, []deadLetter, error) {
 	if _, err := tx.Exec(ctx, "SAVEPOINT direct_copy"); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"}, messageColumns, rowSource(rows))
 	if err == nil {
-		return n, nil
+		return n, nil, nil
 	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "23505" { // unique_violation
-		return 0, fmt.Errorf("copy: %w", err)
+	if !perRecord(err) {
+		return 0, nil, fmt.Errorf("copy: %w", err)
 	}
 	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT direct_copy"); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
+	if pgCode(err) == uniqueViolation {
+		n, err := copyViaStaging(ctx, tx, rows)
+		if err == nil {
+			return n, nil, nil
+		}
+		if !perRecord(err) {
+			return 0, nil, err
+		}
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT direct_copy"); err != nil {
+			return 0, nil, err
+		}
+	}
+	return insertEach(ctx, tx, rows)
+}
+
+// copyViaStaging copies rows into a temporary table and inserts them from
+// there, skipping duplicates, earliest log position first.
+func copyViaStaging(ctx context.Context, tx pgx.Tx, rows []row) (int64, error) {
 	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS incoming (
 		id uuid, type text, conversation text, room text, username text, target text, content text,
 		client_id text, created_at timestamptz, topic text, log_partition integer, log_offset bigint
@@ -116,7 +164,7 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []row) (int64, error) {
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"incoming"}, messageColumns, rowSource(rows)); err != nil {
 		return 0, fmt.Errorf("copy to staging: %w", err)
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO messages (id, type, conversation, room, username, target, content, client_id, created_at, topic, log_partition, log_offset)
+	tag, err := tx.Exec(ctx, insertMessage+`
 		SELECT id, type, conversation, room, username, target, content, client_id, created_at, topic, log_partition, log_offset
 		FROM incoming ORDER BY topic, log_partition, log_offset
 		ON CONFLICT DO NOTHING`)
@@ -124,6 +172,45 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []row) (int64, error) {
 		return 0, fmt.Errorf("insert: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+const insertMessage = `INSERT INTO messages (id, type, conversation, room, username, target, content, client_id, created_at, topic, log_partition, log_offset)`
+
+// insertEach inserts rows one at a time, earliest log position first, each
+// under a savepoint. A row refused for its own data is returned as a dead
+// letter; any other error ends the batch.
+func insertEach(ctx context.Context, tx pgx.Tx, rows []row) (int64, []deadLetter, error) {
+	ordered := make([]*row, len(rows))
+	for i := range rows {
+		ordered[i] = &rows[i]
+	}
+	slices.SortStableFunc(ordered, func(a, b *row) int {
+		return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition), cmp.Compare(a.offset, b.offset))
+	})
+	var inserted int64
+	var refused []deadLetter
+	for _, r := range ordered {
+		vals, err := rowValues(r)
+		if err == nil {
+			if _, err = tx.Exec(ctx, "SAVEPOINT one_row"); err != nil {
+				return 0, nil, err
+			}
+			var tag pgconn.CommandTag
+			tag, err = tx.Exec(ctx, insertMessage+` VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`, vals...)
+			if err == nil {
+				inserted += tag.RowsAffected()
+				continue
+			}
+			if !perRecord(err) {
+				return 0, nil, fmt.Errorf("insert: %w", err)
+			}
+			if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT one_row"); rerr != nil {
+				return 0, nil, rerr
+			}
+		}
+		refused = append(refused, deadLetter{topic: r.topic, partition: r.partition, offset: r.offset, key: r.key, value: r.value, err: "refused by the database: " + err.Error()})
+	}
+	return inserted, refused, nil
 }
 
 // page is a keyset page request on one conversation.

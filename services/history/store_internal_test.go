@@ -1,0 +1,66 @@
+package history
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/pgutil"
+	"github.com/chatsys/chat/pkg/pgutil/pgtest"
+)
+
+// A record that passed decoding but that PostgreSQL refuses (here content
+// with NUL, which an older edge could have appended) becomes a dead letter;
+// the rows around it, and a duplicate in the same batch, are stored as usual.
+func TestWriteBatchIsolatesRecordsTheDatabaseRefuses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := pgutil.Open(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(offset int64, user, content, clientID string) row {
+		ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: "general", Username: user,
+			Content: content, ClientID: clientID, Timestamp: chatevent.FormatTime(time.Now())}
+		b, _ := ev.Encode()
+		return row{ev: ev, topic: "chat.rooms", partition: 3, offset: offset, key: []byte("general"), value: b}
+	}
+	first := mk(10, "alice", "before", "a1")
+	poison := mk(11, "mallory", "bad\x00byte", "m1")
+	dup := mk(12, "alice", "before again", "a1") // a retried send: same user and client_id
+	last := mk(13, "bob", "after", "b1")
+
+	for _, batch := range [][]row{
+		{first, poison, last},      // the direct COPY fails on the poison row
+		{first, dup, poison, last}, // the staging path fails on it too (duplicates first)
+	} {
+		n, refused, err := writeBatch(ctx, pool, batch, nil)
+		if err != nil {
+			t.Fatalf("writeBatch: %v", err)
+		}
+		if len(refused) != 1 || refused[0].offset != 11 || !strings.Contains(refused[0].err, "22021") {
+			t.Fatalf("refused = %+v, want the record at offset 11 with SQLSTATE 22021", refused)
+		}
+		_ = n
+	}
+	var rows, dead int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM dead_letters WHERE log_offset = 11 AND value = $1", poison.value).Scan(&dead); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 2 || dead != 1 {
+		t.Fatalf("messages = %d (want 2: first and last), dead letters with the raw record = %d (want 1)", rows, dead)
+	}
+	var content string
+	if err := pool.QueryRow(ctx, "SELECT content FROM messages WHERE username = 'alice'").Scan(&content); err != nil || content != "before" {
+		t.Fatalf("alice's row = %q, %v; want the earliest send kept", content, err)
+	}
+}
