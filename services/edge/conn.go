@@ -42,6 +42,7 @@ func (c CloseCode) Reconnect() bool {
 type conn struct {
 	e       *Edge
 	ws      *websocket.Conn
+	wc      *wireConn // under ws: the writer goroutine writes batches to it
 	id      auth.Identity
 	limiter *rate.Limiter
 	rooms   map[string]*sub // owned by the reader goroutine
@@ -64,9 +65,9 @@ type conn struct {
 	finished sync.Once
 }
 
-func newConn(e *Edge, ws *websocket.Conn, id auth.Identity, lim *rate.Limiter) *conn {
+func newConn(e *Edge, ws *websocket.Conn, wc *wireConn, id auth.Identity, lim *rate.Limiter) *conn {
 	return &conn{
-		e: e, ws: ws, id: id, limiter: lim,
+		e: e, ws: ws, wc: wc, id: id, limiter: lim,
 		rooms: map[string]*sub{},
 		wake:  make(chan struct{}, 1),
 		space: make(chan struct{}, 1),
@@ -184,6 +185,13 @@ func (c *conn) acquireInFlight(ctx context.Context) error {
 
 func (c *conn) releaseInFlight() { <-c.inFlight }
 
+// isClosing reports whether a close was requested.
+func (c *conn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
 // ping asks the writer to send a ping.
 func (c *conn) ping() {
 	c.mu.Lock()
@@ -209,8 +217,14 @@ func (c *conn) close(code CloseCode, text string, flush bool) {
 	c.scheduleLocked()
 }
 
+// closeLinger bounds how long a closed connection waits for the client to
+// read the close frame and answer it before the socket is closed.
+const closeLinger = 3 * time.Second
+
 // writeLoop writes until the queue has stayed empty for writerLinger, then
-// exits. At most one runs per connection (guarded by c.writing).
+// exits. At most one runs per connection (guarded by c.writing). Each pass
+// takes everything queued and writes it with one system call: every frame
+// still holds exactly one JSON event, in queue order.
 func (c *conn) writeLoop() {
 	var linger *time.Timer
 	defer func() {
@@ -250,28 +264,40 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Unlock()
 		signal(c.space)
-		deadline := time.Now().Add(c.e.cfg.WriteTimeout)
+
+		bp := wireBufs.Get().(*[]byte)
+		b := (*bp)[:0]
 		if ping && !closing {
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
-				c.finish()
-				return
-			}
+			b = appendFrame(b, opPing, nil)
 		}
+		deadline := time.Now().Add(c.e.cfg.WriteTimeout)
 		if !closing || flush {
-			// One deadline per batch: setting it per frame costs a timer
-			// update per frame and per connection.
-			c.ws.SetWriteDeadline(deadline)
 			for _, f := range batch {
-				if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
-					c.finish()
-					return
-				}
+				b = appendFrame(b, opText, f)
 			}
+		} else {
+			deadline = time.Now().Add(time.Second) // a slow client: do not wait on it
+		}
+		if closing && !c.wc.closeSent.Swap(true) {
+			b = appendCloseFrame(b, code, text)
+		}
+		err := c.wc.writeFrames(b, deadline)
+		if cap(b) <= maxPooledWireBuf {
+			*bp = b[:0]
+			wireBufs.Put(bp)
+		}
+		if err != nil {
+			c.finish()
+			return
 		}
 		if closing {
 			c.e.m.closes.WithLabelValues(closeLabel(code)).Inc()
-			c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), text), time.Now().Add(time.Second))
-			c.finish()
+			// FIN after the close frame; the reader sees the client's
+			// answer (or the linger ends) and closes the socket. Closing
+			// at once would reset a connection with unread input, and
+			// the client would lose the close frame.
+			c.wc.closeWrite()
+			time.AfterFunc(closeLinger, c.finish)
 			return
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -109,6 +110,7 @@ func (e *Edge) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
+	src.serves = e.hub.serves
 	e.src = src
 	if e.dsrc, err = newDeliveriesSource(ctx, k, e.cfg.ID, e.log, e.m); err != nil {
 		return fmt.Errorf("edge: %w", err)
@@ -257,14 +259,15 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	e.wg.Add(1)
 	e.drainMu.Unlock()
-	ws, err := e.up.Upgrade(w, r, nil)
+	hj := &hijacker{ResponseWriter: w}
+	ws, err := e.up.Upgrade(hj, r, nil)
 	if err != nil {
 		e.wg.Done()
 		e.m.handshakes.WithLabelValues("bad_handshake").Inc()
 		return // Upgrade wrote the HTTP error
 	}
 	e.m.handshakes.WithLabelValues("ok").Inc()
-	c := newConn(e, ws, id, e.acquireLimiter(id.Username))
+	c := newConn(e, ws, hj.wc, id, e.acquireLimiter(id.Username))
 	e.hub.addConn(c)
 	e.presence.connected(id.Username)
 	e.m.connections.Inc()
@@ -333,22 +336,25 @@ func (e *Edge) readLoop(c *conn) {
 		mt, data, err := ws.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
+				// The frame's payload may still be arriving: answer 1009
+				// and drain, so the close frame is not lost to a reset.
 				e.m.framesIn.WithLabelValues("too_large").Inc()
-				e.m.closes.WithLabelValues(closeLabel(CloseTooLarge)).Inc()
+				e.closeAndDrain(c, CloseTooLarge, fmt.Sprintf("frame larger than %d bytes", e.cfg.ReadLimit))
 			}
 			return
 		}
 		ws.SetReadDeadline(deadline())
+		if c.isClosing() {
+			continue // closing: read only to see the client's close
+		}
 		if mt != websocket.TextMessage {
 			e.m.framesIn.WithLabelValues("binary").Inc()
-			c.kill(CloseUnsupportedData, "binary frames are not supported; send JSON text frames")
-			<-c.dead
+			e.closeAndDrain(c, CloseUnsupportedData, "binary frames are not supported; send JSON text frames")
 			return
 		}
 		if !utf8.Valid(data) {
 			e.m.framesIn.WithLabelValues("invalid").Inc()
-			c.kill(CloseInvalidPayload, "text frame is not valid UTF-8")
-			<-c.dead
+			e.closeAndDrain(c, CloseInvalidPayload, "text frame is not valid UTF-8")
 			return
 		}
 		// Frames are handled one at a time, in order, on a short-lived
@@ -362,6 +368,15 @@ func (e *Edge) readLoop(c *conn) {
 		}()
 		<-done
 	}
+}
+
+// closeAndDrain closes c with code after a protocol violation, reading and
+// discarding whatever the client still sends until it closes its side or
+// the linger ends, so the close frame reaches it.
+func (e *Edge) closeAndDrain(c *conn, code CloseCode, text string) {
+	c.kill(code, text)
+	c.wc.Conn.SetReadDeadline(time.Now().Add(closeLinger))
+	io.Copy(io.Discard, c.wc.Conn)
 }
 
 func (e *Edge) sendError(ctx context.Context, c *conn, code, msg, clientID string) {

@@ -2,6 +2,8 @@ package edge
 
 import (
 	"sync"
+
+	"github.com/chatsys/chat/pkg/chatevent"
 )
 
 // hub maps rooms to the local subscriptions that joined them. Deliveries
@@ -77,6 +79,18 @@ func (h *hub) removeSub(s *sub) {
 		}
 	}
 	h.mu.Unlock()
+}
+
+// serves reports whether a chat.rooms record with this key has a local
+// recipient: a room with a subscription here, or a broadcast.
+func (h *hub) serves(key []byte) bool {
+	if string(key) == chatevent.BroadcastKey {
+		return true
+	}
+	h.mu.RLock()
+	_, ok := h.rooms[string(key)]
+	h.mu.RUnlock()
+	return ok
 }
 
 // snapshotConns returns the open connections.

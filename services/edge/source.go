@@ -47,6 +47,9 @@ type logSource struct {
 	maxReplay  int64
 	log        *slog.Logger
 	m          *metrics
+	// serves reports whether a record key (a room, or the broadcast key)
+	// has a local subscriber; records it refuses are dropped undecoded.
+	serves func(key []byte) bool
 }
 
 // newLogSource resolves the topic's partitions and their current ends, so
@@ -123,6 +126,9 @@ func (s *logSource) Run(ctx context.Context, deliver func(*delivery)) error {
 						return nil
 					}
 					return fmt.Errorf("tail %s/%d: %w", s.topic, p, err)
+				}
+				if s.serves != nil && !s.serves(m.Key) {
+					continue // no local subscriber: not worth decoding
 				}
 				if d := s.decode(m); d != nil {
 					if t, err := d.ev.Time(); err == nil {

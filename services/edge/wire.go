@@ -1,0 +1,123 @@
+package edge
+
+import (
+	"bufio"
+	"encoding/binary"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// wireConn is the network connection under one WebSocket. The connection's
+// writer goroutine encodes everything queued for the client (data frames, a
+// due ping, the close frame) into one buffer and writes it with one system
+// call; gorilla/websocket still writes the frames it owns (pongs, the echo
+// of a client's close) through Write. Writes are serialised, so frames never
+// interleave, and each write carries its own deadline.
+type wireConn struct {
+	net.Conn
+	mu        sync.Mutex
+	deadline  time.Time // set by gorilla before its own writes
+	closeSent atomic.Bool
+}
+
+// SetWriteDeadline records gorilla's deadline for its next Write; the
+// writer goroutine's batches carry their own.
+func (w *wireConn) SetWriteDeadline(t time.Time) error {
+	w.mu.Lock()
+	w.deadline = t
+	w.mu.Unlock()
+	return nil
+}
+
+// Write writes one whole frame for gorilla/websocket.
+func (w *wireConn) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(p) > 0 && p[0] == finBit|opClose && w.closeSent.Swap(true) {
+		return len(p), nil // one close frame per connection
+	}
+	if err := w.Conn.SetWriteDeadline(w.deadline); err != nil {
+		return 0, err
+	}
+	return w.Conn.Write(p)
+}
+
+// writeFrames writes a buffer of whole frames with one system call (more
+// only if the kernel takes part of it).
+func (w *wireConn) writeFrames(b []byte, deadline time.Time) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.Conn.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	_, err := w.Conn.Write(b)
+	return err
+}
+
+// closeWrite sends FIN after the close frame, so the client reads every
+// byte before it and the close is orderly rather than a reset.
+func (w *wireConn) closeWrite() {
+	if cw, ok := w.Conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+// Frame opcodes and header bits (RFC 6455, section 5.2).
+const (
+	opText  = 0x1
+	opClose = 0x8
+	opPing  = 0x9
+	finBit  = 0x80
+)
+
+// appendFrame appends one unmasked, unfragmented server frame (RFC 6455,
+// section 5.2: servers never mask) to b.
+func appendFrame(b []byte, opcode byte, payload []byte) []byte {
+	b = append(b, finBit|opcode)
+	switch n := len(payload); {
+	case n <= 125:
+		b = append(b, byte(n))
+	case n <= 0xffff:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
+}
+
+// appendCloseFrame appends a close frame with code and reason (at most 123
+// bytes, the control frame limit).
+func appendCloseFrame(b []byte, code CloseCode, reason string) []byte {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	payload := make([]byte, 2, 2+len(reason))
+	binary.BigEndian.PutUint16(payload, uint16(code))
+	return appendFrame(b, opClose, append(payload, reason...))
+}
+
+// wireBufs recycles the writer goroutines' batch buffers, so an idle
+// connection holds none.
+var wireBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// maxPooledWireBuf keeps buffers grown by a huge batch out of the pool.
+const maxPooledWireBuf = 1 << 20
+
+// hijacker hands gorilla's Upgrade the connection wrapped in a wireConn.
+type hijacker struct {
+	http.ResponseWriter
+	wc *wireConn
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.wc = &wireConn{Conn: nc}
+	return h.wc, brw, nil
+}
