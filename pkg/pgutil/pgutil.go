@@ -45,33 +45,64 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.URL, "database.url", "", "PostgreSQL URL (postgres://user:pass@host:5432/db); empty starts a PostgreSQL from the machine's binaries under -data.dir")
 }
 
-// Redacted returns the URL with its password hidden.
-func Redacted(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
-
-// Open returns a pool for url after checking it answers.
+// Open returns a pool for url (a URL or a keyword/value string) after
+// checking it answers. Its errors never contain the connection string's
+// secrets.
 func Open(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("database url: %w", err)
+		return nil, parseError(rawURL, err)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, safeError(rawURL, err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to %s: %w", Redacted(rawURL), err)
+		return nil, safeError(rawURL, fmt.Errorf("connect to %s: %w", Redacted(rawURL), err))
 	}
 	return pool, nil
+}
+
+// parseError explains a connection string pgx refused without quoting it:
+// pgx's own message quotes it with a best-effort redaction, and a URL's
+// parse error quotes it whole.
+func parseError(conn string, err error) error {
+	msg := "not a valid PostgreSQL URL or keyword/value connection string"
+	inner := errors.Unwrap(err)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		inner = ue.Err
+	}
+	if inner != nil {
+		if detail, ok := scrub(inner.Error(), conn); ok {
+			msg += ": " + detail
+		}
+	}
+	return fmt.Errorf("database url %s: %s", Redacted(conn), msg)
+}
+
+// redactedError is err with a message safe to log; errors.Is and As still
+// see err.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// safeError returns err, or err under a message without conn's secrets
+// when its message contains one.
+func safeError(conn string, err error) error {
+	msg, ok := scrub(err.Error(), conn)
+	if !ok {
+		msg = "database " + Redacted(conn) + ": cannot connect (details withheld: they may quote the connection string)"
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
 }
 
 // ErrNoBinaries means no PostgreSQL server binaries were found.
