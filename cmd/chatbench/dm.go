@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,38 +32,45 @@ func dmBench(args []string) error {
 	chatBin := fs.String("chat", "bin/chat", "path of the chat binary")
 	syncWrites := fs.Bool("sync-writes", true, "the embedded broker fsyncs every batch (-broker.sync-writes)")
 	fs.Parse(args)
+	bin, err := filepath.Abs(*chatBin)
+	if err != nil {
+		return err
+	}
 	dir, err := os.MkdirTemp("", "chatbench-dm-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	// Broker, router and edge are one system: stopped together (edge
+	// first), whatever happens.
+	sys := &server{name: "chat", label: "bin/chat broker + router + edge", dir: dir, chat: true}
+	runningMu.Lock()
+	running[sys] = true
+	runningMu.Unlock()
+	defer sys.stop()
 	broker := freeAddr()
-	env := append(os.Environ(), "CHAT_KAFKA_BROKERS="+broker, "CHAT_JWT_SECRET="+secret, "CHAT_DATA_DIR="+dir, "CHAT_LOG_LEVEL=warn")
-	start := func(args ...string) (*exec.Cmd, string, error) {
+	env := cleanEnv("CHAT_KAFKA_BROKERS="+broker, "CHAT_JWT_SECRET="+secret, "CHAT_DATA_DIR="+dir, "CHAT_LOG_LEVEL=warn")
+	start := func(name string, args ...string) (*exec.Cmd, string, error) {
 		addr := freeAddr()
-		cmd := exec.Command(*chatBin, append([]string{"-http.addr=" + addr}, args...)...)
-		cmd.Env, cmd.Stderr = env, os.Stderr
-		if err := cmd.Start(); err != nil {
+		if err := sys.launch(name, dir, env, false, bin, append([]string{"-http.addr=" + addr}, args...)...); err != nil {
 			return nil, "", err
 		}
-		return cmd, addr, waitHTTP(addr, "/readyz", 30*time.Second)
+		if err := waitHTTP(addr, "/readyz", 60*time.Second); err != nil {
+			return nil, "", sys.failed(err)
+		}
+		return sys.cmds[len(sys.cmds)-1], addr, nil
 	}
-	stop := func(c *exec.Cmd) { c.Process.Signal(os.Interrupt); c.Wait() }
-	b, _, err := start("-target=broker", "-broker.addr="+broker, "-broker.sync-writes="+strconv.FormatBool(*syncWrites))
+	_, _, err = start("broker", "-target=broker", "-broker.addr="+broker, "-broker.sync-writes="+strconv.FormatBool(*syncWrites))
 	if err != nil {
 		return err
 	}
-	defer stop(b)
-	rt, raddr, err := start("-target=router")
+	rt, raddr, err := start("router", "-target=router")
 	if err != nil {
 		return err
 	}
-	defer stop(rt)
-	ed, eaddr, err := start("-target=edge", "-edge.id=bench-edge", "-edge.rate=1e9", "-edge.rate-burst=1000000000")
+	_, eaddr, err := start("edge", "-target=edge", "-edge.id=bench-edge", "-edge.rate=1e9", "-edge.rate-burst=1000000000")
 	if err != nil {
 		return err
 	}
-	defer stop(ed)
 
 	m := auth.NewHS256Minter(secret, "")
 	type user struct {
@@ -90,7 +98,7 @@ func dmBench(args []string) error {
 				if err != nil {
 					return
 				}
-				ns, ok := sentAt(msg)
+				ns, _, ok := parseStamp(msg, contentKey)
 				if !ok {
 					continue
 				}
@@ -141,7 +149,7 @@ func dmBench(args []string) error {
 					time.Sleep(d)
 				}
 				i := r.IntN(*k)
-				ts := strconv.FormatInt(time.Now().UnixNano(), 10)
+				ts := string(appendStamp(nil, time.Now(), 0))
 				var frame string
 				if kind == "room" {
 					frame = `{"type":"chat","room":"r` + strconv.Itoa(i%100) + `","content":"` + ts + `","client_id":"` + strconv.Itoa(sent) + `"}`
