@@ -1,10 +1,43 @@
-// Package lifecycle runs a process's components: it starts them in order,
-// marks the process ready once all have started, runs them until the context
-// ends or one fails, and stops them in reverse order.
+// Package lifecycle runs a process's components and serves its health
+// endpoints.
 //
-// It also serves the process's health endpoints: /healthz (liveness: the
-// process answers) and /readyz (readiness: every component started, none
-// stopping, and every registered check passes).
+// # Order
+//
+// Start: components start one at a time, in the order given; each Start
+// returns before the next begins, so a component may use everything
+// started before it. Once all have started the process is ready (/readyz)
+// and every component's Run is called, each in its own goroutine with its
+// own context.
+//
+// Shutdown begins when the runner's context ends (then /readyz answers 503
+// for ShutdownDelay first, so load balancers stop sending new clients) or
+// when a Run fails. Components are then shut down one at a time in reverse
+// start order; for each one:
+//
+//  1. its routes close (see Mux): new requests get 503 unavailable;
+//  2. its Run context is cancelled, and the runner waits for Run to return
+//     (at most ExitTimeout);
+//  3. its Stop is called (bounded by StopTimeout).
+//
+// So Stop never runs while the component's own Run still does (a Stop may
+// close what Run writes to), and whatever a component depends on (started
+// before it) is still running while it stops. When a Start fails, the
+// components already started are stopped in reverse order the same way
+// (their Run never began) and Run returns the Start's error.
+//
+// # Routes
+//
+// A Mux serves the process's own routes (health, metrics) at all times,
+// and each component's routes only while the component runs: from the
+// moment its Start returned nil until its shutdown begins. Before and
+// after, they answer 503 {"error":{"code":"unavailable","message":…}}, so
+// no request (WebSocket upgrades included) reaches a half-initialised or
+// stopped component.
+//
+// # Health
+//
+// /healthz is liveness (the process answers); /readyz is readiness: every
+// component started, none stopping, and every registered check passes.
 package lifecycle
 
 import (
@@ -12,20 +45,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // Component is one service in the process. New does no I/O; Start dials,
 // listens and joins, returning once the component is ready; Run blocks until
 // its context ends or a fatal error; Stop releases resources before its
 // context's deadline. Stop is called for every component whose Start
-// succeeded, after the runner's shutdown begins.
+// succeeded, after its Run has returned (or did not within the runner's
+// ExitTimeout).
 type Component interface {
 	Name() string
 	Start(ctx context.Context) error
@@ -36,15 +67,21 @@ type Component interface {
 // Check is a readiness check; a non-nil error makes /readyz answer 503.
 type Check func(ctx context.Context) error
 
-// Runner runs components. The zero value is not usable; fill the exported
+// Runner runs components. The zero value is usable; fill the exported
 // fields before Run.
 type Runner struct {
 	Log *slog.Logger
 	// ShutdownDelay is how long /readyz reports 503 before components are
-	// stopped, so load balancers stop sending new clients (default 0).
+	// shut down, so load balancers stop sending new clients (default 0).
 	ShutdownDelay time.Duration
+	// ExitTimeout bounds the wait for a component's Run to return once its
+	// context is cancelled (default 10s); Stop is called after it anyway.
+	ExitTimeout time.Duration
 	// StopTimeout bounds each component's Stop (default 30s).
 	StopTimeout time.Duration
+	// Mux, when set, has its components' routes opened when their Start
+	// returns nil and closed when their shutdown begins.
+	Mux *Mux
 
 	ready  atomic.Bool
 	mu     sync.Mutex
@@ -64,73 +101,135 @@ func (r *Runner) AddCheck(name string, c Check) {
 // Ready reports whether all components have started and none is stopping.
 func (r *Runner) Ready() bool { return r.ready.Load() }
 
+// task is a started component and its Run.
+type task struct {
+	c      Component
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned; nil if Run never began
+}
+
 // Run starts components in order and runs them until ctx ends (a clean
-// shutdown, nil error) or one fails (its error). Components are stopped in
-// reverse order either way.
+// shutdown, nil error) or one fails (its error). Components are shut down in
+// reverse order either way, as the package documentation describes.
 func (r *Runner) Run(ctx context.Context, components ...Component) error {
-	log := r.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	stopTimeout := r.StopTimeout
-	if stopTimeout <= 0 {
-		stopTimeout = 30 * time.Second
-	}
-	var started []Component
-	stopAll := func() {
+	log := r.log()
+	var started []*task
+	shutdown := func() {
 		for i := len(started) - 1; i >= 0; i-- {
-			c := started[i]
-			sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-			if err := c.Stop(sctx); err != nil {
-				log.Error("component stop failed", "component", c.Name(), "err", err)
-			} else {
-				log.Info("component stopped", "component", c.Name())
-			}
-			cancel()
+			r.shutdown(log, started[i])
 		}
 	}
 	for _, c := range components {
 		t0 := time.Now()
 		if err := c.Start(ctx); err != nil {
-			stopAll()
+			shutdown()
 			return fmt.Errorf("start %s: %w", c.Name(), err)
 		}
 		log.Info("component started", "component", c.Name(), "took", time.Since(t0).Round(time.Millisecond))
-		started = append(started, c)
+		started = append(started, &task{c: c})
+		r.Mux.open(c)
 	}
 	r.ready.Store(true)
 	log.Info("ready")
 
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	defer cancelRun()
-	g, gctx := errgroup.WithContext(runCtx)
-	for _, c := range started {
-		g.Go(func() error {
-			if err := c.Run(gctx); err != nil && !errors.Is(err, context.Canceled) {
-				return fmt.Errorf("%s: %w", c.Name(), err)
+	var (
+		failMu  sync.Mutex
+		failure error
+	)
+	failed := make(chan struct{})
+	for _, t := range started {
+		var rctx context.Context
+		rctx, t.cancel = context.WithCancel(context.Background())
+		t.done = make(chan struct{})
+		go func() {
+			defer close(t.done)
+			err := t.c.Run(rctx)
+			if err == nil || errors.Is(err, context.Canceled) {
+				return
 			}
-			return nil
-		})
+			failMu.Lock()
+			defer failMu.Unlock()
+			if failure == nil {
+				failure = fmt.Errorf("%s: %w", t.c.Name(), err)
+				close(failed)
+			}
+		}()
 	}
-	var failure error
 	select {
 	case <-ctx.Done():
+		r.ready.Store(false)
 		log.Info("shutting down", "delay", r.ShutdownDelay)
+		if r.ShutdownDelay > 0 {
+			delay := time.NewTimer(r.ShutdownDelay)
+			select {
+			case <-delay.C:
+			case <-failed:
+				delay.Stop()
+			}
+		}
+	case <-failed:
 		r.ready.Store(false)
-		time.Sleep(r.ShutdownDelay)
-	case <-gctx.Done():
-		r.ready.Store(false)
+		log.Error("shutting down after a failure")
 	}
-	stopAll()
-	cancelRun()
-	if err := g.Wait(); err != nil {
-		failure = err
-	}
+	shutdown()
+	failMu.Lock()
+	defer failMu.Unlock()
 	return failure
 }
 
+func (r *Runner) log() *slog.Logger {
+	if r.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Log
+}
+
+// shutdown closes t's routes, cancels its Run and waits for it (bounded),
+// then stops it.
+func (r *Runner) shutdown(log *slog.Logger, t *task) {
+	exitTimeout := r.ExitTimeout
+	if exitTimeout <= 0 {
+		exitTimeout = 10 * time.Second
+	}
+	stopTimeout := r.StopTimeout
+	if stopTimeout <= 0 {
+		stopTimeout = 30 * time.Second
+	}
+	name := t.c.Name()
+	r.Mux.close(t.c)
+	if t.done != nil {
+		t.cancel()
+		exited := time.NewTimer(exitTimeout)
+		select {
+		case <-t.done:
+			exited.Stop()
+		case <-exited.C:
+			log.Warn("component run did not return after its context was cancelled; stopping it anyway", "component", name, "waited", exitTimeout)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if err := t.c.Stop(sctx); err != nil {
+		log.Error("component stop failed", "component", name, "err", err)
+	} else {
+		log.Info("component stopped", "component", name)
+	}
+	if t.done != nil {
+		select {
+		case <-t.done:
+		case <-sctx.Done():
+			log.Error("component run still running after stop", "component", name)
+		}
+	}
+}
+
+// Handlers is where HealthHandler registers: an *http.ServeMux or a *Mux.
+type Handlers interface {
+	HandleFunc(pattern string, handler func(http.ResponseWriter, *http.Request))
+}
+
 // HealthHandler serves /healthz and /readyz on mux.
-func (r *Runner) HealthHandler(mux *http.ServeMux) {
+func (r *Runner) HealthHandler(mux Handlers) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -159,63 +258,4 @@ func (r *Runner) HealthHandler(mux *http.ServeMux) {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-}
-
-// HTTPServer is a Component that serves an http.Handler on an address. Start
-// listens (so the port is bound when Start returns); Stop shuts the server
-// down gracefully. Hijacked connections (WebSockets) are not waited for:
-// their owner drains them.
-type HTTPServer struct {
-	Addr    string
-	Handler http.Handler
-	Log     *slog.Logger
-
-	srv  *http.Server
-	errc chan error
-	addr string
-}
-
-// Name returns "http".
-func (s *HTTPServer) Name() string { return "http" }
-
-// ListenAddr returns the bound address; valid after Start.
-func (s *HTTPServer) ListenAddr() string { return s.addr }
-
-// Start binds the listener and starts serving.
-func (s *HTTPServer) Start(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.Addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", s.Addr, err)
-	}
-	s.addr = ln.Addr().String()
-	s.srv = &http.Server{Handler: s.Handler, ReadHeaderTimeout: 10 * time.Second}
-	if s.Log != nil {
-		s.srv.ErrorLog = slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn)
-		s.Log.Info("http listening", "addr", s.addr)
-	}
-	s.errc = make(chan error, 1)
-	go func() { s.errc <- s.srv.Serve(ln) }()
-	return nil
-}
-
-// Run blocks until ctx ends or the server fails.
-func (s *HTTPServer) Run(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-s.errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	}
-}
-
-// Stop shuts the server down before ctx's deadline.
-func (s *HTTPServer) Stop(ctx context.Context) error {
-	if s.srv == nil {
-		return nil
-	}
-	return s.srv.Shutdown(ctx)
 }

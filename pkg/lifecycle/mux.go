@@ -1,0 +1,139 @@
+package lifecycle
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// Routed is a component that serves HTTP routes.
+type Routed interface {
+	Routes(mux *http.ServeMux)
+}
+
+// Mux is a process's HTTP handler. Routes registered with Handle and
+// HandleFunc (health, metrics) are always served; the routes of a mounted
+// component only while it runs (see the package documentation): before
+// its Start has returned nil, and once its shutdown has begun, they answer
+// 503 {"error":{"code":"unavailable","message":…}} with Retry-After: 1.
+//
+// Routing is http.ServeMux's: all routes share one ServeMux, so its
+// precedence rules pick the handler, and the chosen pattern tells which
+// component owns the request.
+type Mux struct {
+	all    *http.ServeMux
+	mu     sync.Mutex
+	mounts []*mount
+	owners sync.Map // pattern → *mount; nil for the Mux's own routes
+	byComp map[Component]*mount
+}
+
+type mount struct {
+	c     Component
+	own   *http.ServeMux // the component's routes alone
+	state atomic.Int32
+}
+
+// The states of a mounted component's routes.
+const (
+	starting int32 = iota
+	running
+	stopping
+)
+
+// NewMux returns an empty Mux.
+func NewMux() *Mux {
+	return &Mux{all: http.NewServeMux(), byComp: map[Component]*mount{}}
+}
+
+// Handle registers an always-served route.
+func (m *Mux) Handle(pattern string, h http.Handler) { m.all.Handle(pattern, h) }
+
+// HandleFunc registers an always-served route.
+func (m *Mux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.all.HandleFunc(pattern, h)
+}
+
+// Mount registers c's routes, served only while c runs. routes is called
+// twice, once on the shared ServeMux and once on one of c's own (which
+// tells which patterns are c's), so it must do nothing but register
+// handlers, as Routed.Routes does. c must be comparable (a pointer).
+func (m *Mux) Mount(c Component, routes func(*http.ServeMux)) {
+	mt := &mount{c: c, own: http.NewServeMux()}
+	routes(m.all)
+	routes(mt.own)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mounts = append(m.mounts, mt)
+	m.byComp[c] = mt
+	m.owners.Clear() // a pattern's owner is looked up again
+}
+
+// ServeHTTP serves r, or answers 503 when r's route belongs to a component
+// that is not running.
+func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if mt := m.owner(r); mt != nil {
+		switch mt.state.Load() {
+		case starting:
+			unavailable(w, mt.c.Name()+" is starting")
+			return
+		case stopping:
+			unavailable(w, mt.c.Name()+" is stopping")
+			return
+		}
+	}
+	m.all.ServeHTTP(w, r)
+}
+
+// owner returns the mounted component whose route r takes, or nil.
+func (m *Mux) owner(r *http.Request) *mount {
+	_, pattern := m.all.Handler(r)
+	if pattern == "" {
+		return nil // not found, method not allowed, or a redirect
+	}
+	if v, ok := m.owners.Load(pattern); ok {
+		mt, _ := v.(*mount)
+		return mt
+	}
+	m.mu.Lock()
+	mounts := m.mounts
+	m.mu.Unlock()
+	// Patterns are unique in the shared ServeMux, and a pattern that is the
+	// most specific match among all routes is also among the component's.
+	var owner *mount
+	for _, mt := range mounts {
+		if _, p := mt.own.Handler(r); p == pattern {
+			owner = mt
+			break
+		}
+	}
+	m.owners.Store(pattern, owner)
+	return owner
+}
+
+func (m *Mux) setState(c Component, s int32) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	mt := m.byComp[c]
+	m.mu.Unlock()
+	if mt != nil {
+		mt.state.Store(s)
+	}
+}
+
+// open lets requests reach c's routes; nil-safe.
+func (m *Mux) open(c Component) { m.setState(c, running) }
+
+// close turns c's routes away again; nil-safe.
+func (m *Mux) close(c Component) { m.setState(c, stopping) }
+
+// unavailable writes 503 {"error":{"code":"unavailable","message":msg}}.
+func unavailable(w http.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Retry-After", "1")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "unavailable", "message": msg}})
+}
