@@ -263,4 +263,3 @@ func TestFsyncFailureIsNotAcknowledged(t *testing.T) {
 		t.Fatalf("produce after restart: %v", err)
 	}
 }
-
