@@ -136,7 +136,8 @@ func versionOf(binDir string) int {
 
 // Server is a PostgreSQL server run from local binaries. Its data live in
 // Dir; it listens on 127.0.0.1 only, with password authentication (the
-// password is generated at initdb and kept in Dir/../postgres.password).
+// password is generated before initdb and kept in Dir/../postgres.password,
+// for a Dir named postgres).
 // When this process runs as root, the server runs as the unprivileged
 // "postgres" user (or "nobody"), since PostgreSQL refuses to run as root.
 type Server struct {
@@ -148,22 +149,25 @@ type Server struct {
 	exited     chan error
 	stopping   atomic.Bool
 	configured string // Dir as given, before relocation
+	prepared   bool
+	pwFile     string
+	port       int
 	url        string
 	password   string
 	cred       *syscall.Credential
 }
 
-// URL returns the URL of the "chat" database; valid after Start.
+// URL returns the URL of the "chat" database; valid after Prepare or Start.
 func (s *Server) URL() string { return s.url }
 
 const dbUser, dbName = "chat", "chat"
 
-// Start runs initdb when Dir is empty, starts the server and waits until
-// it accepts connections, then makes sure database "chat" exists.
-func (s *Server) Start(ctx context.Context) error {
-	if s.Log == nil {
-		s.Log = slog.New(slog.DiscardHandler)
-	}
+// Prepare fixes what the server's URL holds before Start, so the URL can be
+// handed to other components before the server runs: it picks the port
+// (when Port is 0) and reads the password file, creating it with a new
+// password when the cluster is yet to be initialized. Start calls it when
+// it has not been called since the last Start.
+func (s *Server) Prepare() error {
 	// The server runs in another working directory: the path must be
 	// absolute. A restart starts again from the configured directory (Dir
 	// may have become the relocated one).
@@ -175,6 +179,59 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.Dir = dir
+	s.pwFile = filepath.Join(filepath.Dir(dir), filepath.Base(dir)+".password")
+	pw, err := os.ReadFile(s.pwFile)
+	switch {
+	case err == nil:
+		s.password = strings.TrimSpace(string(pw))
+	case errors.Is(err, os.ErrNotExist) && !initialized(dir):
+		// initdb will give the cluster this password.
+		buf := make([]byte, 24)
+		rand.Read(buf)
+		s.password = hex.EncodeToString(buf)
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(s.pwFile, []byte(s.password+"\n"), 0o600); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("read postgres password: %w", err)
+	}
+	s.port = s.Port
+	if s.port == 0 {
+		if s.port, err = freePort(); err != nil {
+			return err
+		}
+	}
+	s.url = s.urlOf(dbName)
+	s.prepared = true
+	return nil
+}
+
+// initialized reports whether dir holds a cluster.
+func initialized(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "PG_VERSION"))
+	return err == nil
+}
+
+func (s *Server) urlOf(db string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(dbUser, s.password), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)), Path: "/" + db, RawQuery: "sslmode=disable"}
+	return u.String()
+}
+
+// Start runs initdb when Dir is empty, starts the server and waits until
+// it accepts connections, then makes sure database "chat" exists.
+func (s *Server) Start(ctx context.Context) error {
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+	if !s.prepared {
+		if err := s.Prepare(); err != nil {
+			return err
+		}
+	}
+	s.prepared = false // the next Start prepares again: a new port when Port is 0
 	bin, err := FindBinDir()
 	if err != nil {
 		return err
@@ -182,27 +239,16 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.runAs(); err != nil {
 		return err
 	}
-	pwFile := filepath.Join(filepath.Dir(s.Dir), filepath.Base(s.Dir)+".password")
 	if err := s.relocateIfUnreachable(); err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(s.Dir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
-		if err := s.initdb(ctx, bin, pwFile); err != nil {
+	if !initialized(s.Dir) {
+		if err := s.initdb(ctx, bin); err != nil {
 			return err
 		}
 	}
-	pw, err := os.ReadFile(pwFile)
-	if err != nil {
-		return fmt.Errorf("read postgres password: %w", err)
-	}
-	s.password = strings.TrimSpace(string(pw))
 	s.stopStale(bin)
-	port := s.Port
-	if port == 0 {
-		if port, err = freePort(); err != nil {
-			return err
-		}
-	}
+	port := s.port
 	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", s.Dir, "-p", strconv.Itoa(port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200")
 	logf, err := os.OpenFile(filepath.Join(s.Dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -219,8 +265,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.stopping.Store(false)
 	s.exited = make(chan error, 1)
 	go func() { s.exited <- cmd.Wait(); logf.Close() }()
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(dbUser, s.password), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Path: "/postgres", RawQuery: "sslmode=disable"}
-	admin := u.String()
+	admin := s.urlOf("postgres")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		conn, err := pgx.Connect(ctx, admin)
@@ -243,8 +288,6 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("postgres not accepting connections after 60s: %w", err)
 		}
 	}
-	u.Path = "/" + dbName
-	s.url = u.String()
 	s.Log.Info("postgres started", "dir", s.Dir, "url", Redacted(s.url))
 	return nil
 }
@@ -310,18 +353,12 @@ func (s *Server) runAs() error {
 	return nil
 }
 
-func (s *Server) initdb(ctx context.Context, bin, pwFile string) error {
+func (s *Server) initdb(ctx context.Context, bin string) error {
 	// Parents must be enterable by the server's user; the directory itself private.
 	if err := os.MkdirAll(filepath.Dir(s.Dir), 0o755); err != nil {
 		return err
 	}
 	if err := os.Mkdir(s.Dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	buf := make([]byte, 24)
-	rand.Read(buf)
-	pw := hex.EncodeToString(buf)
-	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
 		return err
 	}
 	// initdb reads the password from a file the server user can read.
@@ -330,7 +367,7 @@ func (s *Server) initdb(ctx context.Context, bin, pwFile string) error {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	tmp.WriteString(pw + "\n")
+	tmp.WriteString(s.password + "\n")
 	tmp.Close()
 	if s.cred != nil {
 		for _, p := range []string{s.Dir, tmp.Name()} {

@@ -101,3 +101,36 @@ func TestServerRelocatesUnreachableDir(t *testing.T) {
 		t.Fatalf("restart used %s, want %s", s2.Dir, s.Dir)
 	}
 }
+
+// TestServerURLKnownBeforeStart: Prepare gives the URL other components
+// are configured with before the server starts, on a fresh directory and
+// on an initialized one.
+func TestServerURLKnownBeforeStart(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	ctx := context.Background()
+	for _, round := range []string{"fresh", "initialized"} {
+		s := &pgutil.Server{Dir: filepath.Join(dir, "postgres")}
+		if err := s.Prepare(); err != nil {
+			t.Fatalf("%s: prepare: %v", round, err)
+		}
+		before := s.URL()
+		if before == "" {
+			t.Fatalf("%s: no URL after Prepare", round)
+		}
+		if err := s.Start(ctx); err != nil {
+			t.Fatalf("%s: %v", round, err)
+		}
+		if s.URL() != before {
+			t.Errorf("%s: URL %s after Start, %s before", round, pgutil.Redacted(s.URL()), pgutil.Redacted(before))
+		}
+		c, err := pgx.Connect(ctx, before)
+		if err != nil {
+			s.Stop(ctx)
+			t.Fatalf("%s: connect with the prepared URL: %v", round, err)
+		}
+		c.Close(ctx)
+		s.Stop(ctx)
+	}
+}
