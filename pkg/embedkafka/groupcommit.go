@@ -29,10 +29,13 @@ import (
 // partitions and topics (group commit, as PostgreSQL's WAL flush and Kafka's
 // log flusher do). The held responses are released when their round ends.
 
-// syncParallelism bounds the fsyncs of one round that run at once. On ext4
-// concurrent fsyncs share a journal commit, so a round over many partitions
-// costs little more than one over a single partition.
-const syncParallelism = 8
+// syncParallelism bounds the fsyncs of one round that run at once (all of
+// a round's files are synced concurrently: on ext4 concurrent fsyncs share
+// journal commits), planParallelism the partitions listed at once.
+const (
+	syncParallelism = 32
+	planParallelism = 4
+)
 
 // work is what one held response owes the disk.
 type work struct {
@@ -334,7 +337,26 @@ func partDirName(topic string, part int32) string {
 
 func (c *committer) partitionsDir() string { return filepath.Join(c.dir, "partitions") }
 
-// syncRound syncs everything r covers, in parallel.
+// syncPlan is what one round fdatasyncs. Planning (listing partition
+// directories, reopening rolled or replaced files) is cheap; the fsyncs
+// then all run at once.
+type syncPlan struct {
+	mu         sync.Mutex
+	files      []*os.File // to fdatasync
+	closeAfter []*os.File // opened or retired for this round only
+	newDirs    bool       // a partition directory was seen for the first time
+}
+
+func (p *syncPlan) add(f *os.File, closeAfter bool) {
+	p.mu.Lock()
+	p.files = append(p.files, f)
+	if closeAfter {
+		p.closeAfter = append(p.closeAfter, f)
+	}
+	p.mu.Unlock()
+}
+
+// syncRound syncs everything r covers.
 func (c *committer) syncRound(r *round) error {
 	parts := r.parts
 	if r.all {
@@ -350,65 +372,74 @@ func (c *committer) syncRound(r *round) error {
 			parts[n] = struct{}{}
 		}
 	}
-	var tasks []func() (bool, error)
+	plan := &syncPlan{}
+	defer func() {
+		for _, f := range plan.closeAfter {
+			f.Close()
+		}
+	}()
+	var tasks []func() error
 	for name := range parts {
 		pf := c.parts[name]
 		if pf == nil {
 			pf = &partFiles{}
 			c.parts[name] = pf
 		}
-		tasks = append(tasks, func() (bool, error) { return c.syncPartition(name, pf, true) })
+		tasks = append(tasks, func() error { return c.planPartition(plan, name, pf, true) })
 	}
 	if r.groups {
-		tasks = append(tasks, func() (bool, error) { return c.syncLog(&c.groupsLog, "groups.log") })
+		tasks = append(tasks, func() error { return c.planLog(plan, &c.groupsLog, "groups.log") })
 	}
 	if r.pids {
-		tasks = append(tasks, func() (bool, error) { return c.syncLog(&c.pidsLog, "pids.log") })
+		tasks = append(tasks, func() error { return c.planLog(plan, &c.pidsLog, "pids.log") })
 	}
-	newEntries, err := runTasks(tasks)
-	if err != nil {
+	if err := runTasks(tasks, planParallelism); err != nil {
 		return err
 	}
-	if r.meta || newEntries || r.all || !c.knownPartitions && len(parts) > 0 {
+	if r.meta || plan.newDirs || r.all || !c.knownPartitions && len(parts) > 0 {
 		// New partition directories, topics.json renamed, topics deleted:
 		// the directory entries must reach the disk too.
-		if err := c.syncDir(c.partitionsDir()); err != nil {
-			return err
-		}
-		if err := c.syncDir(c.dir); err != nil {
-			return err
+		for _, d := range []string{c.partitionsDir(), c.dir} {
+			f, err := os.Open(d)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			plan.add(f, true)
 		}
 		c.knownPartitions = true
 	}
-	return nil
+	tasks = tasks[:0]
+	for _, f := range plan.files {
+		tasks = append(tasks, func() error { return c.syncFile(f) })
+	}
+	return runTasks(tasks, syncParallelism)
 }
 
-// runTasks runs tasks with at most syncParallelism at once. It reports
-// whether any task created directory entries in a parent directory, and the
-// first error, preferring an fsync error.
-func runTasks(tasks []func() (bool, error)) (bool, error) {
+// runTasks runs tasks, at most parallelism at once, and returns the first
+// error, preferring an fsync error.
+func runTasks(tasks []func() error, parallelism int) error {
 	if len(tasks) == 1 {
 		return tasks[0]()
 	}
 	var (
-		mu     sync.Mutex
-		anyNew bool
-		first  error
-		wg     sync.WaitGroup
-		next   atomic.Int64
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		next  atomic.Int64
 	)
-	workers := min(len(tasks), syncParallelism)
-	for range workers {
+	for range min(len(tasks), parallelism) {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= len(tasks) {
 					return
 				}
-				n, err := tasks[i]()
-				mu.Lock()
-				anyNew = anyNew || n
+				err := tasks[i]()
 				var fe *fsyncError
+				mu.Lock()
 				if err != nil && (first == nil || errors.As(err, &fe)) {
 					first = err
 				}
@@ -417,37 +448,36 @@ func runTasks(tasks []func() (bool, error)) (bool, error) {
 		})
 	}
 	wg.Wait()
-	return anyNew, first
+	return first
 }
 
-// syncPartition fdatasyncs the segment and index files of one partition
-// that may hold writes not yet synced: the newest segment and, if the
-// segment rolled since the last round, every segment from the previously
-// newest on (kfake without SyncWrites does not sync a segment when it rolls
-// it). The first time it sees a partition, or if its files were replaced
-// (topic recreated, segments rewritten by compaction), it syncs every
-// segment and the directory. It reports whether the partition directory was
-// newly opened, so the caller syncs the parent directory too.
-func (c *committer) syncPartition(name string, p *partFiles, retry bool) (bool, error) {
+// planPartition adds to plan the files of one partition that may hold
+// writes not yet synced: the newest segment and index and, if the segment
+// rolled since the last round, every segment from the previously newest on
+// (kfake without SyncWrites does not sync a segment when it rolls it), plus
+// the directory when it has new entries. The first time it sees a
+// partition, or if its files were replaced (topic recreated, segments
+// rewritten by compaction), it syncs every segment.
+func (c *committer) planPartition(plan *syncPlan, name string, p *partFiles, retry bool) error {
 	pdir := filepath.Join(c.partitionsDir(), name)
 	fresh := false
 	if p.dir == nil {
 		d, err := os.Open(pdir)
 		if errors.Is(err, fs.ErrNotExist) {
-			return false, nil // nothing written (e.g. the produce failed)
+			return nil // nothing written (e.g. the produce failed)
 		}
 		if err != nil {
-			return false, err
+			return err
 		}
 		p.dir = d
 		fresh = true
 	}
 	if _, err := p.dir.Seek(0, io.SeekStart); err != nil {
-		return false, err
+		return err
 	}
 	names, err := p.dir.Readdirnames(-1)
 	if err != nil {
-		return false, err
+		return err
 	}
 	var bases []int64
 	for _, n := range names {
@@ -462,9 +492,14 @@ func (c *committer) syncPartition(name string, p *partFiles, retry bool) (bool, 
 			// The directory we hold was removed (topic deleted); a topic
 			// of the same name may have a new one.
 			p.close()
-			return c.syncPartition(name, p, false)
+			return c.planPartition(plan, name, p, false)
 		}
-		return fresh, nil
+		return nil
+	}
+	if fresh {
+		plan.mu.Lock()
+		plan.newDirs = true
+		plan.mu.Unlock()
 	}
 	slices.Sort(bases)
 	newest := bases[len(bases)-1]
@@ -472,18 +507,16 @@ func (c *committer) syncPartition(name string, p *partFiles, retry bool) (bool, 
 		p.closeFiles() // rewritten under the same name: resync everything
 	}
 	everything := p.seg == nil
-	newFiles := everything || newest != p.base
+	if everything || newest != p.base {
+		plan.add(p.dir, false)
+	}
 	for _, b := range bases {
 		if !everything && b < p.base {
 			continue
 		}
 		if p.seg != nil && b == p.base {
-			if err := c.syncFile(p.seg); err != nil {
-				return false, err
-			}
-			if err := c.syncFile(p.idx); err != nil {
-				return false, err
-			}
+			plan.add(p.seg, false)
+			plan.add(p.idx, false)
 			continue
 		}
 		seg, idx, err := openSegment(pdir, b)
@@ -493,32 +526,23 @@ func (c *committer) syncPartition(name string, p *partFiles, retry bool) (bool, 
 			continue
 		}
 		if err != nil {
-			return false, err
+			return err
 		}
-		if err := c.syncFile(seg); err != nil {
-			seg.Close()
-			idx.Close()
-			return false, err
-		}
-		if err := c.syncFile(idx); err != nil {
-			seg.Close()
-			idx.Close()
-			return false, err
-		}
-		if b == newest {
-			p.closeFiles()
+		keep := b == newest
+		plan.add(seg, !keep)
+		plan.add(idx, !keep)
+		if keep {
+			if p.seg != nil {
+				// The segment rolled: the old one is synced this round,
+				// then closed.
+				plan.mu.Lock()
+				plan.closeAfter = append(plan.closeAfter, p.seg, p.idx)
+				plan.mu.Unlock()
+			}
 			p.seg, p.idx, p.base = seg, idx, b
-		} else {
-			seg.Close()
-			idx.Close()
 		}
 	}
-	if newFiles {
-		if err := c.syncFile(p.dir); err != nil {
-			return false, err
-		}
-	}
-	return fresh, nil
+	return nil
 }
 
 func openSegment(pdir string, base int64) (seg, idx *os.File, err error) {
@@ -534,38 +558,28 @@ func openSegment(pdir string, base int64) (seg, idx *os.File, err error) {
 	return seg, idx, nil
 }
 
-// syncLog fdatasyncs groups.log or pids.log, reopening it when kfake
+// planLog adds groups.log or pids.log to plan, reopening it when kfake
 // replaced it (compaction writes a new file and renames it over the old).
-func (c *committer) syncLog(l *logFile, name string) (bool, error) {
+func (c *committer) planLog(plan *syncPlan, l *logFile, name string) error {
 	if l.f != nil && unlinked(l.f) {
 		l.f.Close()
 		l.f = nil
 	}
-	fresh := false
 	if l.f == nil {
 		f, err := os.Open(filepath.Join(c.dir, name))
 		if errors.Is(err, fs.ErrNotExist) {
-			return false, nil
+			return nil
 		}
 		if err != nil {
-			return false, err
+			return err
 		}
 		l.f = f
-		fresh = true
+		plan.mu.Lock()
+		plan.newDirs = true // the data directory's entry for it
+		plan.mu.Unlock()
 	}
-	return fresh, c.syncFile(l.f)
-}
-
-func (c *committer) syncDir(path string) error {
-	d, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return c.syncFile(d)
+	plan.add(l.f, false)
+	return nil
 }
 
 // syncFile fdatasyncs f; an error is an *fsyncError.

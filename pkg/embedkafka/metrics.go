@@ -22,6 +22,7 @@ type metrics struct {
 	responses atomic.Int64
 	batches   atomic.Int64
 	files     atomic.Int64
+	roundNs   atomic.Int64
 }
 
 func newMetrics() *metrics {
@@ -59,6 +60,7 @@ func (m *metrics) observeRound(d time.Duration, responses, batches int, failed b
 	m.roundsC.Inc()
 	m.responses.Add(int64(responses))
 	m.batches.Add(int64(batches))
+	m.roundNs.Add(int64(d))
 	m.roundSeconds.Observe(d.Seconds())
 	m.responsesPerRnd.Observe(float64(responses))
 	if batches > 0 {
@@ -72,13 +74,14 @@ func (m *metrics) observeRound(d time.Duration, responses, batches int, failed b
 
 // SyncStats counts the group committer's work since the broker was created.
 type SyncStats struct {
-	Rounds    int64 // fsync rounds run
-	Errors    int64 // rounds that failed
-	Responses int64 // responses held for a round
-	Batches   int64 // produced partition batches covered by the rounds
-	Files     int64 // fdatasync calls
+	Rounds    int64         // fsync rounds run
+	Errors    int64         // rounds that failed
+	Responses int64         // responses held for a round
+	Batches   int64         // produced partition batches covered by the rounds
+	Files     int64         // fdatasync calls
+	RoundTime time.Duration // total duration of the rounds
 }
 
 func (m *metrics) stats() SyncStats {
-	return SyncStats{Rounds: m.rounds.Load(), Errors: m.errors.Load(), Responses: m.responses.Load(), Batches: m.batches.Load(), Files: m.files.Load()}
+	return SyncStats{Rounds: m.rounds.Load(), Errors: m.errors.Load(), Responses: m.responses.Load(), Batches: m.batches.Load(), Files: m.files.Load(), RoundTime: time.Duration(m.roundNs.Load())}
 }
