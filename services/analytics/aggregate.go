@@ -200,21 +200,30 @@ type worker struct {
 	words  []string
 	buf    []byte
 	events int64 // qualifying events counted
+
+	others    map[string]struct{} // dates of messages outside the range
+	lastOther string
 }
 
 func newWorker(rng Range, seen *idSet) *worker {
-	return &worker{rng: rng, seen: seen, days: map[string]*day{}, dict: map[string]int32{}, buf: make([]byte, 0, 64)}
+	return &worker{rng: rng, seen: seen, days: map[string]*day{}, dict: map[string]int32{}, buf: make([]byte, 0, 64), others: map[string]struct{}{}}
 }
 
 // add counts one event if it qualifies: type chat or private, a timestamp
-// in the range, an id not seen before.
-func (w *worker) add(e *Event) {
+// in the range, an id not seen before. It reports false for a message
+// (chat or private) whose timestamp is missing or not RFC 3339: the caller
+// counts it as undecodable.
+func (w *worker) add(e *Event) bool {
 	if e.Type != "chat" && e.Type != "private" {
-		return
+		return true
 	}
 	date, ok := dateOf(e.Timestamp)
-	if !ok || date < w.rng.From || date > w.rng.To {
-		return
+	if !ok {
+		return false
+	}
+	if date < w.rng.From || date > w.rng.To {
+		w.other(date)
+		return true
 	}
 	d := w.days[date]
 	if d == nil {
@@ -222,7 +231,7 @@ func (w *worker) add(e *Event) {
 		w.days[strings.Clone(date)] = d // the event's strings may be views of the input buffer
 	}
 	if !d.ids.add(e.ID) {
-		return
+		return true
 	}
 	w.events++
 	if _, ok := d.users[e.Username]; !ok {
@@ -241,6 +250,18 @@ func (w *worker) add(e *Event) {
 		}
 		d.counts[i]++
 	})
+	return true
+}
+
+// other notes the date of a message outside the range, so that an empty
+// result can say which dates the input holds.
+func (w *worker) other(date string) {
+	if date == w.lastOther {
+		return
+	}
+	date = strings.Clone(date) // a view of the input buffer
+	w.others[date] = struct{}{}
+	w.lastOther = date
 }
 
 // Results are the outcome of a run.

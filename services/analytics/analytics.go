@@ -45,8 +45,8 @@ type Config struct {
 	// Input, when set, reads JSON lines instead of the log: a file, a
 	// directory of *.jsonl, or "-" for stdin.
 	Input string
-	// Workers is the number of parallel readers (default GOMAXPROCS for
-	// JSON lines, 4×GOMAXPROCS for the log).
+	// Workers is the number of goroutines parsing and counting (default
+	// GOMAXPROCS); reading the log, twice as many fetch.
 	Workers int
 	// Progress, when not nil, receives a progress line every second.
 	Progress io.Writer
@@ -58,7 +58,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.To, "analytics.to", "", "last UTC date of the range, inclusive (default: analytics.from)")
 	fs.StringVar(&c.Out, "analytics.out", "", "directory to write dau.csv and words.csv to")
 	fs.StringVar(&c.Input, "analytics.input", "", "read JSON lines instead of the log: a file, a directory of *.jsonl, or - for stdin")
-	fs.IntVar(&c.Workers, "analytics.workers", 0, "parallel readers (default: GOMAXPROCS for JSON lines, 4×GOMAXPROCS for the log)")
+	fs.IntVar(&c.Workers, "analytics.workers", 0, "goroutines parsing and counting (default: GOMAXPROCS; reading the log, twice as many fetch)")
 }
 
 // Range returns the configured range, defaulting to yesterday (UTC).
@@ -83,11 +83,6 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, log *slog.Logger) (*R
 	n := cfg.Workers
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
-		if cfg.Input == "" {
-			// Reading the log waits on fetch round trips: more readers
-			// than cores keep the cores busy.
-			n *= 4
-		}
 	}
 	seen := newIDSet()
 	days := int(rng.End().Sub(rng.Start()).Hours() / 24)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -116,11 +117,9 @@ func readJSONLines(ctx context.Context, path string, stdin io.Reader, ws []*work
 						continue
 					}
 					n++
-					if err := parseEvent(line, &e); err != nil {
+					if parseEvent(line, &e) != nil || !w.add(&e) {
 						bad++
-						continue
 					}
-					w.add(&e)
 				}
 				p.records.Add(n)
 				p.bad.Add(bad)
@@ -135,45 +134,197 @@ func readJSONLines(ctx context.Context, path string, stdin io.Reader, ws []*work
 
 // partitionRange is the part of one partition to read.
 type partitionRange struct {
-	topic      string
-	partition  int
-	start, end int64 // [start, end)
+	part       kafka.Partition // topic, id and leader
+	start, end int64           // [start, end)
+}
+
+const (
+	// logFetchWait is how long the broker may hold a fetch; the ranges end
+	// at offsets that exist, so it only matters when the log is truncated.
+	logFetchWait = 500 * time.Millisecond
+	// logFetchTimeout bounds one fetch round trip.
+	logFetchTimeout = 30 * time.Second
+)
+
+// Variables so that tests can make them small.
+var (
+	// logFetchBytes is the most one fetch asks for. The broker builds a
+	// whole response before it sends it: a modest size lets the workers
+	// parse one response while the broker prepares the next.
+	logFetchBytes int32 = 2 << 20
+	// minChunk is the fewest offsets a fetcher takes at a time: a large
+	// partition is cut into chunks of at least this many offsets so that
+	// several fetchers share it.
+	minChunk int64 = 20_000
+)
+
+// logChunk is one fetch response's record batches, for a worker to parse.
+type logChunk struct {
+	buf      *[]byte // the pooled response buffer records is a view of
+	records  []byte
+	from, to int64 // the offsets to count
+	where    string
 }
 
 // readLog reads every partition of the topics from the offset of the
 // range's first timestamp (less slack, since producers stamp records a
 // little after the event) to the end the partition had when the run began.
+// Partitions are cut into chunks of offsets; fetchers (twice as many as
+// workers) each fetch a chunk's records with requests of up to
+// logFetchBytes and pass the responses as they are to the workers, which
+// parse the records in place, as they parse chunks of JSON lines.
 func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, ws []*worker, p *progress, expect func(records int64)) error {
+	parts, err := logRanges(ctx, k, topics, rng.Start().Add(-5*time.Minute))
+	if err != nil {
+		return err
+	}
+	var total int64
+	for _, pr := range parts {
+		total += pr.end - pr.start
+	}
+	expect(total)
+	nf := 2 * len(ws)
+	chunks := splitRanges(parts, max(total/int64(4*nf), minChunk))
+	queue := make(chan partitionRange, len(chunks))
+	for _, c := range chunks {
+		queue <- c
+	}
+	close(queue)
+	nf = min(nf, len(chunks))
+	pool := sync.Pool{New: func() any { b := make([]byte, 0, logFetchBytes+64<<10); return &b }}
+	fetchedCh := make(chan logChunk, 2*len(ws))
+	g, ctx := errgroup.WithContext(ctx)
+	var fetchers sync.WaitGroup
+	for range nf {
+		fetchers.Add(1)
+		g.Go(func() error {
+			defer fetchers.Done()
+			var cs fetchConns
+			cs.dialer.Timeout = 10 * time.Second
+			stop := context.AfterFunc(ctx, cs.close)
+			defer func() { stop(); cs.close() }()
+			for pr := range queue {
+				if err := fetchRange(ctx, &cs, pr, &pool, fetchedCh); err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	go func() { fetchers.Wait(); close(fetchedCh) }()
+	for _, w := range ws {
+		g.Go(func() error {
+			var e Event
+			var scratch []byte
+			var failed error
+			for c := range fetchedCh {
+				if failed != nil || ctx.Err() != nil {
+					pool.Put(c.buf) // drain, so the fetchers never block
+					continue
+				}
+				var n, bad int64
+				err := eachRecord(c.records, c.from, c.to, &scratch, func(v []byte) {
+					n++
+					if parseEvent(v, &e) != nil || !w.add(&e) {
+						bad++
+					}
+				})
+				pool.Put(c.buf)
+				p.records.Add(n)
+				p.bad.Add(bad)
+				if err != nil {
+					failed = fmt.Errorf("%s: %w", c.where, err)
+				}
+			}
+			return failed
+		})
+	}
+	return g.Wait()
+}
+
+// fetchRange fetches the records of pr and sends them to out, a response
+// at a time.
+func fetchRange(ctx context.Context, cs *fetchConns, pr partitionRange, pool *sync.Pool, out chan<- logChunk) error {
+	where := fmt.Sprintf("read %s/%d", pr.part.Topic, pr.part.ID)
+	off, stalls := pr.start, 0
+	for off < pr.end {
+		fc, err := cs.get(ctx, pr.part.Leader)
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		buf := pool.Get().(*[]byte)
+		fc.c.SetDeadline(time.Now().Add(logFetchTimeout))
+		f, err := fc.fetch(pr.part.Topic, pr.part.ID, off, logFetchBytes, logFetchWait, buf)
+		if err != nil {
+			pool.Put(buf)
+			cs.drop(fc)
+			return fmt.Errorf("%s at offset %d: %w", where, off, err)
+		}
+		if f.errCode != 0 {
+			pool.Put(buf)
+			return fmt.Errorf("%s at offset %d: %w", where, off, kafka.Error(f.errCode))
+		}
+		records, next := completeBatches(f.records)
+		if next <= off {
+			// Nothing at or after off: the log was truncated below the
+			// end the run started with, or compacted.
+			pool.Put(buf)
+			if f.hwm <= off {
+				return nil
+			}
+			if stalls++; stalls == 3 {
+				return fmt.Errorf("%s: no records at offset %d below the high watermark %d", where, off, f.hwm)
+			}
+			continue
+		}
+		stalls = 0
+		select {
+		case out <- logChunk{buf: buf, records: records, from: off, to: pr.end, where: where}:
+		case <-ctx.Done():
+			pool.Put(buf)
+			return ctx.Err()
+		}
+		off = next
+	}
+	return nil
+}
+
+// logRanges finds the partitions of the topics and, for each, the offsets
+// from the first record stamped at or after from to the end.
+func logRanges(ctx context.Context, k kafkaio.Config, topics []string, from time.Time) ([]partitionRange, error) {
 	cl := k.Client()
 	var parts []partitionRange
 	for _, topic := range topics {
 		md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 		if err != nil {
-			return fmt.Errorf("metadata: %w", err)
+			return nil, fmt.Errorf("metadata: %w", err)
 		}
 		for _, t := range md.Topics {
 			if t.Error != nil {
 				continue // a topic that does not exist yet has nothing to read
 			}
 			for _, pt := range t.Partitions {
-				parts = append(parts, partitionRange{topic: topic, partition: pt.ID})
+				parts = append(parts, partitionRange{part: pt})
 			}
 		}
 	}
-	from := rng.Start().Add(-5 * time.Minute)
 	for i := range parts {
 		pr := &parts[i]
-		req := map[string][]kafka.OffsetRequest{pr.topic: {kafka.FirstOffsetOf(pr.partition), kafka.LastOffsetOf(pr.partition), kafka.TimeOffsetOf(pr.partition, from)}}
+		topic, id := pr.part.Topic, pr.part.ID
+		req := map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id), kafka.TimeOffsetOf(id, from)}}
 		res, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: req})
 		if err != nil {
-			return fmt.Errorf("list offsets: %w", err)
+			return nil, fmt.Errorf("list offsets: %w", err)
 		}
-		for _, po := range res.Topics[pr.topic] {
-			if po.Partition != pr.partition {
+		for _, po := range res.Topics[topic] {
+			if po.Partition != id {
 				continue
 			}
 			if po.Error != nil {
-				return fmt.Errorf("list offsets %s/%d: %w", pr.topic, pr.partition, po.Error)
+				return nil, fmt.Errorf("list offsets %s/%d: %w", topic, id, po.Error)
 			}
 			pr.start, pr.end = po.FirstOffset, po.LastOffset
 			for off := range po.Offsets { // the time lookup: -1 when every record is older
@@ -185,47 +336,22 @@ func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, 
 			}
 		}
 	}
-	queue := make(chan partitionRange, len(parts))
-	var total int64
-	for _, pr := range parts {
-		if pr.start < pr.end {
-			queue <- pr
-			total += pr.end - pr.start
+	return parts, nil
+}
+
+// splitRanges cuts the non-empty ranges into chunks of at most size
+// offsets, the largest ranges' chunks first so that the long tail of a big
+// partition does not start last.
+func splitRanges(parts []partitionRange, size int64) []partitionRange {
+	sorted := slices.Clone(parts)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].end-sorted[i].start > sorted[j].end-sorted[j].start })
+	var out []partitionRange
+	for _, pr := range sorted {
+		for s := pr.start; s < pr.end; s += size {
+			c := pr
+			c.start, c.end = s, min(s+size, pr.end)
+			out = append(out, c)
 		}
 	}
-	expect(total)
-	close(queue)
-	g, ctx := errgroup.WithContext(ctx)
-	for _, w := range ws {
-		g.Go(func() error {
-			var e Event
-			for pr := range queue {
-				r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.BrokerList(), Topic: pr.topic, Partition: pr.partition,
-					MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 200 * time.Millisecond, ReadLagInterval: -1, QueueCapacity: 1000})
-				if err := r.SetOffset(pr.start); err != nil {
-					r.Close()
-					return err
-				}
-				for {
-					m, err := r.ReadMessage(ctx)
-					if err != nil {
-						r.Close()
-						return fmt.Errorf("read %s/%d: %w", pr.topic, pr.partition, err)
-					}
-					p.records.Add(1)
-					if err := parseEvent(m.Value, &e); err != nil {
-						p.bad.Add(1)
-					} else {
-						w.add(&e)
-					}
-					if m.Offset >= pr.end-1 {
-						break
-					}
-				}
-				r.Close()
-			}
-			return nil
-		})
-	}
-	return g.Wait()
+	return out
 }
