@@ -344,7 +344,7 @@ func (c *conn) beforeResponse(corr int32, resp []byte) error {
 	}
 	c.gc.met.waitSeconds.Observe(time.Since(start).Seconds())
 	if c.gc.t != nil {
-		c.gc.t.released(releaseEvent{Key: p.key, Corr: corr, Round: r.seq, WriteEv: writeEv, RoundStartEv: r.startEv, RoundEndEv: r.endEv, ReleaseEv: c.gc.t.event(), Parts: w.parts, All: w.all})
+		c.gc.t.released(releaseEvent{Key: p.key, Corr: corr, Round: r.seq, WriteEv: writeEv, RoundStartEv: r.startEv, RoundEndEv: r.endEv, ReleaseEv: c.gc.t.event(), Parts: w.parts, ByID: len(p.ids), All: w.all})
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // recorder keeps the committer's rounds and releases.
@@ -261,5 +262,52 @@ func TestFsyncFailureIsNotAcknowledged(t *testing.T) {
 	defer w2.Close()
 	if err := w2.WriteMessages(ctx, kafka.Message{Value: []byte("restarted")}); err != nil {
 		t.Fatalf("produce after restart: %v", err)
+	}
+}
+
+// TestProduceByTopicID uses franz-go's client, which produces with request
+// v13 (topics named by id, KIP-516): the wrapper learns ids from metadata
+// responses and syncs just the partitions written, not every partition.
+func TestProduceByTopicID(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	rec, h := newRecorder()
+	b := startHooked(t, dir, h)
+	if err := CreateTopic(ctx, b.Addr(), "gc.byid", 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateTopic(ctx, b.Addr(), "gc.other", 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("gc.byid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 10 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Partition: int32(i % 3), Value: []byte("x")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	byID := 0
+	for _, e := range rec.releases {
+		if e.Key != keyProduce {
+			continue
+		}
+		if e.All {
+			t.Fatalf("produce synced every partition: its topic id was not resolved (%+v)", e)
+		}
+		for _, p := range e.Parts {
+			if !strings.HasPrefix(p, "gc.byid-") {
+				t.Fatalf("produce to gc.byid synced %s", p)
+			}
+		}
+		byID += e.ByID
+	}
+	if byID == 0 {
+		t.Fatal("no produce named its topic by id; the client did not use produce v13")
 	}
 }

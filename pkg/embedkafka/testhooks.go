@@ -33,6 +33,7 @@ type releaseEvent struct {
 	RoundStartEv, RoundEndEv uint64
 	ReleaseEv                uint64
 	Parts                    []string
+	ByID                     int // partitions named by topic id in the request
 	All                      bool
 }
 
