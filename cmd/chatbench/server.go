@@ -103,11 +103,6 @@ func (s *server) roots() []int {
 // usage sums the whole system: every process we started and its descendants.
 func (s *server) usage(withPSS bool) usage { return treeUsage(withPSS, s.roots()...) }
 
-// edgeUsage is the process serving WebSockets, alone (its descendants included).
-func (s *server) edgeUsage(withPSS bool) usage {
-	return treeUsage(withPSS, s.cmds[len(s.cmds)-1].Process.Pid)
-}
-
 // token returns the bearer token for user ("" for the example).
 func (s *server) token(user string) string {
 	if s.minter == nil {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -18,11 +19,14 @@ import (
 
 // unserved: the CPU an edge spends per room record it does not serve. A
 // broker and one edge process (-target=broker, -target=edge); the edge's
-// only subscriber is one connection in room "probe". N records for other
-// rooms are produced straight to the broker with kafka-go, then one record
-// for "probe" into every partition: when the probe has all of them, the edge
-// has read every partition past the N records. The edge process's CPU
-// delta over that span, minus its idle rate, divided by N.
+// only subscriber is one probe connection in one room per partition. N
+// records for other rooms are produced straight to the broker with kafka-go,
+// then one record to each probe room: when the probe has all of them, the
+// edge has read every partition past the N records. The edge process's CPU
+// delta over that span (summed over its threads from schedstat, in ns),
+// minus its idle rate, divided by N.
+var probeContent = []byte(`"content":"probe-record"`)
+
 func unserved(args []string) error {
 	fs := flag.NewFlagSet("unserved", flag.ExitOnError)
 	chatBin := fs.String("chat", "bin/chat", "path of the chat binary (make build)")
@@ -58,31 +62,49 @@ func unserved(args []string) error {
 		return err
 	}
 	nParts := parts[chatevent.TopicRooms]
-	var probes atomic.Int64
-	done := make(chan struct{})
-	probeRoom := []byte(`"room":"probe"`)
-	subs, err := subscribe(s, 1, 1, func(int) string { return "probe" }, func(int) string { return "probe" }, func(line []byte, _ time.Time) {
-		if bytes.Contains(line, probeRoom) && probes.Add(1) == int64(nParts) {
-			close(done)
+	// One probe room per partition, named so that its key lands there.
+	probeRooms := make([]string, nParts)
+	for c, left := 0, nParts; left > 0; c++ {
+		room := "probe-" + itoa(c)
+		if p := kafkaio.PartitionFor(chatevent.RoomKey(room), nParts); probeRooms[p] == "" {
+			probeRooms[p] = room
+			left--
 		}
-	})
+	}
+	probe, err := dialWS(s, s.token("probe"))
 	if err != nil {
 		return err
 	}
-	defer subs.close()
-
-	// The record's partition is its WriterData when that is an int (the
-	// probes), else murmur2 of the key as every chat producer does.
-	bal := kafkaio.Balancer()
-	w := &kafka.Writer{
-		Addr:  kafka.TCP(s.broker),
-		Topic: chatevent.TopicRooms,
-		Balancer: kafka.BalancerFunc(func(m kafka.Message, ps ...int) int {
-			if p, ok := m.WriterData.(int); ok {
-				return p
+	defer closeAll([]*websocket.Conn{probe})
+	for _, room := range probeRooms {
+		if err := probe.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","room":"`+room+`"}`)); err != nil {
+			return err
+		}
+	}
+	var joined, probes atomic.Int64
+	allJoined, done := make(chan struct{}), make(chan struct{})
+	go readLoop(probe, func(line []byte, _ time.Time) {
+		switch {
+		case bytes.Contains(line, joinedType):
+			if joined.Add(1) == int64(nParts) {
+				close(allJoined)
 			}
-			return bal.Balance(m, ps...)
-		}),
+		case bytes.Contains(line, probeContent):
+			if probes.Add(1) == int64(nParts) {
+				close(done)
+			}
+		}
+	})
+	select {
+	case <-allJoined:
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("the probe joined %d of %d rooms within 30s", joined.Load(), nParts)
+	}
+
+	w := &kafka.Writer{
+		Addr:         kafka.TCP(s.broker),
+		Topic:        chatevent.TopicRooms,
+		Balancer:     kafkaio.Balancer(),
 		RequiredAcks: kafka.RequireAll,
 		BatchSize:    1000,
 		BatchTimeout: 5 * time.Millisecond,
@@ -92,11 +114,12 @@ func unserved(args []string) error {
 
 	settle(s, 10*time.Second)
 	const idleFor = 3 * time.Second
-	i0 := s.edgeUsage(false).cpu
+	edge := s.cmds[len(s.cmds)-1].Process.Pid
+	i0 := threadCPU(edge)
 	time.Sleep(idleFor)
-	idleRate := float64(s.edgeUsage(false).cpu-i0) / float64(idleFor) // CPU seconds per second
+	idleRate := float64(threadCPU(edge)-i0) / float64(idleFor) // CPU seconds per second
 
-	e0, b0, lg0 := s.edgeUsage(false), treeUsage(false, s.cmds[0].Process.Pid), selfCPU()
+	e0, b0, lg0 := threadCPU(edge), treeUsage(false, s.cmds[0].Process.Pid), selfCPU()
 	t0 := time.Now()
 	for off := 0; off < len(vals); off += 10000 {
 		if err := w.WriteMessages(ctx, vals[off:min(off+10000, len(vals))]...); err != nil {
@@ -104,28 +127,29 @@ func unserved(args []string) error {
 		}
 	}
 	produced := time.Since(t0)
-	var probe []kafka.Message
-	for p := range nParts {
-		v, _ := json.Marshal(chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: "probe", Username: "probe",
-			Content: "probe", Timestamp: chatevent.FormatTime(time.Now())})
-		probe = append(probe, kafka.Message{Key: []byte("probe"), Value: v, WriterData: p})
+	var probeMsgs []kafka.Message
+	for _, room := range probeRooms {
+		v, _ := json.Marshal(chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: room, Username: "probe",
+			Content: "probe-record", Timestamp: chatevent.FormatTime(time.Now())})
+		probeMsgs = append(probeMsgs, kafka.Message{Key: []byte(chatevent.RoomKey(room)), Value: v})
 	}
-	if err := w.WriteMessages(ctx, probe...); err != nil {
+	if err := w.WriteMessages(ctx, probeMsgs...); err != nil {
 		return fmt.Errorf("produce the probes: %w", err)
 	}
 	select {
 	case <-done:
 	case <-time.After(120 * time.Second):
-		return fmt.Errorf("the probe got %d of %d partitions' probe records within 120s", probes.Load(), nParts)
+		return fmt.Errorf("the probe got %d of its %d rooms' records within 120s", probes.Load(), nParts)
 	}
 	span := time.Since(t0)
-	e1, b1, lg := s.edgeUsage(false), treeUsage(false, s.cmds[0].Process.Pid), selfCPU()-lg0
-	raw := e1.cpu - e0.cpu
+	e1, b1, lg := threadCPU(edge), treeUsage(false, s.cmds[0].Process.Pid), selfCPU()-lg0
+	_, rss := procStat(edge)
+	raw := e1 - e0
 	net := raw - time.Duration(idleRate*float64(span))
 	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(*n) }
 	fmt.Printf("produced in %.2fs; the edge was past them %.2fs after the first (%.0f records/s)\n", produced.Seconds(), span.Seconds(), float64(*n)/span.Seconds())
 	fmt.Printf("edge CPU %.3fs (idle rate %.3f cores subtracted: %.3fs): %.2f µs per record raw, %.2f µs net; RSS %s MiB\n",
-		raw.Seconds(), idleRate, net.Seconds(), per(raw), per(net), mib(e1.rss))
+		raw.Seconds(), idleRate, net.Seconds(), per(raw), per(net), mib(rss))
 	fmt.Printf("broker CPU %.3fs, load generator %.3fs (for information)\n", (b1.cpu - b0.cpu).Seconds(), lg.Seconds())
 	verdict := "met"
 	if per(net) > 2 {
