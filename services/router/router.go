@@ -12,24 +12,19 @@ package router
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatsys/chat/pkg/auth"
@@ -45,15 +40,31 @@ type Config struct {
 	Auth  auth.Config
 	// GroupID is the consumer group over chat.direct (default chat-router).
 	GroupID string
-	// EdgeTimeout is how long an edge may stay silent before its users go
-	// offline (default 10s; edges beat every 2s).
+	// EdgeTimeout is how long an edge may stay silent, while the router
+	// reads chat.presence without trouble, before its users go offline
+	// (default 10s; edges beat every 2s).
 	EdgeTimeout time.Duration
+	// SessionTimeout is the consumer-group session timeout over
+	// chat.direct: the partitions of a router that died without leaving
+	// the group move to the others (or to its restart) after this long
+	// (default 6s, the usual broker minimum).
+	SessionTimeout time.Duration
+	// SnapshotRecords: a router writes a presence snapshot once it has
+	// applied this many presence records since its last one, and at least
+	// as many as the snapshot has entries (default 10000; 0 writes none).
+	SnapshotRecords int
+	// ForgetAfter is how long the last-seen time of a user who is not
+	// connected is kept (default 720h; 0 keeps it forever).
+	ForgetAfter time.Duration
 }
 
 // RegisterFlags registers the router.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GroupID, "router.group", "chat-router", "consumer group over the private-message topic")
-	fs.DurationVar(&c.EdgeTimeout, "router.edge-timeout", 10*time.Second, "an edge silent this long is expired: its users go offline")
+	fs.DurationVar(&c.EdgeTimeout, "router.edge-timeout", 10*time.Second, "an edge silent this long (while the router reads presence without trouble) is expired: its users go offline")
+	fs.DurationVar(&c.SessionTimeout, "router.session-timeout", 6*time.Second, "consumer-group session timeout: a crashed router's private-message partitions move on after this long")
+	fs.IntVar(&c.SnapshotRecords, "router.snapshot-records", 10000, "write a presence snapshot after this many presence records (and at least the snapshot's size); 0 writes none")
+	fs.DurationVar(&c.ForgetAfter, "router.forget-after", 30*24*time.Hour, "forget the last-seen time of users not connected for this long (0 = never)")
 }
 
 // Defaults returns a Config with the defaults of RegisterFlags.
@@ -67,24 +78,41 @@ func Defaults() Config {
 
 // Router is one router instance. Create it with New; it does no I/O until Start.
 type Router struct {
-	cfg     Config
-	log     *slog.Logger
-	verify  *auth.Verifier
-	t       *table
-	started time.Time
+	cfg    Config
+	log    *slog.Logger
+	verify *auth.Verifier
+	t      *table
+
+	// Set by Start, read-only after.
+	started      time.Time
+	firstAtStart []int64 // presence partition starts when Start ran
+	endAtStart   []int64 // presence partition ends when Start ran
+	admin        *kafka.Client
+	direct       *kafka.Reader
+	deliveries   *kafka.Writer
+	rooms        *kafka.Writer
+	snapshots    *kafka.Writer
+
+	// Set by loadPresence before the partition readers start.
+	startAt      []int64
+	fromSnapshot bool
+	toReplay     int64
+	catchUp      time.Duration // set when caughtUp turns true
 
 	caughtUp   atomic.Bool
-	endAtStart []int64 // presence partition ends when Start ran
+	caughtUpCh chan struct{}
 	remaining  atomic.Int64
-
-	direct     *kafka.Reader
-	deliveries *kafka.Writer
-	rooms      *kafka.Writer
+	health     health
 	stopping   atomic.Bool
 
-	routed  prometheus.Counter
-	records prometheus.Counter
-	expired prometheus.Counter
+	probeEvery    time.Duration // presence health probe and expiry check
+	snapshotCheck time.Duration // how often to consider writing a snapshot
+
+	routed           prometheus.Counter
+	records          prometheus.Counter
+	expired          prometheus.Counter
+	snapshotsWritten prometheus.Counter
+	healthy          prometheus.Gauge
 }
 
 // New returns a router for cfg.
@@ -92,8 +120,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 	if err := cfg.Kafka.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.GroupID == "" || cfg.EdgeTimeout <= 0 {
-		return nil, errors.New("router.group and router.edge-timeout must be set")
+	if cfg.GroupID == "" || cfg.EdgeTimeout <= 0 || cfg.SessionTimeout <= 0 {
+		return nil, errors.New("router.group, router.edge-timeout and router.session-timeout must be set")
+	}
+	if cfg.SnapshotRecords < 0 || cfg.ForgetAfter < 0 {
+		return nil, errors.New("router.snapshot-records and router.forget-after must not be negative")
 	}
 	v, err := auth.NewVerifier(cfg.Auth)
 	if err != nil {
@@ -103,46 +134,52 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := promauto.With(reg)
-	return &Router{cfg: cfg, log: log, verify: v, t: newTable(),
-		routed:  f.NewCounter(prometheus.CounterOpts{Name: "chat_router_dms_routed_total", Help: "Private messages routed to edges."}),
-		records: f.NewCounter(prometheus.CounterOpts{Name: "chat_router_deliveries_total", Help: "Delivery records written (one per edge per message)."}),
-		expired: f.NewCounter(prometheus.CounterOpts{Name: "chat_router_edges_expired_total", Help: "Edges expired for a missed heartbeat."}),
+	return &Router{cfg: cfg, log: log, verify: v, t: newTable(), caughtUpCh: make(chan struct{}),
+		probeEvery:       min(max(cfg.EdgeTimeout/10, 100*time.Millisecond), time.Second),
+		snapshotCheck:    5 * time.Second,
+		routed:           f.NewCounter(prometheus.CounterOpts{Name: "chat_router_dms_routed_total", Help: "Private messages routed to edges."}),
+		records:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_deliveries_total", Help: "Delivery records written (one per edge per message)."}),
+		expired:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_edges_expired_total", Help: "Edges expired for a missed heartbeat."}),
+		snapshotsWritten: f.NewCounter(prometheus.CounterOpts{Name: "chat_router_presence_snapshots_total", Help: "Presence snapshots written."}),
+		healthy:          f.NewGauge(prometheus.GaugeOpts{Name: "chat_router_presence_current", Help: "1 while the router reads chat.presence without trouble (edges can be expired), else 0."}),
 	}, nil
 }
 
 // Name returns "router".
 func (r *Router) Name() string { return "router" }
 
-// Start creates the topics and fixes where catching up on presence ends.
+// Start creates the topics, fixes where catching up on presence ends, makes
+// sure the group has offsets for every private-message partition and joins
+// the group.
 func (r *Router) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	k := r.cfg.Kafka
-	counts, err := k.EnsureTopics(ctx, k.AllTopics()...)
+	specs := append(k.AllTopics(), kafkaio.TopicSpec{Name: snapshotTopic(k.PresenceTopic), Partitions: 1})
+	counts, err := k.EnsureTopics(ctx, specs...)
 	if err != nil {
 		return err
 	}
 	r.started = time.Now()
 	n := counts[k.PresenceTopic]
-	r.endAtStart = make([]int64, n)
-	var total int64
+	r.firstAtStart, r.endAtStart = make([]int64, n), make([]int64, n)
 	for p := 0; p < n; p++ {
-		first, next, err := k.Offsets(ctx, k.PresenceTopic, p)
-		if err != nil {
+		if r.firstAtStart[p], r.endAtStart[p], err = k.Offsets(ctx, k.PresenceTopic, p); err != nil {
 			return err
 		}
-		r.endAtStart[p] = next
-		total += next - first
 	}
 	r.remaining.Store(int64(n))
-	if total == 0 {
-		r.caughtUp.Store(true)
+	start, err := r.initGroupOffsets(ctx, counts[k.DirectTopic])
+	if err != nil {
+		r.log.Warn("could not initialize the group's offsets: partitions without a committed offset start at their end", "err", err)
 	}
-	r.direct = kafka.NewReader(kafka.ReaderConfig{Brokers: k.BrokerList(), GroupID: r.cfg.GroupID, Topic: k.DirectTopic,
-		StartOffset: kafka.LastOffset, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond, ReadLagInterval: -1})
+	r.admin = k.Client()
+	r.direct = r.newDirectReader(start)
 	r.deliveries = k.NewWriter(k.DeliveriesTopic)
 	r.deliveries.BatchTimeout = time.Millisecond // the second log hop of every DM: keep it short
 	r.rooms = k.NewWriter(k.RoomsTopic)
+	r.snapshots = k.NewWriter(snapshotTopic(k.PresenceTopic))
+	r.snapshots.BatchSize = 16
 	return nil
 }
 
@@ -154,189 +191,38 @@ func (r *Router) Ready(context.Context) error {
 	return nil
 }
 
-// Run reads presence, expires silent edges and routes private messages.
+// Run loads the newest presence snapshot, reads presence from there,
+// expires silent edges, writes snapshots and routes private messages.
 func (r *Router) Run(ctx context.Context) error {
+	r.loadPresence(ctx)
 	g, ctx := errgroup.WithContext(ctx)
 	for p := range r.endAtStart {
 		g.Go(func() error { return r.tailPresence(ctx, p) })
 	}
+	g.Go(func() error { return r.probeLoop(ctx) })
 	g.Go(func() error { return r.expireLoop(ctx) })
+	g.Go(func() error { return r.snapshotLoop(ctx) })
+	g.Go(func() error { return r.forgetLoop(ctx) })
 	g.Go(func() error { return r.route(ctx) })
 	return g.Wait()
 }
 
-func (r *Router) tailPresence(ctx context.Context, p int) error {
-	k := r.cfg.Kafka
-	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: k.BrokerList(), Topic: k.PresenceTopic, Partition: p, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, ReadLagInterval: -1, MaxAttempts: 1 << 30})
-	defer rd.Close()
-	rd.SetOffset(kafka.FirstOffset)
-	end := r.endAtStart[p]
-	done := end == 0
-	if done {
-		r.partCaughtUp()
-	}
-	for {
-		m, err := rd.ReadMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("presence %d: %w", p, err)
-		}
-		var pr chatevent.Presence
-		if err := json.Unmarshal(m.Value, &pr); err == nil && pr.Edge != "" {
-			at := m.Time
-			if r.caughtUp.Load() {
-				at = time.Now() // liveness by our clock, not the edge's
-			}
-			r.t.apply(&pr, at)
-		}
-		if !done && m.Offset >= end-1 {
-			done = true
-			r.partCaughtUp()
-		}
-	}
-}
-
-func (r *Router) partCaughtUp() {
-	if r.remaining.Add(-1) <= 0 {
-		r.caughtUp.Store(true)
-		r.log.Info("presence caught up")
-	}
-}
-
-// expireLoop expires silent edges and appends leave events for their room
-// members. Leave events have ids derived from (edge, last heartbeat, user,
-// room), so router instances that all expire the same edge append
-// duplicates that history and clients drop.
-func (r *Router) expireLoop(ctx context.Context) error {
-	tick := time.NewTicker(r.cfg.EdgeTimeout / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		if !r.caughtUp.Load() {
-			continue
-		}
-		for id, e := range r.t.expire(time.Now().Add(-r.cfg.EdgeTimeout)) {
-			r.expired.Inc()
-			if e.lastBeat.Before(r.started.Add(-r.cfg.EdgeTimeout)) {
-				continue // died before we started: its leaves were announced then
-			}
-			r.log.Warn("edge expired", "edge", id, "users", len(e.users))
-			var msgs []kafka.Message
-			for room, users := range e.rooms {
-				for u := range users {
-					ev := chatevent.Event{ID: leaveID(id, e.lastBeat, u, room), Type: chatevent.TypeLeave, Room: room, Username: u,
-						Timestamp: chatevent.FormatTime(time.Now())}
-					b, _ := ev.Encode()
-					msgs = append(msgs, kafka.Message{Key: []byte(chatevent.RoomKey(room)), Value: b})
-				}
-			}
-			if len(msgs) > 0 {
-				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if err := r.rooms.WriteMessages(wctx, msgs...); err != nil {
-					r.log.Error("append leave events", "edge", id, "err", err)
-				}
-				cancel()
-			}
-		}
-	}
-}
-
-func leaveID(edge string, beat time.Time, user, room string) string {
-	h := sha256.Sum256([]byte(edge + "\x00" + beat.String() + "\x00" + user + "\x00" + room))
-	var u uuid.UUID
-	copy(u[:], h[:16])
-	// Keep the UUIDv7 shape: 48-bit millisecond time, version 7, variant 10.
-	ms := uint64(beat.UnixMilli())
-	for i := 0; i < 6; i++ {
-		u[i] = byte(ms >> (40 - 8*i))
-	}
-	u[6] = u[6]&0x0f | 0x70
-	u[8] = u[8]&0x3f | 0x80
-	return u.String()
-}
-
-// route consumes chat.direct and writes a delivery record per edge that
-// holds the sender or the target. Offsets are committed after the
-// deliveries are acknowledged; a redelivery duplicates records that clients
-// drop by id.
-func (r *Router) route(ctx context.Context) error {
-	for {
-		m, err := r.direct.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil || r.stopping.Load() {
-				return nil
-			}
-			return fmt.Errorf("fetch direct: %w", err)
-		}
-		batch := []kafka.Message{m}
-		for len(batch) < 500 { // whatever else is already here
-			fctx, cancel := context.WithTimeout(ctx, 200*time.Microsecond)
-			m, err := r.direct.FetchMessage(fctx)
-			cancel()
-			if err != nil {
-				break
-			}
-			batch = append(batch, m)
-		}
-		var out []kafka.Message
-		var spans []trace.Span
-		for _, m := range batch {
-			ev, err := chatevent.Decode(m.Value)
-			if err != nil || ev.Type != chatevent.TypePrivate || !chatevent.MayMessage(ev.Username, ev.Target) {
-				continue
-			}
-			// Continue the sender's trace: this span's context travels on
-			// in the delivery records' headers.
-			mctx := otel.GetTextMapPropagator().Extract(ctx, kafkaio.HeaderCarrier{Headers: &m.Headers})
-			mctx, span := tracer.Start(mctx, "route "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
-				trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
-			spans = append(spans, span)
-			headers := []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}}
-			otel.GetTextMapPropagator().Inject(mctx, kafkaio.HeaderCarrier{Headers: &headers})
-			ev.Pos = chatevent.Pos{Partition: m.Partition, Offset: m.Offset}.String()
-			b, _ := json.Marshal(&ev)
-			edges := r.t.edgesOf(ev.Username, ev.Target)
-			span.SetAttributes(attribute.Int("chat.edges", len(edges)))
-			for _, edge := range edges {
-				out = append(out, kafka.Message{Key: []byte(edge), Value: b, Headers: headers})
-			}
-			r.routed.Inc()
-		}
-
-		for len(out) > 0 {
-			if err := r.deliveries.WriteMessages(ctx, out...); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				r.log.Warn("write deliveries; retrying", "err", err)
-				time.Sleep(200 * time.Millisecond)
-				continue
-			}
-			r.records.Add(float64(len(out)))
-			break
-		}
-		for _, sp := range spans {
-			sp.End()
-		}
-		if err := r.direct.CommitMessages(ctx, batch...); err != nil && ctx.Err() == nil {
-			r.log.Warn("commit direct offsets", "err", err)
-		}
-	}
-}
-
-// Stop leaves the group and flushes the writers.
-func (r *Router) Stop(context.Context) error {
+// Stop writes a last presence snapshot (when caught up and something
+// changed), leaves the group and flushes the writers.
+func (r *Router) Stop(ctx context.Context) error {
 	r.stopping.Store(true)
 	var errs []error
-	for _, c := range []interface{ Close() error }{r.direct, r.deliveries, r.rooms} {
-		if c != nil {
-			errs = append(errs, c.Close())
+	if r.caughtUp.Load() && r.cfg.SnapshotRecords > 0 && r.t.appliedSinceSnapshot() > 0 {
+		if _, err := r.writeSnapshot(ctx, true); err != nil {
+			r.log.Warn("presence snapshot at stop failed", "err", err)
+		}
+	}
+	if r.direct != nil {
+		errs = append(errs, r.direct.Close())
+	}
+	for _, w := range []*kafka.Writer{r.deliveries, r.rooms, r.snapshots} {
+		if w != nil {
+			errs = append(errs, w.Close())
 		}
 	}
 	return errors.Join(errs...)

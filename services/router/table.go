@@ -10,17 +10,20 @@ import (
 
 // edgeState is what one edge reported.
 type edgeState struct {
-	lastBeat time.Time                      // last heartbeat (record time)
+	lastBeat time.Time                      // last record from the edge (record time while catching up, our clock after)
+	stamp    time.Time                      // record timestamp of the newest record from the edge (the same for every router)
 	users    map[string]int                 // user → connections
 	rooms    map[string]map[string]struct{} // room → users
 }
 
-// table is the presence state rebuilt from chat.presence. Safe for
-// concurrent use.
+// table is the presence state rebuilt from chat.presence, with the position
+// in each partition it reflects. Safe for concurrent use.
 type table struct {
 	mu       sync.RWMutex
 	edges    map[string]*edgeState
-	lastSeen map[string]time.Time // user → when last seen connected
+	lastSeen map[string]time.Time // user → when last seen connected (offline users only matter)
+	pos      []int64              // per presence partition: the next offset to apply
+	applied  int64                // records applied since the last snapshot (or load)
 }
 
 func newTable() *table {
@@ -36,13 +39,52 @@ func (t *table) edge(id string) *edgeState {
 	return e
 }
 
-// apply updates the table with one presence record.
+// setPositions sets where each partition's replay starts.
+func (t *table) setPositions(pos []int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pos = append([]int64(nil), pos...)
+}
+
+// positions returns, per partition, the next offset to apply.
+func (t *table) positions() []int64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return append([]int64(nil), t.pos...)
+}
+
+// applyRecord applies the record at offset of partition (p is nil for a
+// record that does not decode) and moves the partition's position past it,
+// both under one lock so a snapshot is an exact cut of the log.
+func (t *table) applyRecord(partition int, offset int64, p *chatevent.Presence, at, stamp time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p != nil {
+		t.applyLocked(p, at, stamp)
+	}
+	if partition < len(t.pos) && offset >= t.pos[partition] {
+		t.pos[partition] = offset + 1
+	}
+	t.applied++
+}
+
+// apply updates the table with one presence record seen at at (record
+// time and our clock alike).
 func (t *table) apply(p *chatevent.Presence, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.applyLocked(p, at, at)
+}
+
+// applyLocked applies p: at is when the router counts the edge as last
+// heard from, stamp the record's own timestamp.
+func (t *table) applyLocked(p *chatevent.Presence, at, stamp time.Time) {
 	e := t.edge(p.Edge)
 	if at.After(e.lastBeat) {
 		e.lastBeat = at // any record from an edge shows it alive
+	}
+	if stamp.After(e.stamp) {
+		e.stamp = stamp
 	}
 	switch p.Type {
 	case chatevent.PresenceConnect:
@@ -92,6 +134,55 @@ func (t *table) expire(cutoff time.Time) map[string]*edgeState {
 		}
 	}
 	return out
+}
+
+// forget drops the last-seen time of users not connected anywhere and last
+// seen before cutoff, so the table does not grow with every user who ever
+// connected. It returns how many were dropped.
+func (t *table) forget(cutoff time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	online := map[string]struct{}{}
+	for _, e := range t.edges {
+		for u := range e.users {
+			online[u] = struct{}{}
+		}
+	}
+	n := 0
+	for u, at := range t.lastSeen {
+		if _, ok := online[u]; ok || !at.Before(cutoff) {
+			continue
+		}
+		delete(t.lastSeen, u)
+		n++
+	}
+	return n
+}
+
+// size returns the number of entries a snapshot of the table holds.
+func (t *table) size() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.sizeLocked()
+}
+
+func (t *table) sizeLocked() int {
+	n := len(t.lastSeen)
+	for _, e := range t.edges {
+		n += 1 + len(e.users)
+		for _, m := range e.rooms {
+			n += len(m)
+		}
+	}
+	return n
+}
+
+// appliedSinceSnapshot returns how many records were applied since the
+// last snapshot was taken or loaded.
+func (t *table) appliedSinceSnapshot() int64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.applied
 }
 
 // UserPresence is a user's presence as the HTTP API reports it.

@@ -1,0 +1,212 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/kafkaio"
+)
+
+// newDirectReader returns the consumer-group reader over chat.direct.
+//
+// A router that crashes does not leave the group: its partitions stay
+// assigned to it until its session times out, and a rebalance started by a
+// new member waits for that. So the session timeout is short
+// (Config.SessionTimeout, 6s by default, the broker's usual minimum) with a
+// heartbeat every sixth of it, and a failed join is retried after half a
+// second rather than kafka-go's 5s.
+//
+// start is where a partition without a committed offset begins; see
+// initGroupOffsets.
+func (r *Router) newDirectReader(start int64) *kafka.Reader {
+	k := r.cfg.Kafka
+	st := r.cfg.SessionTimeout
+	return kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           k.BrokerList(),
+		GroupID:           r.cfg.GroupID,
+		Topic:             k.DirectTopic,
+		StartOffset:       start,
+		MinBytes:          1,
+		MaxBytes:          8 << 20,
+		MaxWait:           100 * time.Millisecond,
+		ReadLagInterval:   -1,
+		SessionTimeout:    st,
+		HeartbeatInterval: max(st/6, 100*time.Millisecond),
+		RebalanceTimeout:  st,
+		JoinGroupBackoff:  500 * time.Millisecond,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			r.log.Debug("kafka group reader", "msg", fmt.Sprintf(msg, args...))
+		}),
+	})
+}
+
+// initGroupOffsets makes sure the group has a committed offset for every
+// partition of chat.direct, committing the partition's current end for
+// those that have none (a new group starts from the end: earlier messages
+// are in history). With that done the reader can start partitions without
+// a committed offset from their first offset: those are partitions added
+// to the topic later, and a message sent to one while every router was down
+// is still routed. (Before, a partition that had never carried a private
+// message had no committed offset, and a restarted router started it from
+// the end, skipping what was sent to it while the router was down.)
+//
+// It returns the start offset for the reader: kafka.FirstOffset when every
+// partition has a committed offset, else kafka.LastOffset (the group is
+// active with members that did not initialize it, so the commit was
+// refused).
+func (r *Router) initGroupOffsets(ctx context.Context, partitions int) (int64, error) {
+	k := r.cfg.Kafka
+	cl := k.Client()
+	parts := make([]int, partitions)
+	for p := range parts {
+		parts[p] = p
+	}
+	res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: r.cfg.GroupID, Topics: map[string][]int{k.DirectTopic: parts}})
+	if err != nil {
+		return kafka.LastOffset, fmt.Errorf("fetch committed offsets: %w", err)
+	}
+	if res.Error != nil && !errors.Is(res.Error, kafka.GroupIdNotFound) { // a new group has none
+		return kafka.LastOffset, fmt.Errorf("fetch committed offsets: %w", res.Error)
+	}
+	committed := map[int]bool{}
+	for _, p := range res.Topics[k.DirectTopic] {
+		if p.Error == nil && p.CommittedOffset >= 0 {
+			committed[p.Partition] = true
+		}
+	}
+	var commits []kafka.OffsetCommit
+	for p := range parts {
+		if committed[p] {
+			continue
+		}
+		_, end, err := k.Offsets(ctx, k.DirectTopic, p)
+		if err != nil {
+			return kafka.LastOffset, err
+		}
+		commits = append(commits, kafka.OffsetCommit{Partition: p, Offset: end})
+	}
+	if len(commits) == 0 {
+		return kafka.FirstOffset, nil
+	}
+	cres, err := cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: r.cfg.GroupID, GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{k.DirectTopic: commits}})
+	if err != nil {
+		return kafka.LastOffset, fmt.Errorf("commit initial offsets: %w", err)
+	}
+	for _, p := range cres.Topics[k.DirectTopic] {
+		if p.Error != nil {
+			return kafka.LastOffset, fmt.Errorf("commit initial offset of partition %d: %w", p.Partition, p.Error)
+		}
+	}
+	r.log.Info("initialized the router group's offsets at the end of chat.direct", "partitions", len(commits))
+	return kafka.FirstOffset, nil
+}
+
+// route consumes chat.direct and writes a delivery record per edge that
+// holds the sender or the target. Offsets are committed after the
+// deliveries are acknowledged; a redelivery duplicates records that clients
+// drop by id. It starts once presence has caught up, so no message is
+// routed by a half-built table.
+func (r *Router) route(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-r.caughtUpCh:
+	}
+	for {
+		m, err := r.direct.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil || r.stopping.Load() {
+				return nil
+			}
+			return fmt.Errorf("fetch direct: %w", err)
+		}
+		batch := []kafka.Message{m}
+		for len(batch) < 500 { // whatever else is already here
+			fctx, cancel := context.WithTimeout(ctx, 200*time.Microsecond)
+			m, err := r.direct.FetchMessage(fctx)
+			cancel()
+			if err != nil {
+				break
+			}
+			batch = append(batch, m)
+		}
+		out, spans := r.deliveriesFor(ctx, batch)
+		if len(out) > 0 {
+			err := retry(ctx, 100*time.Millisecond, 5*time.Second, 0, func() error {
+				err := r.deliveries.WriteMessages(ctx, out...)
+				if err != nil && r.stopping.Load() {
+					return backoff.Permanent(err) // Stop closed the writer: the next owner redelivers
+				}
+				return err
+			}, func(err error, wait time.Duration) {
+				r.log.Warn("write deliveries; retrying", "records", len(out), "retry_in", wait, "err", err)
+			})
+			if err != nil { // only when ctx ended or Stop began: nothing committed, redelivered to the next owner
+				endSpans(spans)
+				return nil
+			}
+			r.records.Add(float64(len(out)))
+		}
+		endSpans(spans)
+		if err := r.direct.CommitMessages(ctx, batch...); err != nil && ctx.Err() == nil {
+			r.log.Warn("commit direct offsets", "err", err)
+		}
+	}
+}
+
+func endSpans(spans []trace.Span) {
+	for _, sp := range spans {
+		sp.End()
+	}
+}
+
+// deliveriesFor is the targeting decision: for each private message of
+// batch the sender may send, one delivery record per edge that holds the
+// sender or the target, keyed by the edge id, the event with its
+// chat.direct pos as value. Records that do not decode, other types and
+// messages the policy refuses are skipped. It returns the spans it started
+// (one per routed message) for the caller to end.
+func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]kafka.Message, []trace.Span) {
+	var out []kafka.Message
+	var spans []trace.Span
+	for _, m := range batch {
+		ev, err := chatevent.Decode(m.Value)
+		if err != nil || ev.Type != chatevent.TypePrivate || !chatevent.MayMessage(ev.Username, ev.Target) {
+			continue
+		}
+		// Continue the sender's trace: this span's context travels on
+		// in the delivery records' headers.
+		mctx := otel.GetTextMapPropagator().Extract(ctx, kafkaio.HeaderCarrier{Headers: &m.Headers})
+		mctx, span := tracer.Start(mctx, "route "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
+		spans = append(spans, span)
+		headers := []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}}
+		otel.GetTextMapPropagator().Inject(mctx, kafkaio.HeaderCarrier{Headers: &headers})
+		ev.Pos = chatevent.Pos{Partition: m.Partition, Offset: m.Offset}.String()
+		b, err := json.Marshal(&ev)
+		if err != nil { // a decoded event always encodes; skip rather than send garbage
+			r.log.Error("encode delivery", "event_id", ev.ID, "err", err)
+			span.RecordError(err)
+			continue
+		}
+		edges := r.t.edgesOf(ev.Username, ev.Target)
+		span.SetAttributes(attribute.Int("chat.edges", len(edges)))
+		for _, edge := range edges {
+			out = append(out, kafka.Message{Key: []byte(edge), Value: b, Headers: headers})
+		}
+		r.routed.Inc()
+	}
+	return out, spans
+}
