@@ -57,8 +57,9 @@ func BenchmarkProduce(b *testing.B) {
 			st := br.SyncStats()
 			extra := ""
 			if st.Rounds > 0 {
-				extra = fmt.Sprintf(", %d fsync rounds (%.1f batches, %.1f fdatasyncs, %v per round)", st.Rounds,
-					float64(st.Batches)/float64(st.Rounds), float64(st.Files)/float64(st.Rounds), st.RoundTime/time.Duration(st.Rounds))
+				extra = fmt.Sprintf("; %d fsync rounds: %.1f batches, %.1f fdatasyncs, %v per round; an acknowledgement held %v on average", st.Rounds,
+					float64(st.Batches)/float64(st.Rounds), float64(st.Files)/float64(st.Rounds), (st.RoundTime / time.Duration(st.Rounds)).Round(time.Microsecond),
+					(st.HeldTime / time.Duration(max(1, st.Responses))).Round(time.Microsecond))
 			}
 			b.Logf("%s: %d records in %v: %.0f records/s, p50 %v, p99 %v%s", m.name, res.Messages, res.Elapsed.Round(time.Millisecond),
 				rate, res.Quantile(0.50), res.Quantile(0.99), extra)

@@ -342,7 +342,7 @@ func (c *conn) beforeResponse(corr int32, resp []byte) error {
 		c.Close()
 		return r.err
 	}
-	c.gc.met.waitSeconds.Observe(time.Since(start).Seconds())
+	c.gc.met.observeHeld(time.Since(start))
 	if c.gc.t != nil {
 		c.gc.t.released(releaseEvent{Key: p.key, Corr: corr, Round: r.seq, WriteEv: writeEv, RoundStartEv: r.startEv, RoundEndEv: r.endEv, ReleaseEv: c.gc.t.event(), Parts: w.parts, ByID: len(p.ids), All: w.all})
 	}

@@ -23,6 +23,7 @@ type metrics struct {
 	batches   atomic.Int64
 	files     atomic.Int64
 	roundNs   atomic.Int64
+	heldNs    atomic.Int64
 }
 
 func newMetrics() *metrics {
@@ -49,6 +50,11 @@ func newMetrics() *metrics {
 	m.filesC = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "chat_broker_fsync_files_total", Help: "fdatasync calls made by the group committer."},
 		func() float64 { return float64(m.files.Load()) })
 	return m
+}
+
+func (m *metrics) observeHeld(d time.Duration) {
+	m.heldNs.Add(int64(d))
+	m.waitSeconds.Observe(d.Seconds())
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
@@ -80,8 +86,9 @@ type SyncStats struct {
 	Batches   int64         // produced partition batches covered by the rounds
 	Files     int64         // fdatasync calls
 	RoundTime time.Duration // total duration of the rounds
+	HeldTime  time.Duration // total time responses were held for their rounds
 }
 
 func (m *metrics) stats() SyncStats {
-	return SyncStats{Rounds: m.rounds.Load(), Errors: m.errors.Load(), Responses: m.responses.Load(), Batches: m.batches.Load(), Files: m.files.Load(), RoundTime: time.Duration(m.roundNs.Load())}
+	return SyncStats{Rounds: m.rounds.Load(), Errors: m.errors.Load(), Responses: m.responses.Load(), Batches: m.batches.Load(), Files: m.files.Load(), RoundTime: time.Duration(m.roundNs.Load()), HeldTime: time.Duration(m.heldNs.Load())}
 }
