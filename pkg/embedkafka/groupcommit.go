@@ -394,6 +394,12 @@ func (c *committer) syncRound(r *round) error {
 		tasks = append(tasks, func() error { return c.planLog(plan, &c.pidsLog, "pids.log") })
 	}
 	if err := runTasks(tasks, planParallelism); err != nil {
+		// Planning may have retired a rolled segment that will not be
+		// synced now: forget these partitions' files, so the next round
+		// syncs every segment of them.
+		for name := range parts {
+			c.parts[name].close()
+		}
 		return err
 	}
 	if r.meta || plan.newDirs || r.all || !c.knownPartitions && len(parts) > 0 {
