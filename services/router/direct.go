@@ -125,12 +125,21 @@ func (r *Router) route(ctx context.Context) error {
 	case <-r.caughtUpCh:
 	}
 	for {
-		m, err := r.direct.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil || r.stopping.Load() {
-				return nil
+		// The group reader reports trouble (the broker away, a coordinator
+		// moving) and keeps trying underneath: wait and ask again.
+		var m kafka.Message
+		err := retry(ctx, 100*time.Millisecond, 5*time.Second, 0, func() error {
+			var err error
+			m, err = r.direct.FetchMessage(ctx)
+			if err != nil && (ctx.Err() != nil || r.stopping.Load()) {
+				return backoff.Permanent(err)
 			}
-			return fmt.Errorf("fetch direct: %w", err)
+			return err
+		}, func(err error, wait time.Duration) {
+			r.log.Warn("fetch private messages; retrying", "retry_in", wait, "err", err)
+		})
+		if err != nil {
+			return nil // ctx ended or Stop closed the reader
 		}
 		batch := []kafka.Message{m}
 		for len(batch) < 500 { // whatever else is already here

@@ -75,3 +75,50 @@ func TestLeaveIDIsStableAndTimeOrdered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestHealth(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	const gap = 3 * time.Second
+	var h health
+	for i, step := range []struct {
+		at       time.Duration
+		ends     []int64 // nil: the probe failed
+		pos      []int64
+		healthy  bool
+		sinceOff time.Duration // want since = t0+sinceOff when healthy
+	}{
+		{0, []int64{5, 7}, []int64{5, 7}, false, 0},                        // first probe: nothing to compare with
+		{time.Second, []int64{6, 7}, []int64{5, 7}, true, time.Second},     // caught up with what the first probe saw
+		{2 * time.Second, []int64{6, 9}, []int64{6, 8}, true, time.Second}, // behind the newest ends, not the previous: fine
+		{3 * time.Second, nil, []int64{6, 9}, false, 0},                    // broker away
+		{4 * time.Second, []int64{6, 9}, []int64{6, 9}, false, 0},          // back, but no previous probe to compare with
+		{5 * time.Second, []int64{8, 9}, []int64{6, 9}, true, 5 * time.Second},
+		{6 * time.Second, []int64{9, 9}, []int64{7, 9}, false, 0}, // a reader stalled behind what was there a probe ago
+		{7 * time.Second, []int64{9, 9}, []int64{9, 9}, true, 7 * time.Second},
+		{7*time.Second + gap + time.Millisecond, []int64{9, 9}, []int64{9, 9}, false, 0}, // probes too far apart
+	} {
+		got, _ := h.observe(t0.Add(step.at), step.ends, step.pos, gap)
+		since := h.healthySince()
+		if got != step.healthy || (got && !since.Equal(t0.Add(step.sinceOff))) || (!got && !since.IsZero()) {
+			t.Errorf("step %d: observe = %v since %v, want %v since +%v", i, got, since.Sub(t0), step.healthy, step.sinceOff)
+		}
+	}
+}
+
+func TestForget(t *testing.T) {
+	tb := newTable()
+	t0 := time.Unix(1_800_000_000, 0)
+	tb.apply(&chatevent.Presence{Type: "connect", Edge: "e1", User: "old-but-online", Connections: 1}, t0)
+	tb.apply(&chatevent.Presence{Type: "connect", Edge: "e1", User: "old", Connections: 1}, t0)
+	tb.apply(&chatevent.Presence{Type: "disconnect", Edge: "e1", User: "old"}, t0.Add(time.Hour))
+	tb.apply(&chatevent.Presence{Type: "connect", Edge: "e1", User: "recent", Connections: 1}, t0)
+	tb.apply(&chatevent.Presence{Type: "disconnect", Edge: "e1", User: "recent"}, t0.Add(48*time.Hour))
+	if n := tb.forget(t0.Add(24 * time.Hour)); n != 1 {
+		t.Errorf("forget = %d, want 1 (old)", n)
+	}
+	for user, want := range map[string]bool{"old-but-online": true, "old": false, "recent": true} {
+		if got := tb.presence(user).LastSeen != ""; got != want {
+			t.Errorf("last_seen of %s kept = %v, want %v", user, got, want)
+		}
+	}
+}
