@@ -17,7 +17,7 @@ import (
 func fanout(args []string) error {
 	fs := flag.NewFlagSet("fanout", flag.ExitOnError)
 	var sf sysFlags
-	sf.register(fs, "all")
+	sf.register(fs, "all", true)
 	k := fs.Int("k", 1000, "subscribers (separate connections, one room)")
 	rates := fs.String("rates", "50,100,200,400,800,1000,1500,2000,3000", "publisher rates to step through, messages/s")
 	dur := fs.Duration("step", 10*time.Second, "duration of each step")
@@ -32,7 +32,11 @@ func fanout(args []string) error {
 	fmt.Printf("fanout: K=%d subscribers in one room, one publisher, %d-byte contents, steps of %v (+ up to %v drain)\n", *k, *size, *dur, *drain)
 	fmt.Printf("CPU and memory: the whole process tree of each system; lg = the load generator's own CPU (machine: %s)\n", cores())
 	res := map[string]*fanoutRun{}
-	for _, name := range sf.systems() {
+	systems, err := sf.systems()
+	if err != nil {
+		return err
+	}
+	for _, name := range systems {
 		s, err := sf.start(name)
 		if err != nil {
 			return err

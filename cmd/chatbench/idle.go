@@ -15,7 +15,7 @@ import (
 func idle(args []string) error {
 	fs := flag.NewFlagSet("idle", flag.ExitOnError)
 	var sf sysFlags
-	sf.register(fs, "all")
+	sf.register(fs, "all", true)
 	n := fs.Int("n", 10000, "connections")
 	conc := fs.Int("dialers", 50, "concurrent dialers")
 	room := fs.String("room", "lobby", "room every chat connection joins (empty: none); the example has one room everyone is in")
@@ -24,7 +24,11 @@ func idle(args []string) error {
 	fmt.Printf("idle: %d connections (each its own user), held %v; memory of each system's whole process tree, minus before connecting\n", *n, *hold)
 	fmt.Printf("%-8s %5s %11s %11s %11s %11s %12s %12s\n", "system", "procs", "RSS before", "RSS after", "PSS before", "PSS after", "RSS KiB/conn", "PSS KiB/conn")
 	per := map[string][2]float64{}
-	for _, name := range sf.systems() {
+	systems, err := sf.systems()
+	if err != nil {
+		return err
+	}
+	for _, name := range systems {
 		s, err := sf.start(name)
 		if err != nil {
 			return err

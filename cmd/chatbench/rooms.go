@@ -20,7 +20,7 @@ import (
 func roomsBench(args []string) error {
 	fs := flag.NewFlagSet("rooms", flag.ExitOnError)
 	var sf sysFlags
-	sf.register(fs, "all")
+	sf.register(fs, "all", false)
 	nRooms := fs.Int("rooms", 1000, "rooms")
 	perRoom := fs.Int("per-room", 10, "subscribers per room")
 	nPubs := fs.Int("publishers", 100, "publisher connections (users); each gets rate/publishers msg/s")

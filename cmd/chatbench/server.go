@@ -35,21 +35,26 @@ type sysFlags struct {
 	verbose bool   // servers' output to our stderr, not to log files
 }
 
-func (f *sysFlags) register(fs *flag.FlagSet, mode string) {
+// register adds the flags; withExample those of the baseline too.
+func (f *sysFlags) register(fs *flag.FlagSet, mode string, withExample bool) {
 	fs.StringVar(&f.chat, "chat", "bin/chat", "path of the chat binary (make build)")
-	fs.StringVar(&f.example, "example", "bin/tools/chat", "path of gorilla/websocket's chat example binary; installed there with go install "+examplePkg+" when missing")
 	fs.StringVar(&f.mode, "mode", mode, "how the chat runs: all (-target=all: embedded broker, PostgreSQL, every service) or split (-target=broker and -target=edge processes)")
-	fs.StringVar(&f.only, "only", "", "run only this system: example or chat")
 	fs.BoolVar(&f.verbose, "v", false, "servers write their logs to stderr (default: to files in their temporary directory)")
+	if withExample {
+		fs.StringVar(&f.example, "example", "bin/tools/chat", "path of gorilla/websocket's chat example binary; installed there with go install "+examplePkg+" when missing")
+		fs.StringVar(&f.only, "only", "", "run only this system: example or chat")
+	}
 }
 
 // systems returns the systems to measure, baseline first.
-func (f *sysFlags) systems() []string {
+func (f *sysFlags) systems() ([]string, error) {
 	switch f.only {
+	case "":
+		return []string{"example", "chat"}, nil
 	case "example", "chat":
-		return []string{f.only}
+		return []string{f.only}, nil
 	}
-	return []string{"example", "chat"}
+	return nil, fmt.Errorf("-only %q: want example or chat", f.only)
 }
 
 func (f *sysFlags) start(name string, extra ...string) (*server, error) {

@@ -13,7 +13,7 @@ import (
 func setupBench(args []string) error {
 	fs := flag.NewFlagSet("setup", flag.ExitOnError)
 	var sf sysFlags
-	sf.register(fs, "all")
+	sf.register(fs, "all", true)
 	n := fs.Int("n", 5000, "connections")
 	conc := fs.Int("dialers", 50, "concurrent dialers")
 	fs.Parse(args)
@@ -21,7 +21,11 @@ func setupBench(args []string) error {
 	fmt.Printf("%-8s %9s %9s %9s %9s %9s %10s %9s %5s\n", "system", "conns/s", "p50", "p99", "seconds", "cpu s", "µs cpu/conn", "RSS MiB", "lg")
 	type result struct{ rate, perConn float64 }
 	res := map[string]result{}
-	for _, name := range sf.systems() {
+	systems, err := sf.systems()
+	if err != nil {
+		return err
+	}
+	for _, name := range systems {
 		s, err := sf.start(name)
 		if err != nil {
 			return err
