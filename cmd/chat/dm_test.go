@@ -57,9 +57,7 @@ func TestOfflineRecipientReadsHistoryThenLive(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for !routerOnline(t, s.addr, aliceTok, "bob") {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, "the router to see bob online", func() bool { return routerOnline(t, s.addr, aliceTok, "bob") })
 	alice.WriteJSON(map[string]string{"type": "private", "target": "bob", "content": "now live", "client_id": "o9"})
 	for {
 		// A DM the router routes after bob's connect reached it may still
@@ -81,9 +79,9 @@ func TestDMOrderBothSides(t *testing.T) {
 	s := startAll(t, dir, "-edge.rate=10000", "-edge.rate-burst=10000")
 	aliceTok, bobTok := tokenFromDataDir(t, dir, "alice"), tokenFromDataDir(t, dir, "bob")
 	alice, bob := dialWS(t, s.addr, aliceTok), dialWS(t, s.addr, bobTok)
-	for !routerOnline(t, s.addr, aliceTok, "bob") || !routerOnline(t, s.addr, aliceTok, "alice") {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, "the router to see alice and bob online", func() bool {
+		return routerOnline(t, s.addr, aliceTok, "bob") && routerOnline(t, s.addr, aliceTok, "alice")
+	})
 	const n = 500
 	var wg sync.WaitGroup
 	for _, side := range []struct {

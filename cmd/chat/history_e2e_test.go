@@ -42,7 +42,11 @@ func TestSentMessageIsInHistoryWithSameIDAndPos(t *testing.T) {
 	readType(t, alice, "joined")
 	alice.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "for the record", "client_id": "r1"})
 	var id, pos string
+	deadline := time.Now().Add(10 * time.Second)
 	for id == "" || pos == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("no ack and echo within 10s")
+		}
 		m := readType(t, alice, "")
 		switch m["type"] {
 		case "ack":
@@ -51,7 +55,7 @@ func TestSentMessageIsInHistoryWithSameIDAndPos(t *testing.T) {
 			pos = m["pos"].(string)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
 		page := historyPage(t, s.addr, tok, "general", "limit=5")
 		if len(page) == 1 {
@@ -86,10 +90,10 @@ func TestHistoryThenLiveHasNoGapNoDuplicate(t *testing.T) {
 	}()
 	tok := tokenFromDataDir(t, dir, "reader")
 	var page []message
-	for len(page) < 50 { // the page load happens mid-stream
-		time.Sleep(50 * time.Millisecond)
+	waitFor(t, 20*time.Second, "50 messages in history", func() bool { // the page load happens mid-stream
 		page = historyPage(t, s.addr, tok, "busy", "limit=200")
-	}
+		return len(page) >= 50
+	})
 	got := map[int]int{}
 	for _, m := range page {
 		n, _ := strconv.Atoi(m.Content)
@@ -100,8 +104,16 @@ func TestHistoryThenLiveHasNoGapNoDuplicate(t *testing.T) {
 	if j := readType(t, ws, "joined"); j["recovered"] != true {
 		t.Fatalf("joined = %v, want recovered:true", j)
 	}
-	<-done
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("publisher did not finish within 30s")
+	}
+	deadline := time.Now().Add(30 * time.Second)
 	for got[total-1] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the last message did not arrive live within 30s")
+		}
 		m := readType(t, ws, "chat")
 		n, _ := strconv.Atoi(m["content"].(string))
 		got[n]++

@@ -13,13 +13,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 
@@ -45,13 +42,15 @@ func main() {
 // options is the process configuration: shared settings once, each
 // service's own settings in its Config.
 type options struct {
-	target        string
-	httpAddr      string
-	dataDir       string
-	shutdownDelay time.Duration
-	printConfig   bool
-	pprof         bool
-	edgeIDSet     bool // -edge.id given: keep it as is
+	target   string
+	httpAddr string
+	// HTTP server timeouts; 0 means none.
+	httpReadTimeout, httpWriteTimeout, httpIdleTimeout time.Duration
+	dataDir                                            string
+	shutdownDelay                                      time.Duration
+	printConfig                                        bool
+	pprof                                              bool
+	edgeIDSet                                          bool // -edge.id given: keep it as is
 
 	obs       observe.Config
 	kafka     kafkaio.Config
@@ -67,11 +66,14 @@ type options struct {
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.target, "target", "all", "what to run: all, broker, edge, router, history or analytics")
+	fs.StringVar(&o.target, "target", "all", "what to run: "+targetNames())
 	fs.StringVar(&o.httpAddr, "http.addr", "127.0.0.1:8080", "HTTP listen address (WebSocket, APIs, /metrics, /healthz, /readyz)")
 	fs.StringVar(&o.dataDir, "data.dir", "./data", "data directory: embedded broker log, generated JWT secret")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, how long /readyz reports 503 before services stop")
 	fs.BoolVar(&o.printConfig, "print-config", false, "print the effective configuration and exit")
+	fs.DurationVar(&o.httpReadTimeout, "http.read-timeout", lifecycle.DefaultReadTimeout, "longest time to read a request, body included (0: none; WebSocket connections are not subject to it)")
+	fs.DurationVar(&o.httpWriteTimeout, "http.write-timeout", lifecycle.DefaultWriteTimeout, "longest time to write a response, from the end of the request's headers (0: none; not WebSockets)")
+	fs.DurationVar(&o.httpIdleTimeout, "http.idle-timeout", lifecycle.DefaultIdleTimeout, "how long a keep-alive connection waits for its next request (0: none)")
 	fs.BoolVar(&o.pprof, "http.pprof", false, "serve Go profiles under /debug/pprof/ on -http.addr (keep it off on public addresses)")
 	o.obs.RegisterFlags(fs)
 	o.kafka.RegisterFlags(fs)
@@ -117,6 +119,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 }
 
 func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writer, ready func(string)) error {
+	t, ok := targets[o.target]
+	if !ok {
+		return fmt.Errorf("unknown target %q: want %s", o.target, targetNames())
+	}
 	shutdownTracing, err := observe.InitTracing(ctx, "chat-"+o.target)
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
@@ -126,136 +132,37 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writ
 		defer cancel()
 		shutdownTracing(sctx)
 	}()
-	reg := observe.NewRegistry()
-	runner := &lifecycle.Runner{Log: log, ShutdownDelay: o.shutdownDelay, StopTimeout: o.edge.DrainDuration + 10*time.Second}
-	mux := http.NewServeMux()
-	runner.HealthHandler(mux)
-	mux.Handle("GET /metrics", observe.MetricsHandler(reg))
-	if o.pprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if t.job != nil {
+		return t.job(ctx, o, log, stdout)
 	}
-	httpSrv := &lifecycle.HTTPServer{Addr: o.httpAddr, Handler: mux, Log: log.With("component", "http")}
-	components := []lifecycle.Component{httpSrv}
-
-	withBroker := false
-	switch o.target {
-	case "all":
-		withBroker = o.kafka.Brokers == ""
-	case "broker":
-		withBroker = true
-	case "edge", "history", "router":
-	case "analytics":
-		return runAnalytics(ctx, o, log, stdout)
-	default:
-		return fmt.Errorf("unknown target %q: want all, broker, edge, router, history or analytics", o.target)
+	a := &app{o: o, t: t, log: log, reg: observe.NewRegistry(), mux: lifecycle.NewMux()}
+	a.runner = &lifecycle.Runner{Log: log, ShutdownDelay: o.shutdownDelay, StopTimeout: o.edge.DrainDuration + 10*time.Second, Mux: a.mux}
+	order, err := resolve(t.modules)
+	if err != nil {
+		return err
 	}
-	if withBroker {
-		if host, port, err := net.SplitHostPort(o.broker.Addr); err == nil && port == "0" {
-			// The other services are configured before the broker binds:
-			// pick the port now so they can be told it.
-			l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-			if err != nil {
-				return err
-			}
-			o.broker.Addr = l.Addr().String()
-			l.Close()
-		}
-		o.broker.DataDir = embedkafka.DataDirUnder(o.dataDir)
-		b := embedkafka.New(o.broker, log.With("component", "broker"))
-		components = append(components, b)
-	}
-	if o.kafka.Brokers == "" {
-		o.kafka.Brokers = o.broker.Addr
-	}
-	if o.target == "broker" {
-		return runWith(ctx, runner, components, httpSrv, ready)
-	}
-
-	if o.auth.Secret == "" && o.auth.PublicKeyFile == "" {
-		secret, err := auth.LoadOrCreateSecret(o.dataDir)
+	var components []lifecycle.Component
+	for _, name := range order {
+		c, err := modules[name].init(a)
 		if err != nil {
 			return err
 		}
-		o.auth.Secret = secret
-		log.Info("using the jwt secret of the data directory", "file", o.dataDir+"/"+auth.SecretFile)
+		if c == nil {
+			continue
+		}
+		if r, ok := c.(lifecycle.Routed); ok {
+			a.mux.Mount(c, r.Routes)
+		}
+		if r, ok := c.(interface{ Ready(context.Context) error }); ok {
+			a.runner.AddCheck(c.Name(), r.Ready)
+		}
+		components = append(components, c)
 	}
-	log.Info("effective config", "target", o.target, "http_addr", o.httpAddr, "data_dir", o.dataDir,
-		"kafka_brokers", o.kafka.Brokers, "database", pgutil.Redacted(o.db.URL), "edge_id", o.edge.ID, "jwt", o.auth.Redacted())
-	runner.AddCheck("kafka", o.kafka.Reachable)
-
-	if o.target == "all" || o.target == "history" {
-		var pg *pgutil.Server
-		if o.db.URL == "" {
-			if o.target == "history" {
-				return errors.New("-target=history needs a PostgreSQL: set -database.url (CHAT_DATABASE_URL)")
-			}
-			pg = &pgutil.Server{Dir: filepath.Join(o.dataDir, "postgres"), Log: log.With("component", "postgres")}
-			components = append(components, pg)
-		}
-		o.history.Kafka, o.history.Auth, o.history.DatabaseURL = o.kafka, o.auth, o.db.URL
-		if pg != nil {
-			o.history.DatabaseURL = "embedded" // resolved once the server has started
-		}
-		h, err := history.New(o.history, log.With("component", "history"), reg)
-		if err != nil {
-			return err
-		}
-		if pg != nil {
-			h.SetDatabaseURL(pg.URL)
-		}
-		h.Routes(mux)
-		runner.AddCheck("history", h.Ready)
-		components = append(components, h)
+	if slices.Contains(order, "jwt") {
+		log.Info("effective config", "target", o.target, "http_addr", o.httpAddr, "data_dir", o.dataDir,
+			"kafka_brokers", o.kafka.Brokers, "database", pgutil.Redacted(a.dbURL), "edge_id", o.edge.ID, "jwt", o.auth.Redacted())
 	}
-	if o.target == "all" || o.target == "router" {
-		o.router.Kafka, o.router.Auth = o.kafka, o.auth
-		rt, err := router.New(o.router, log.With("component", "router"), reg)
-		if err != nil {
-			return err
-		}
-		rt.Routes(mux)
-		runner.AddCheck("router", rt.Ready)
-		components = append(components, rt)
-	}
-	if o.target == "all" {
-		o.analytics.Kafka, o.analytics.Auth, o.analytics.DatabaseURL = o.kafka, o.auth, o.db.URL
-		sched, err := analytics.NewScheduler(o.analytics, log.With("component", "analytics"), reg)
-		if err != nil {
-			return err
-		}
-		if pg := embeddedPG(components); pg != nil {
-			sched.SetDatabaseURL(pg.URL)
-		}
-		sched.Routes(mux)
-		components = append(components, sched)
-	}
-	if o.target == "all" || o.target == "edge" {
-		o.edge.Kafka, o.edge.Auth = o.kafka, o.auth
-		if !o.edgeIDSet {
-			// Unique per process on one host: deliveries are addressed by edge id.
-			_, port, _ := net.SplitHostPort(o.httpAddr)
-			o.edge.ID += "-" + port
-		}
-		e, err := edge.New(o.edge, log.With("component", "edge"), reg)
-		if err != nil {
-			return err
-		}
-		e.Routes(mux)
-		runner.AddCheck("edge", e.Ready)
-		components = append(components, e)
-	}
-	return runWith(ctx, runner, components, httpSrv, ready)
-}
-
-func embeddedPG(cs []lifecycle.Component) *pgutil.Server {
-	for _, c := range cs {
-		if pg, ok := c.(*pgutil.Server); ok {
-			return pg
-		}
-	}
-	return nil
+	return runWith(ctx, a.runner, components, a.http, ready)
 }
 
 // runAnalytics runs the batch job once: -target=analytics.

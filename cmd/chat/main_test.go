@@ -47,21 +47,28 @@ type server struct {
 
 func startAll(t testing.TB, dataDir string, extra ...string) *server {
 	t.Helper()
+	var stderr io.Writer = io.Discard
+	if testing.Verbose() {
+		stderr = os.Stderr
+	}
+	return startAllLogging(t, dataDir, stderr, extra...)
+}
+
+// startAllLogging is startAll with the process's log going to stderr.
+func startAllLogging(t testing.TB, dataDir string, stderr io.Writer, extra ...string) *server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{cancel: cancel, exit: make(chan int, 1)}
 	readyc := make(chan string, 1)
 	args := append([]string{"-target=all", "-data.dir=" + dataDir, "-http.addr=127.0.0.1:0",
 		"-broker.addr=" + freeAddr(t), "-edge.drain-duration=100ms", "-log.level=warn"}, extra...)
-	var stderr io.Writer = io.Discard
-	if testing.Verbose() {
-		stderr = os.Stderr
-	}
 	go func() { s.exit <- run(ctx, args, io.Discard, stderr, func(a string) { readyc <- a }) }()
 	select {
 	case s.addr = <-readyc:
 	case code := <-s.exit:
 		t.Fatalf("chat exited with %d before it was ready", code)
 	case <-time.After(30 * time.Second):
+		cancel()
 		t.Fatal("chat not ready within 30s")
 	}
 	t.Cleanup(s.stop)
@@ -102,8 +109,9 @@ func dialWS(t testing.TB, addr, tok string) *websocket.Conn {
 
 func readType(t testing.TB, ws *websocket.Conn, typ string) map[string]any {
 	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		ws.SetReadDeadline(deadline)
 		var m map[string]any
 		if err := ws.ReadJSON(&m); err != nil {
 			t.Fatalf("waiting for %s: %v", typ, err)
@@ -217,8 +225,8 @@ func TestReadinessTurnsFalseOnShutdown(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// Then the connection is told to reconnect (1001) and the process exits.
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, _, err := ws.ReadMessage(); err != nil {
 			if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 				t.Fatalf("connection ended with %v, want close 1001", err)
@@ -226,7 +234,12 @@ func TestReadinessTurnsFalseOnShutdown(t *testing.T) {
 			break
 		}
 	}
-	code := <-s.exit
+	var code int
+	select {
+	case code = <-s.exit:
+	case <-time.After(30 * time.Second):
+		t.Fatal("chat did not exit within 30s of SIGTERM")
+	}
 	s.cancel = nil
 	if code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
@@ -249,6 +262,9 @@ func TestSeparateBrokerAndEdgeProcesses(t *testing.T) {
 		case s.addr = <-readyc:
 		case code := <-s.exit:
 			t.Fatalf("%v exited with %d", args, code)
+		case <-time.After(30 * time.Second):
+			cancel()
+			t.Fatalf("%v not ready within 30s", args)
 		}
 		t.Cleanup(s.stop)
 		return s

@@ -24,7 +24,33 @@ import (
 	"github.com/chatsys/chat/pkg/pgutil/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// TestMain runs the tests in an environment without the caller's CHAT_*
+// and OTEL_* variables: run reads them (flag fallbacks, tracing), and so
+// does every process the tests start.
+func TestMain(m *testing.M) {
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); isChatEnv(k) {
+			os.Unsetenv(k)
+		}
+	}
+	pgtest.Main(m)
+}
+
+func isChatEnv(key string) bool {
+	return strings.HasPrefix(key, "CHAT_") || strings.HasPrefix(key, "OTEL_")
+}
+
+// processEnv is the environment of a process a test starts: this one's
+// without CHAT_* and OTEL_* (a test's t.Setenv included), plus extra.
+func processEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !isChatEnv(k) {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
 
 var (
 	binOnce sync.Once
@@ -65,7 +91,7 @@ func startProc(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()
 	addr := freeAddr(t)
 	cmd := exec.Command(chatBinary(t), append([]string{"-http.addr=" + addr, "-log.level=warn"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = processEnv(env...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -256,9 +282,20 @@ func TestMultiProcess(t *testing.T) {
 		if dm["username"] != "alice" || dm["target"] != "bob" || dm["content"] != "psst bob" || dm["pos"] == nil {
 			t.Fatalf("bob got %v", dm)
 		}
-		time.Sleep(300 * time.Millisecond)
-		if n := len(carolOn1.ofType("private")); n != 0 {
-			t.Fatalf("carol got %d private messages, want none", n)
+		// carol shares edge 1 with alice, whose copy of the DM has arrived:
+		// a copy for carol would be in her queue by now. A marker sent to
+		// her afterwards, on the same path, arrives after it.
+		alice1.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "marker for carol", "client_id": "m1"})
+		waitFor(t, 10*time.Second, "carol gets the marker", func() bool {
+			for _, f := range carolOn1.ofType("private") {
+				if f["content"] == "marker for carol" {
+					return true
+				}
+			}
+			return false
+		})
+		if got := carolOn1.ofType("private"); len(got) != 1 {
+			t.Fatalf("carol got %d private messages %v, want only the marker", len(got), got)
 		}
 	})
 
@@ -272,18 +309,29 @@ func TestMultiProcess(t *testing.T) {
 		waitFor(t, 10*time.Second, "dave online", func() bool { on, _ := presenceOf(t, router, "dave"); return on })
 		bobWS.WriteJSON(map[string]string{"type": "private", "target": "bob", "content": "edge 2 only", "client_id": "d2"})
 		waitFor(t, 10*time.Second, "bob gets dave's DM", func() bool { return len(bobOn2.ofType("private")) == 2 && len(dave.ofType("private")) == 1 })
+		// The router has written the records of dave's DM (bob has it).
+		// A marker between users of edge 1, routed after it, is written to
+		// edge 1's partition after anything written there for dave's DM:
+		// read the partition up to the marker.
+		alice1.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "edge 1 marker", "client_id": "m2"})
 		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{brokerAddr}, Topic: "chat.deliveries", Partition: edge1Part, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond})
 		defer r.Close()
 		r.SetOffset(startOff[edge1Part])
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
 		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			m, err := r.ReadMessage(ctx)
-			cancel()
 			if err != nil {
-				break
+				t.Fatalf("edge 1's marker not in its deliveries partition: %v", err)
 			}
-			if string(m.Key) == "edge1" && strings.Contains(string(m.Value), "edge 2 only") {
+			if string(m.Key) != "edge1" {
+				continue
+			}
+			if strings.Contains(string(m.Value), "edge 2 only") {
 				t.Fatalf("edge 1's deliveries partition got the DM between dave and bob")
+			}
+			if strings.Contains(string(m.Value), "edge 1 marker") {
+				break
 			}
 		}
 	})

@@ -34,9 +34,8 @@ func TestTracesExportedOverOTLP(t *testing.T) {
 	ws.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "traced", "client_id": "t1"})
 	readType(t, ws, "ack")
 	// A private message is traced through the router too.
-	for !routerOnline(t, s.addr, tokenFromDataDir(t, dir, "alice"), "alice") {
-		time.Sleep(20 * time.Millisecond)
-	}
+	aliceTok := tokenFromDataDir(t, dir, "alice")
+	waitFor(t, 10*time.Second, "the router to see alice online", func() bool { return routerOnline(t, s.addr, aliceTok, "alice") })
 	ws.WriteJSON(map[string]string{"type": "private", "target": "alice", "content": "note to self", "client_id": "t2"})
 	readType(t, ws, "private")
 	deadline := time.Now().Add(10 * time.Second)
