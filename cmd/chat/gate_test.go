@@ -120,7 +120,9 @@ func TestRoutesUnavailableUntilStarted(t *testing.T) {
 			if !errors.Is(err, websocket.ErrBadHandshake) || resp == nil || resp.StatusCode != 503 {
 				t.Fatalf("upgrade before start: %v %v, want 503", resp, err)
 			}
-			var e struct{ Error struct{ Code, Message string } }
+			var e struct {
+				Error struct{ Code, Message string }
+			}
 			json.NewDecoder(resp.Body).Decode(&e)
 			resp.Body.Close()
 			if e.Error.Code != "unavailable" || e.Error.Message == "" {
