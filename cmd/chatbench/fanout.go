@@ -25,17 +25,20 @@ func fanout(args []string) error {
 	size := fs.Int("size", 100, "message content bytes")
 	conc := fs.Int("dialers", 50, "concurrent dialers while connecting the subscribers")
 	fs.Parse(args)
-	rs, err := parseInts(*rates)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("fanout: K=%d subscribers in one room, one publisher, %d-byte contents, steps of %v (+ up to %v drain)\n", *k, *size, *dur, *drain)
-	fmt.Printf("CPU and memory: the whole process tree of each system; lg = the load generator's own CPU (machine: %s)\n", cores())
-	res := map[string]*fanoutRun{}
 	systems, err := sf.systems()
 	if err != nil {
 		return err
 	}
+	rs, err := parseInts(*rates)
+	if err != nil {
+		return err
+	}
+	if n := len(chatFrame("bench", time.Now(), len(rs), *size)); *size < 30 || n > 512 {
+		return fmt.Errorf("-size %d: want at least 30 (the stamp), and frames of at most 512 bytes (the example's read limit; this one is %d)", *size, n)
+	}
+	fmt.Printf("fanout: K=%d subscribers in one room, one publisher, %d-byte contents, steps of %v (+ up to %v drain)\n", *k, *size, *dur, *drain)
+	fmt.Printf("CPU and memory: the whole process tree of each system; lg = the load generator's own CPU (machine: %s)\n", cores())
+	res := map[string]*fanoutRun{}
 	for _, name := range systems {
 		s, err := sf.start(name)
 		if err != nil {

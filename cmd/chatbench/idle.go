@@ -21,13 +21,13 @@ func idle(args []string) error {
 	room := fs.String("room", "lobby", "room every chat connection joins (empty: none); the example has one room everyone is in")
 	hold := fs.Duration("hold", 5*time.Second, "how long the connections stay idle before measuring")
 	fs.Parse(args)
-	fmt.Printf("idle: %d connections (each its own user), held %v; memory of each system's whole process tree, minus before connecting\n", *n, *hold)
-	fmt.Printf("%-8s %5s %11s %11s %11s %11s %12s %12s\n", "system", "procs", "RSS before", "RSS after", "PSS before", "PSS after", "RSS KiB/conn", "PSS KiB/conn")
-	per := map[string][2]float64{}
 	systems, err := sf.systems()
 	if err != nil {
 		return err
 	}
+	fmt.Printf("idle: %d connections (each its own user), held %v; memory of each system's whole process tree, minus before connecting\n", *n, *hold)
+	fmt.Printf("%-8s %5s %11s %11s %11s %11s %12s %12s\n", "system", "procs", "RSS before", "RSS after", "PSS before", "PSS after", "RSS KiB/conn", "PSS KiB/conn")
+	per := map[string][2]float64{}
 	for _, name := range systems {
 		s, err := sf.start(name)
 		if err != nil {

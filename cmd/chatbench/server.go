@@ -49,10 +49,17 @@ func (f *sysFlags) register(fs *flag.FlagSet, mode string, withExample bool) {
 // systems returns the systems to measure, baseline first.
 func (f *sysFlags) systems() ([]string, error) {
 	switch f.only {
-	case "":
-		return []string{"example", "chat"}, nil
-	case "example", "chat":
-		return []string{f.only}, nil
+	case "chat":
+		return []string{"chat"}, nil
+	case "", "example":
+		// Installed now, so that go install's output precedes the tables.
+		if _, err := ensureExample(f.example); err != nil {
+			return nil, err
+		}
+		if f.only == "" {
+			return []string{"example", "chat"}, nil
+		}
+		return []string{"example"}, nil
 	}
 	return nil, fmt.Errorf("-only %q: want example or chat", f.only)
 }

@@ -17,14 +17,14 @@ func setupBench(args []string) error {
 	n := fs.Int("n", 5000, "connections")
 	conc := fs.Int("dialers", 50, "concurrent dialers")
 	fs.Parse(args)
-	fmt.Printf("setup: %d connections opened by %d concurrent dialers (kept open); CPU of each system's process tree (machine: %s)\n", *n, *conc, cores())
-	fmt.Printf("%-8s %9s %9s %9s %9s %9s %10s %9s %5s\n", "system", "conns/s", "p50", "p99", "seconds", "cpu s", "µs cpu/conn", "RSS MiB", "lg")
-	type result struct{ rate, perConn float64 }
-	res := map[string]result{}
 	systems, err := sf.systems()
 	if err != nil {
 		return err
 	}
+	fmt.Printf("setup: %d connections opened by %d concurrent dialers (kept open); CPU of each system's process tree (machine: %s)\n", *n, *conc, cores())
+	fmt.Printf("%-8s %9s %9s %9s %9s %9s %10s %9s %5s\n", "system", "conns/s", "p50", "p99", "seconds", "cpu s", "µs cpu/conn", "RSS MiB", "lg")
+	type result struct{ rate, perConn float64 }
+	res := map[string]result{}
 	for _, name := range systems {
 		s, err := sf.start(name)
 		if err != nil {
