@@ -5,6 +5,8 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -266,9 +268,19 @@ func (w *worker) other(date string) {
 
 // Results are the outcome of a run.
 type Results struct {
-	Range  Range
-	Events int64 // qualifying events, duplicates excluded
-	Days   []DayResult
+	Range Range
+	// Records is the number of records (or non-blank lines) read;
+	// Undecodable counts those that are not a JSON event, and messages
+	// (chat or private) whose timestamp is missing or not RFC 3339.
+	Records, Undecodable int64
+	Events               int64 // qualifying events, duplicates excluded
+	Days                 []DayResult
+	// When no message falls in the range: InputDates are the UTC dates of
+	// the messages the input holds (reading the log: those read from the
+	// range's start on, and those of each partition's first and last
+	// records), and Note says so in a sentence.
+	InputDates []string
+	Note       string
 }
 
 // DayResult is one date's figures.
@@ -292,6 +304,49 @@ func before(a, b WordCount) bool {
 		return a.Count > b.Count
 	}
 	return a.Word < b.Word
+}
+
+// otherDates returns the dates of the messages the workers saw outside the
+// range, ascending.
+func otherDates(ws []*worker) []string {
+	set := map[string]struct{}{}
+	for _, w := range ws {
+		for d := range w.others {
+			set[d] = struct{}{}
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// describeDates writes ascending dates compactly: runs of consecutive
+// dates as "first..last", at most six runs.
+func describeDates(dates []string) string {
+	var runs []string
+	for i := 0; i < len(dates); {
+		j := i
+		for j+1 < len(dates) && nextDate(dates[j]) == dates[j+1] {
+			j++
+		}
+		if len(runs) == 6 {
+			runs = append(runs, fmt.Sprintf("and %d more dates", len(dates)-i))
+			break
+		}
+		if j == i {
+			runs = append(runs, dates[i])
+		} else {
+			runs = append(runs, dates[i]+".."+dates[j])
+		}
+		i = j + 1
+	}
+	return strings.Join(runs, ", ")
+}
+
+func nextDate(d string) string {
+	t, err := time.Parse(time.DateOnly, d)
+	if err != nil {
+		return ""
+	}
+	return t.AddDate(0, 0, 1).Format(time.DateOnly)
 }
 
 // merge combines the workers' aggregates into results.

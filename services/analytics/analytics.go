@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -106,9 +107,26 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, log *slog.Logger) (*R
 		return nil, err
 	}
 	res := merge(rng, ws)
+	res.Records, res.Undecodable = p.records.Load(), p.bad.Load()
 	if log != nil {
-		log.Info("analytics computed", "from", rng.From, "to", rng.To, "records", p.records.Load(), "undecodable", p.bad.Load(),
+		log.Info("analytics computed", "from", rng.From, "to", rng.To, "records", res.Records, "undecodable", res.Undecodable,
 			"events", res.Events, "days", len(res.Days), "took", time.Since(t0).Round(time.Millisecond))
+	}
+	if res.Events == 0 {
+		res.InputDates = otherDates(ws)
+		if cfg.Input == "" {
+			// Only the log from the range's start on was read: add where
+			// each partition starts and ends.
+			probed, err := probeLogDates(ctx, cfg.Kafka, []string{cfg.Kafka.RoomsTopic, cfg.Kafka.DirectTopic})
+			if err != nil {
+				return nil, fmt.Errorf("no messages in the range, and looking for the log's dates: %w", err)
+			}
+			res.InputDates = slices.Compact(slices.Sorted(slices.Values(append(res.InputDates, probed...))))
+		}
+		res.Note = emptyNote(cfg, rng, res.InputDates)
+		if log != nil {
+			log.Warn(res.Note, "input_dates", res.InputDates)
+		}
 	}
 	if cfg.Out != "" {
 		if err := writeCSVFiles(cfg.Out, res); err != nil {
@@ -129,6 +147,34 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, log *slog.Logger) (*R
 		}
 	}
 	return res, nil
+}
+
+// emptyNote says that rng matched no message, and which dates the input
+// holds.
+func emptyNote(cfg Config, rng Range, dates []string) string {
+	what := "the log"
+	if cfg.Input != "" {
+		what = "the input"
+	}
+	note := "no messages dated " + rng.From
+	if rng.To != rng.From {
+		note += ".." + rng.To
+	}
+	if cfg.From == "" {
+		note += " (yesterday, the default range)"
+	}
+	switch {
+	case len(dates) == 0:
+		note += "; " + what + " holds no messages"
+	case cfg.Input == "":
+		note += "; the log's messages are dated " + dates[0]
+		if len(dates) > 1 {
+			note += " to " + dates[len(dates)-1]
+		}
+	default:
+		note += "; " + what + " holds messages dated " + describeDates(dates)
+	}
+	return note
 }
 
 // inputSize is the total size of a JSON-lines input (0 for stdin).
@@ -190,6 +236,12 @@ func startProgress(w io.Writer, p *progress) func() {
 // Summary writes a human-readable summary of res.
 func Summary(w io.Writer, res *Results) {
 	fmt.Fprintf(w, "analytics %s..%s: %d messages on %d days\n", res.Range.From, res.Range.To, res.Events, len(res.Days))
+	if res.Undecodable > 0 {
+		fmt.Fprintf(w, "  %d of %d records undecodable or without a valid timestamp\n", res.Undecodable, res.Records)
+	}
+	if res.Note != "" {
+		fmt.Fprintf(w, "  %s\n", res.Note)
+	}
 	for _, d := range res.Days {
 		top := ""
 		for i, wc := range d.Words {
@@ -204,15 +256,29 @@ func Summary(w io.Writer, res *Results) {
 
 // Scheduler runs analytics for the previous UTC day once a day (at 00:05
 // UTC) and on demand over HTTP: single-machine mode's stand-in for a
-// Kubernetes CronJob.
+// Kubernetes CronJob. One run at a time, each bounded by RunTimeout: a
+// request while a run is in progress is refused (409) rather than queued,
+// and a request's run ends when the request does.
 type Scheduler struct {
 	cfg    Config
 	log    *slog.Logger
 	verify *auth.Verifier
 	runs   *prometheus.CounterVec
-	mu     sync.Mutex // one run at a time
 	dbURL  func() string
+
+	// RunTimeout bounds one run (default DefaultRunTimeout).
+	RunTimeout time.Duration
+
+	slot    chan struct{} // holds a token while a run is in progress
+	mu      sync.Mutex
+	current string // what the run in progress is, for the 409
 }
+
+// DefaultRunTimeout is how long a scheduled or requested run may take.
+const DefaultRunTimeout = 15 * time.Minute
+
+// ErrBusy is returned when a run is asked for while another is in progress.
+var ErrBusy = errors.New("an analytics run is already in progress")
 
 // NewScheduler returns a scheduler for cfg (From, To, Out and Input are ignored).
 func NewScheduler(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Scheduler, error) {
@@ -223,8 +289,8 @@ func NewScheduler(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Sch
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	runs := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "chat_analytics_runs_total", Help: "Analytics runs by trigger and result."}, []string{"trigger", "result"})
-	return &Scheduler{cfg: cfg, log: log, verify: v, runs: runs}, nil
+	runs := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "chat_analytics_runs_total", Help: "Analytics runs by trigger and result (ok, error, timeout, canceled, busy)."}, []string{"trigger", "result"})
+	return &Scheduler{cfg: cfg, log: log, verify: v, runs: runs, RunTimeout: DefaultRunTimeout, slot: make(chan struct{}, 1)}, nil
 }
 
 // SetDatabaseURL takes the database URL from fn at run time (single-machine mode).
@@ -253,15 +319,38 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-time.After(time.Until(next)):
 		}
 		day := next.AddDate(0, 0, -1).Format(time.DateOnly)
-		if _, err := s.run(ctx, "daily", day, day); err != nil {
+		if _, err := s.run(ctx, "daily", day, day, true); err != nil {
 			s.log.Error("daily analytics failed", "date", day, "err", err)
 		}
 	}
 }
 
-func (s *Scheduler) run(ctx context.Context, trigger, from, to string) (*Results, error) {
+// run computes from..to. With wait, it waits for a run in progress to end
+// (or ctx); without, it returns an error wrapping ErrBusy at once.
+func (s *Scheduler) run(ctx context.Context, trigger, from, to string, wait bool) (*Results, error) {
+	if wait {
+		select {
+		case s.slot <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	} else {
+		select {
+		case s.slot <- struct{}{}:
+		default:
+			s.mu.Lock()
+			current := s.current
+			s.mu.Unlock()
+			s.runs.WithLabelValues(trigger, "busy").Inc()
+			return nil, fmt.Errorf("%w (%s)", ErrBusy, current)
+		}
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.current = fmt.Sprintf("%s run for %s..%s since %s", trigger, from, to, time.Now().UTC().Format(time.RFC3339))
+	s.mu.Unlock()
+	defer func() { <-s.slot }()
+	ctx, cancel := context.WithTimeoutCause(ctx, s.RunTimeout, fmt.Errorf("analytics run took longer than %v: %w", s.RunTimeout, context.DeadlineExceeded))
+	defer cancel()
 	cfg := s.cfg
 	cfg.From, cfg.To, cfg.Out, cfg.Input, cfg.Progress = from, to, "", "", nil
 	if s.dbURL != nil {
@@ -269,7 +358,13 @@ func (s *Scheduler) run(ctx context.Context, trigger, from, to string) (*Results
 	}
 	res, err := Run(ctx, cfg, nil, s.log)
 	result := "ok"
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(context.Cause(ctx), context.Canceled):
+		result, err = "canceled", context.Canceled
+	case ctx.Err() != nil:
+		result, err = "timeout", context.Cause(ctx)
+	default:
 		result = "error"
 	}
 	s.runs.WithLabelValues(trigger, result).Inc()
@@ -277,7 +372,9 @@ func (s *Scheduler) run(ctx context.Context, trigger, from, to string) (*Results
 }
 
 // Routes registers POST /v1/admin/analytics {from, to}: an admin runs the
-// job now and gets the results as JSON.
+// job now and gets the results as JSON. The run belongs to the request: it
+// stops when the client goes away, and a request while another run is in
+// progress gets 409 at once.
 func (s *Scheduler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/admin/analytics", func(w http.ResponseWriter, r *http.Request) {
 		fail := func(status int, code, msg string) {
@@ -305,13 +402,30 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 			fail(http.StatusBadRequest, "invalid_range", err.Error())
 			return
 		}
-		res, err := s.run(r.Context(), "http", rng.From, rng.To)
-		if err != nil {
+		res, err := s.run(r.Context(), "http", rng.From, rng.To, false)
+		switch {
+		case errors.Is(err, ErrBusy):
+			w.Header().Set("Retry-After", "30")
+			fail(http.StatusConflict, "busy", err.Error())
+			return
+		case r.Context().Err() != nil:
+			s.log.Info("analytics run canceled: the request ended", "from", rng.From, "to", rng.To)
+			return // nobody to answer
+		case errors.Is(err, context.DeadlineExceeded):
+			s.log.Error("analytics run timed out", "err", err)
+			fail(http.StatusServiceUnavailable, "timeout", err.Error())
+			return
+		case err != nil:
 			s.log.Error("analytics run failed", "err", err)
 			fail(http.StatusServiceUnavailable, "unavailable", "analytics run failed: "+err.Error())
 			return
 		}
+		body := map[string]any{"from": rng.From, "to": rng.To, "events": res.Events, "days": res.Days,
+			"records": res.Records, "undecodable": res.Undecodable}
+		if res.Note != "" {
+			body["note"], body["input_dates"] = res.Note, res.InputDates
+		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"from": rng.From, "to": rng.To, "events": res.Events, "days": res.Days})
+		json.NewEncoder(w).Encode(body)
 	})
 }

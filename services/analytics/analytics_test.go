@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,6 +88,92 @@ func TestHandMadeLog(t *testing.T) {
 		}
 		if res.Events != 5 {
 			t.Errorf("events = %d, want 5 (duplicate, system, join, undecodable and out-of-range excluded)", res.Events)
+		}
+	}
+}
+
+// badStamps are messages without a usable timestamp (undecodable) and a
+// join without one (not a message: ignored).
+const badStamps = `{"id":"01936c4e-0000-7000-8000-0000000000b1","type":"chat","room":"general","username":"zed","content":"no time"}
+{"id":"01936c4e-0000-7000-8000-0000000000b2","type":"private","target":"alice","username":"zed","content":"bad time","timestamp":"yesterday"}
+{"id":"01936c4e-0000-7000-8000-0000000000b3","type":"join","room":"general","username":"zed"}
+`
+
+func TestBadTimestampsCountAsUndecodable(t *testing.T) {
+	res, err := Run(context.Background(), Config{From: "2026-11-01", To: "2026-11-02", Input: "-"}, strings.NewReader(handMade+badStamps), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dau, words := res.CSV(); string(dau) != wantDAU || string(words) != wantWords {
+		t.Fatalf("results changed:\n%s\n%s", dau, words)
+	}
+	if res.Records != 14 || res.Undecodable != 3 {
+		t.Fatalf("records %d, undecodable %d; want 14, 3 (not json, no timestamp, unparseable timestamp)", res.Records, res.Undecodable)
+	}
+	var sb strings.Builder
+	Summary(&sb, res)
+	if !strings.Contains(sb.String(), "3 of 14 records undecodable or without a valid timestamp") {
+		t.Fatalf("summary does not report them:\n%s", sb.String())
+	}
+}
+
+func TestEmptyRangeSaysWhichDatesTheInputHolds(t *testing.T) {
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	res, err := Run(context.Background(), Config{From: "2026-12-01", To: "2026-12-03", Input: "-"}, strings.NewReader(handMade), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// frank's is the 31st, ghost's the 3rd; carol's is the 1st in UTC; dave's is not a message.
+	const want = "no messages dated 2026-12-01..2026-12-03; the input holds messages dated 2026-10-31..2026-11-03"
+	if res.Events != 0 || res.Note != want || strings.Join(res.InputDates, " ") != "2026-10-31 2026-11-01 2026-11-02 2026-11-03" {
+		t.Fatalf("events %d, note %q, dates %v; want 0, %q", res.Events, res.Note, res.InputDates, want)
+	}
+	if !strings.Contains(logged.String(), want) {
+		t.Errorf("the log output does not say it:\n%s", logged.String())
+	}
+	var sb strings.Builder
+	Summary(&sb, res)
+	if !strings.Contains(sb.String(), want) {
+		t.Errorf("the summary does not say it:\n%s", sb.String())
+	}
+
+	// The default range (yesterday) says it is the default.
+	res, err = Run(context.Background(), Config{Input: "-"}, strings.NewReader(handMade), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(res.Note, "(yesterday, the default range); the input holds messages dated 2026-10-31..2026-11-03") {
+		t.Fatalf("default range: note %q", res.Note)
+	}
+	// An input without any message.
+	res, err = Run(context.Background(), Config{From: "2026-11-01", Input: "-"}, strings.NewReader("not json\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(res.Note, "; the input holds no messages") {
+		t.Fatalf("no messages at all: note %q", res.Note)
+	}
+	// A range that matches: no note.
+	res, _ = Run(context.Background(), Config{From: "2026-11-01", Input: "-"}, strings.NewReader(handMade), nil)
+	if res.Note != "" || res.InputDates != nil {
+		t.Fatalf("a range with messages: note %q, dates %v", res.Note, res.InputDates)
+	}
+}
+
+func TestDescribeDates(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"2026-11-01"}, "2026-11-01"},
+		{[]string{"2026-02-27", "2026-02-28", "2026-03-01", "2026-03-03"}, "2026-02-27..2026-03-01, 2026-03-03"},
+		{[]string{"2026-01-01", "2026-01-03", "2026-01-05", "2026-01-07", "2026-01-09", "2026-01-11", "2026-01-13", "2026-01-14"},
+			"2026-01-01, 2026-01-03, 2026-01-05, 2026-01-07, 2026-01-09, 2026-01-11, and 2 more dates"},
+	} {
+		if got := describeDates(tc.in); got != tc.want {
+			t.Errorf("describeDates(%v) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

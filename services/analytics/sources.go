@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,7 +295,8 @@ func fetchRange(ctx context.Context, cs *fetchConns, pr partitionRange, pool *sy
 }
 
 // logRanges finds the partitions of the topics and, for each, the offsets
-// from the first record stamped at or after from to the end.
+// from the first record stamped at or after from (the first record when
+// from is zero) to the end.
 func logRanges(ctx context.Context, k kafkaio.Config, topics []string, from time.Time) ([]partitionRange, error) {
 	cl := k.Client()
 	var parts []partitionRange
@@ -314,7 +317,11 @@ func logRanges(ctx context.Context, k kafkaio.Config, topics []string, from time
 	for i := range parts {
 		pr := &parts[i]
 		topic, id := pr.part.Topic, pr.part.ID
-		req := map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id), kafka.TimeOffsetOf(id, from)}}
+		offs := []kafka.OffsetRequest{kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id)}
+		if !from.IsZero() {
+			offs = append(offs, kafka.TimeOffsetOf(id, from))
+		}
+		req := map[string][]kafka.OffsetRequest{topic: offs}
 		res, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: req})
 		if err != nil {
 			return nil, fmt.Errorf("list offsets: %w", err)
@@ -354,4 +361,54 @@ func splitRanges(parts []partitionRange, size int64) []partitionRange {
 		}
 	}
 	return out
+}
+
+// probeLogDates returns the dates of the messages in the first and the last
+// record batches of every partition of the topics: where the log starts
+// and ends, for a run whose range matched nothing.
+func probeLogDates(ctx context.Context, k kafkaio.Config, topics []string) ([]string, error) {
+	parts, err := logRanges(ctx, k, topics, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	var cs fetchConns
+	cs.dialer.Timeout = 10 * time.Second
+	stop := context.AfterFunc(ctx, cs.close)
+	defer func() { stop(); cs.close() }()
+	dates := map[string]struct{}{}
+	var e Event
+	var buf, scratch []byte
+	for _, pr := range parts {
+		if pr.start >= pr.end {
+			continue
+		}
+		for _, off := range []int64{pr.start, pr.end - 1} {
+			fc, err := cs.get(ctx, pr.part.Leader)
+			if err != nil {
+				return nil, err
+			}
+			fc.c.SetDeadline(time.Now().Add(logFetchTimeout))
+			f, err := fc.fetch(pr.part.Topic, pr.part.ID, off, 64<<10, logFetchWait, &buf)
+			if err != nil {
+				cs.drop(fc)
+				return nil, err
+			}
+			if f.errCode != 0 {
+				return nil, kafka.Error(f.errCode)
+			}
+			records, _ := completeBatches(f.records)
+			err = eachRecord(records, pr.start, pr.end, &scratch, func(v []byte) {
+				if parseEvent(v, &e) != nil || e.Type != "chat" && e.Type != "private" {
+					return
+				}
+				if d, ok := dateOf(e.Timestamp); ok {
+					dates[strings.Clone(d)] = struct{}{}
+				}
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(dates)), nil
 }
