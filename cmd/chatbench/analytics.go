@@ -68,9 +68,11 @@ func analyticsBench(args []string) error {
 		}
 		fmt.Printf("  jsonl: %.2f× the baseline's rate; CSV files identical to the baseline's\n", base.Seconds()/fast.Seconds())
 		if *withLog {
-			if err := benchFromBroker(bin, dir, n, rng); err != nil {
+			fromLog, err := benchFromBroker(bin, dir, n, rng)
+			if err != nil {
 				return err
 			}
+			fmt.Printf("  log: %.2f× the jsonl rate; CSV files identical to the baseline's\n", fast.Seconds()/fromLog.Seconds())
 		}
 	}
 	return nil
@@ -251,19 +253,19 @@ func analyticsBaseline(args []string) error {
 
 // benchFromBroker loads the same events into an embedded broker process and
 // times the job reading the log.
-func benchFromBroker(bin, dir string, n int, rng []string) error {
+func benchFromBroker(bin, dir string, n int, rng []string) (time.Duration, error) {
 	addr := freeAddr()
 	broker := exec.Command(bin, "-target=broker", "-broker.addr="+addr, "-http.addr="+freeAddr(), "-data.dir="+dir+"/data", "-broker.sync-writes=false", "-log.level=warn")
 	broker.Stderr = os.Stderr
 	if err := broker.Start(); err != nil {
-		return err
+		return 0, err
 	}
 	defer func() { broker.Process.Signal(os.Interrupt); broker.Wait() }()
 	k := kafkaio.Config{Brokers: addr, RoomsTopic: "chat.rooms", DirectTopic: "chat.direct", RoomsPartitions: 12, DirectPartitions: 12,
 		ReplicationFactor: 1, WriteTimeout: 30 * time.Second, BatchTimeout: 5 * time.Millisecond}
 	ctx := context.Background()
 	if _, err := k.EnsureTopics(ctx, kafkaio.TopicSpec{Name: "chat.rooms", Partitions: 12}, kafkaio.TopicSpec{Name: "chat.direct", Partitions: 12}); err != nil {
-		return err
+		return 0, err
 	}
 	rooms, direct := k.NewWriter("chat.rooms"), k.NewWriter("chat.direct")
 	rooms.BatchSize, direct.BatchSize = 5000, 5000
@@ -272,7 +274,7 @@ func benchFromBroker(bin, dir string, n int, rng []string) error {
 	for _, f := range files {
 		fh, err := os.Open(f)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		sc := bufio.NewScanner(fh)
 		var rm, dm []kafka.Message
@@ -297,12 +299,12 @@ func benchFromBroker(bin, dir string, n int, rng []string) error {
 			}
 			if len(rm)+len(dm) >= 20000 {
 				if err := flush(); err != nil {
-					return err
+					return 0, err
 				}
 			}
 		}
 		if err := flush(); err != nil {
-			return err
+			return 0, err
 		}
 		fh.Close()
 	}
@@ -311,8 +313,9 @@ func benchFromBroker(bin, dir string, n int, rng []string) error {
 	fmt.Printf("  loaded the log into the embedded broker in %.1fs\n", time.Since(t0).Seconds())
 	os.Setenv("CHAT_KAFKA_BROKERS", addr)
 	defer os.Unsetenv("CHAT_KAFKA_BROKERS")
-	if _, err := timed("chat -target=analytics log", n, bin, append([]string{"-target=analytics", "-log.level=warn", "-analytics.out=" + dir + "/log"}, rng...)...); err != nil {
-		return err
+	d, err := timed("chat -target=analytics log", n, bin, append([]string{"-target=analytics", "-log.level=warn", "-analytics.out=" + dir + "/log"}, rng...)...)
+	if err != nil {
+		return 0, err
 	}
-	return sameFiles(dir+"/base", dir+"/log")
+	return d, sameFiles(dir+"/base", dir+"/log")
 }
