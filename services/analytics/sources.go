@@ -194,7 +194,7 @@ func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, 
 	close(queue)
 	nf = min(nf, len(chunks))
 	pool := sync.Pool{New: func() any { b := make([]byte, 0, logFetchBytes+64<<10); return &b }}
-	fetchedCh := make(chan logChunk, 2*len(ws))
+	fetchedCh := make(chan logChunk, len(ws))
 	g, ctx := errgroup.WithContext(ctx)
 	var fetchers sync.WaitGroup
 	for range nf {
