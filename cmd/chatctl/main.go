@@ -64,10 +64,20 @@ func newRoot() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", env("CHAT_SERVER", "http://"+env("CHAT_HTTP_ADDR", "127.0.0.1:8080")), "server base URL (env CHAT_SERVER)")
-	pf.StringVar(&g.token, "token", env("CHAT_TOKEN", ""), "JWT to authenticate with (env CHAT_TOKEN); default: mint one with the local secret")
+	// The secrets' environment fallbacks are applied after parsing, not
+	// as flag defaults: help prints defaults.
+	pf.StringVar(&g.token, "token", "", "JWT to authenticate with (env CHAT_TOKEN); default: mint one with the local secret")
 	pf.StringVar(&g.dataDir, "data-dir", env("CHAT_DATA_DIR", "./data"), "server data directory holding the generated jwt.secret (env CHAT_DATA_DIR)")
-	pf.StringVar(&g.secret, "jwt-secret", env("CHAT_JWT_SECRET", ""), "HS256 secret (env CHAT_JWT_SECRET); default: the data directory's")
+	pf.StringVar(&g.secret, "jwt-secret", "", "HS256 secret (env CHAT_JWT_SECRET); default: the data directory's")
 	pf.StringVar(&g.privateKey, "jwt-private-key", "", "PEM RSA private key: mint RS256 tokens instead of HS256")
+	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+		if !cmd.Flags().Changed("token") {
+			g.token = env("CHAT_TOKEN", "")
+		}
+		if !cmd.Flags().Changed("jwt-secret") {
+			g.secret = env("CHAT_JWT_SECRET", "")
+		}
+	}
 	root.AddCommand(tokenCmd(g), announceCmd(g), chatCmd(g), historyCmd(g), searchCmd(g), analyticsCmd(g), presenceCmd(g), dmCmd(g))
 	return root
 }
@@ -292,17 +302,26 @@ func chat(ctx context.Context, server, tok, room string, in io.Reader, out io.Wr
 	}
 }
 
+// session runs one connection. Its reader goroutine updates *since and
+// writes to out; session returns only after that goroutine has ended, so
+// the caller may read *since (for the next join) and out.
 func session(ctx context.Context, ws *websocket.Conn, room string, since *string, lines <-chan string, out io.Writer) (done bool, err error) {
-	defer ws.Close()
+	readerDone := make(chan struct{})
+	defer func() {
+		ws.Close() // ends the reader's ReadJSON
+		<-readerDone
+	}()
 	join := map[string]string{"type": "join", "room": room}
 	if *since != "" {
 		join["since"] = *since
 	}
 	if err := ws.WriteJSON(join); err != nil {
+		close(readerDone)
 		return false, err
 	}
 	errc := make(chan error, 1)
 	go func() {
+		defer close(readerDone)
 		for {
 			var ev map[string]any
 			if err := ws.ReadJSON(&ev); err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -85,7 +86,53 @@ func startServer(t *testing.T, dataDir string) string {
 	return h.ListenAddr()
 }
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// TestMain runs the tests without the caller's CHAT_* and OTEL_* variables,
+// which chatctl (and the services it talks to) would pick up.
+func TestMain(m *testing.M) {
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "CHAT_") || strings.HasPrefix(k, "OTEL_") {
+			os.Unsetenv(k)
+		}
+	}
+	pgtest.Main(m)
+}
+
+// TestHelpShowsNoSecrets: CHAT_TOKEN and CHAT_JWT_SECRET are used, but
+// never printed as flag defaults by --help.
+func TestHelpShowsNoSecrets(t *testing.T) {
+	const secret, token = "env-secret-never-printed-0123", "env.token.never-printed"
+	t.Setenv("CHAT_JWT_SECRET", secret)
+	t.Setenv("CHAT_TOKEN", token)
+	for _, args := range [][]string{{"--help"}, {"token", "--help"}, {"chat", "--help"}, {"history", "--help"}} {
+		out, err := ctl(t, "", args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out, secret) || strings.Contains(out, token) {
+			t.Fatalf("chatctl %v printed a secret:\n%s", args, out)
+		}
+		if !strings.Contains(out, "CHAT_JWT_SECRET") {
+			t.Fatalf("chatctl %v does not mention CHAT_JWT_SECRET:\n%s", args, out)
+		}
+	}
+	// The secret from the environment still signs tokens.
+	tok, err := ctl(t, "", "token", "--user", "alice", "--data-dir", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := v.Verify(strings.TrimSpace(tok)); err != nil || id.Username != "alice" {
+		t.Fatalf("token from CHAT_JWT_SECRET: %v %v", id, err)
+	}
+	// And a --jwt-secret flag wins over it.
+	tok, _ = ctl(t, "", "token", "--user", "alice", "--jwt-secret", "flag-secret-0123456789")
+	if _, err := v.Verify(strings.TrimSpace(tok)); err == nil {
+		t.Fatal("--jwt-secret did not override CHAT_JWT_SECRET")
+	}
+}
 
 func ctl(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
@@ -210,5 +257,74 @@ func TestTokenAnnounceAndChat(t *testing.T) {
 	_, resp, _ = websocket.DefaultDialer.Dial("ws://"+addr+"/ws?token="+strings.TrimSpace(bad), nil)
 	if resp == nil || resp.StatusCode != 401 {
 		t.Fatalf("foreign token: %v, want 401", resp)
+	}
+}
+
+// TestChatReturnsAfterItsReader: when chat returns, its connection's reader
+// goroutine has ended: the output (and the resume position it keeps, read
+// by the next connection's join) is no longer written. Run with -race: out
+// is read without synchronisation right after chat returns.
+func TestChatReturnsAfterItsReader(t *testing.T) {
+	dir := t.TempDir()
+	addr := startServer(t, dir)
+	m, err := (&globals{dataDir: dir}).minter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceTok, _ := m.Mint("alice", false, time.Hour)
+	bobTok, _ := m.Mint("bob", false, time.Hour)
+	alice, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", http.Header{"Authorization": {"Bearer " + aliceTok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	alice.WriteJSON(map[string]string{"type": "join", "room": "general"})
+	waitFrame(t, alice, func(m map[string]any) bool { return m["type"] == "joined" })
+
+	for round := 0; round < 3; round++ {
+		in, lines := io.Pipe()
+		var out bytes.Buffer // a plain buffer: read below without a lock
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- chat(ctx, "http://"+addr, bobTok, "general", in, &out) }()
+		line := "from bob " + strconv.Itoa(round)
+		io.WriteString(lines, line+"\n")
+		waitFrame(t, alice, func(m map[string]any) bool { return m["type"] == "chat" && m["content"] == line })
+		// Keep bob's reader busy while chat ends.
+		for i := 0; i < 10; i++ { // within the edge's rate limit
+			alice.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "busy " + strconv.Itoa(i), "client_id": "b" + strconv.Itoa(round*100+i)})
+		}
+		cancel()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("chat did not return within 20s of its context's end")
+		}
+		got := out.String()
+		lines.Close()
+		if err != nil {
+			t.Fatalf("chat = %v", err)
+		}
+		if !strings.Contains(got, "* connected as bob") {
+			t.Fatalf("chat printed %q", got)
+		}
+		// Drain alice's acks and echoes before the next round.
+		waitFrame(t, alice, func(m map[string]any) bool { return m["client_id"] == "b"+strconv.Itoa(round*100+9) })
+	}
+}
+
+// waitFrame reads ws until a frame satisfies ok, within 10s.
+func waitFrame(t *testing.T, ws *websocket.Conn, ok func(map[string]any) bool) map[string]any {
+	t.Helper()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var m map[string]any
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatalf("waiting for a frame: %v", err)
+		}
+		if ok(m) {
+			return m
+		}
 	}
 }
