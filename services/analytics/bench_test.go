@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 )
 
 // benchInput is n JSON lines shaped like real events.
@@ -36,4 +38,39 @@ func BenchmarkRunJSONLines(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(200000*b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkRunLog reads the same events from an embedded broker in this
+// process (go test -bench RunLog -cpuprofile; the broker's share shows as
+// kfake).
+func BenchmarkRunLog(b *testing.B) {
+	const n = 200000
+	k := startLog(b)
+	var rooms []kafka.Message
+	for i, line := range bytes.Split(benchInput(n), []byte("\n")) {
+		if len(line) > 0 {
+			rooms = append(rooms, kafka.Message{Key: fmt.Appendf(nil, "room%d", i%100), Value: line})
+		}
+	}
+	w := k.NewWriter(k.RoomsTopic)
+	w.BatchSize = 5000
+	for len(rooms) > 0 {
+		m := rooms[:min(len(rooms), 20000)]
+		rooms = rooms[len(m):]
+		if err := w.WriteMessages(context.Background(), m...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w.Close()
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := Run(context.Background(), Config{Kafka: k, From: "2026-10-01", To: "2026-12-31"}, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Events != n {
+			b.Fatalf("%d events, want %d", res.Events, n)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "events/s")
 }

@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // startLog starts an embedded broker with the topics rooms (4 partitions)
 // and direct (3).
-func startLog(t *testing.T) kafkaio.Config {
+func startLog(t testing.TB) kafkaio.Config {
 	t.Helper()
 	b := embedkafka.New(embedkafka.Config{Addr: "127.0.0.1:0"}, nil)
 	ctx := context.Background()

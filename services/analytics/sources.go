@@ -221,12 +221,7 @@ func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, 
 		g.Go(func() error {
 			var e Event
 			var scratch []byte
-			var failed error
 			for c := range fetchedCh {
-				if failed != nil || ctx.Err() != nil {
-					pool.Put(c.buf) // drain, so the fetchers never block
-					continue
-				}
 				var n, bad int64
 				err := eachRecord(c.records, c.from, c.to, &scratch, func(v []byte) {
 					n++
@@ -238,10 +233,12 @@ func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, 
 				p.records.Add(n)
 				p.bad.Add(bad)
 				if err != nil {
-					failed = fmt.Errorf("%s: %w", c.where, err)
+					// The group's context ends: the fetchers stop
+					// rather than wait for this worker.
+					return fmt.Errorf("%s: %w", c.where, err)
 				}
 			}
-			return failed
+			return nil
 		})
 	}
 	return g.Wait()
