@@ -56,6 +56,9 @@ type conn struct {
 	closeCode CloseCode
 	closeText string
 	flush     bool // on close, write the queue first (drain) or drop it (slow)
+	// kickPending: frames were pushed and whoever pushed the first of
+	// them will kick the writer.
+	kickPending bool
 
 	inFlight chan struct{} // appends awaiting the broker; made on first use
 
@@ -106,8 +109,12 @@ func (c *conn) finish() {
 	})
 }
 
-// send queues a frame without blocking. A full queue closes the connection.
-func (c *conn) send(frame []byte, typ string) bool {
+// push queues a frame without blocking and without waking the writer. A
+// full queue closes the connection. kick reports that the caller must call
+// c.kick once it has queued everything it has for c (a fan-out queues a
+// whole fetched batch first, so the writer wakes once and writes it all
+// with one system call).
+func (c *conn) push(frame []byte, typ string) (kick bool) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -122,10 +129,28 @@ func (c *conn) send(frame []byte, typ string) bool {
 	}
 	c.queue = append(c.queue, frame)
 	c.qBytes += len(frame)
-	c.scheduleLocked()
+	kick = !c.kickPending
+	c.kickPending = true
 	c.mu.Unlock()
 	c.e.m.frameOut(typ)
-	return true
+	return kick
+}
+
+// kick wakes the writer for what push queued.
+func (c *conn) kick() {
+	c.mu.Lock()
+	c.kickPending = false
+	if !c.closing { // a closing connection's writer is already scheduled
+		c.scheduleLocked()
+	}
+	c.mu.Unlock()
+}
+
+// send queues a frame without blocking and wakes the writer.
+func (c *conn) send(frame []byte, typ string) {
+	if c.push(frame, typ) {
+		c.kick()
+	}
 }
 
 // sendWait queues a frame, waiting for room in the queue: for replays and

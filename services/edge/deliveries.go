@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 
@@ -40,30 +39,30 @@ func newDeliveriesSource(ctx context.Context, k kafkaio.Config, edgeID string, l
 }
 
 // Run delivers this edge's records from the offset fixed at construction.
-func (s *deliveriesSource) Run(ctx context.Context, deliver func(*delivery)) error {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.k.BrokerList(), Topic: s.k.DeliveriesTopic, Partition: s.partition,
-		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, ReadLagInterval: -1, MaxAttempts: 1 << 30})
-	defer r.Close()
-	if err := r.SetOffset(s.start); err != nil {
-		return err
-	}
-	for {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) error {
+	var ds []*delivery
+	return tailPartition(ctx, s.k, s.k.DeliveriesTopic, s.partition, s.start, s.log, func(msgs []kafka.Message) {
+		ds = ds[:0]
+		for i := range msgs {
+			m := &msgs[i]
+			if string(m.Key) != s.edgeID {
+				continue
 			}
-			return fmt.Errorf("deliveries %d: %w", s.partition, err)
+			var ev chatevent.Event
+			if err := json.Unmarshal(m.Value, &ev); err != nil || ev.Validate() != nil || ev.Type != chatevent.TypePrivate {
+				s.m.badRecords.Inc()
+				continue
+			}
+			pos, err := chatevent.ParsePos(ev.Pos)
+			if err != nil {
+				s.m.badRecords.Inc()
+				continue
+			}
+			ds = append(ds, &delivery{ev: ev, pos: pos, frame: m.Value})
 		}
-		if string(m.Key) != s.edgeID {
-			continue
+		if len(ds) > 0 {
+			deliver(ds)
+			clear(ds)
 		}
-		var ev chatevent.Event
-		if err := json.Unmarshal(m.Value, &ev); err != nil || ev.Validate() != nil || ev.Type != chatevent.TypePrivate {
-			s.m.badRecords.Inc()
-			continue
-		}
-		pos, _ := chatevent.ParsePos(ev.Pos)
-		deliver(&delivery{ev: ev, pos: pos, frame: m.Value})
-	}
+	})
 }

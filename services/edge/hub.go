@@ -44,19 +44,43 @@ func (h *hub) removeConn(c *conn) {
 	h.mu.Unlock()
 }
 
-// deliverDirect sends a private message to the local connections of its
-// sender and its target. It never blocks.
-func (h *hub) deliverDirect(d *delivery) {
+// deliverDirect fans a fetched batch of private messages out to the local
+// connections of their senders and targets. It never blocks.
+func (h *hub) deliverDirect(ds []*delivery) {
+	touched := getTouched()
 	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for c := range h.users[d.ev.Username] {
-		c.send(d.frame, d.ev.Type)
-	}
-	if d.ev.Target != d.ev.Username {
-		for c := range h.users[d.ev.Target] {
-			c.send(d.frame, d.ev.Type)
+	for _, d := range ds {
+		for c := range h.users[d.ev.Username] {
+			if c.push(d.frame, d.ev.Type) {
+				*touched = append(*touched, c)
+			}
+		}
+		if d.ev.Target != d.ev.Username {
+			for c := range h.users[d.ev.Target] {
+				if c.push(d.frame, d.ev.Type) {
+					*touched = append(*touched, c)
+				}
+			}
 		}
 	}
+	h.mu.RUnlock()
+	kickAll(touched)
+}
+
+// touchedPool recycles the lists of connections a fan-out queued frames to.
+var touchedPool = sync.Pool{New: func() any { s := make([]*conn, 0, 256); return &s }}
+
+func getTouched() *[]*conn { return touchedPool.Get().(*[]*conn) }
+
+// kickAll wakes the writer of every connection in touched, once each, and
+// recycles the list.
+func kickAll(touched *[]*conn) {
+	for i, c := range *touched {
+		c.kick()
+		(*touched)[i] = nil
+	}
+	*touched = (*touched)[:0]
+	touchedPool.Put(touched)
 }
 
 func (h *hub) addSub(s *sub) {
@@ -104,20 +128,31 @@ func (h *hub) snapshotConns() []*conn {
 	return out
 }
 
-// deliver fans d out: to the room's subscriptions, or for a system event
-// without a room to every connection. It never blocks.
-func (h *hub) deliver(d *delivery) {
+// deliver fans a fetched batch of room events out: each to its room's
+// subscriptions, or, for a system event without a room, to every
+// connection. Every frame is queued before any writer is woken, so a
+// connection that gets several events from the batch writes them with one
+// system call. It never blocks.
+func (h *hub) deliver(ds []*delivery) {
+	touched := getTouched()
 	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if d.ev.Room == "" {
-		for c := range h.conns {
-			c.send(d.frame, d.ev.Type)
+	for _, d := range ds {
+		if d.ev.Room == "" {
+			for c := range h.conns {
+				if c.push(d.frame, d.ev.Type) {
+					*touched = append(*touched, c)
+				}
+			}
+			continue
 		}
-		return
+		for s := range h.rooms[d.ev.Room] {
+			if s.offer(d) {
+				*touched = append(*touched, s.c)
+			}
+		}
 	}
-	for s := range h.rooms[d.ev.Room] {
-		s.offer(d)
-	}
+	h.mu.RUnlock()
+	kickAll(touched)
 }
 
 // maxPending bounds the live events a subscription buffers while it replays.
@@ -134,23 +169,24 @@ type sub struct {
 	last      int64       // offset of the last event delivered; -1 none
 }
 
-// offer delivers a live event, or buffers it while the subscription replays.
-func (s *sub) offer(d *delivery) {
+// offer queues a live event (push: the caller kicks s.c when it reports
+// true), or buffers it while the subscription replays.
+func (s *sub) offer(d *delivery) (kick bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.replaying {
 		if len(s.pending) >= maxPending {
 			s.c.kill(CloseSlowClient, "too far behind while resuming")
-			return
+			return false
 		}
 		s.pending = append(s.pending, d)
-		return
+		return false
 	}
 	if d.pos.Offset <= s.last {
-		return
+		return false
 	}
 	s.last = d.pos.Offset
-	s.c.send(d.frame, d.ev.Type)
+	return s.c.push(d.frame, d.ev.Type)
 }
 
 // takePending returns the buffered live events, or, when there are none,

@@ -27,9 +27,9 @@ type delivery struct {
 // partition of chat.rooms; at larger scale it becomes this edge's partition
 // of chat.deliveries. Connection code sees only this interface.
 type source interface {
-	// Run calls deliver for every new event, in log order per partition,
-	// until ctx ends. deliver must not block.
-	Run(ctx context.Context, deliver func(*delivery)) error
+	// Run calls deliver with every new event, in log order per partition,
+	// a fetched batch at a time, until ctx ends. deliver must not block.
+	Run(ctx context.Context, deliver func([]*delivery)) error
 	// Resume reports whether the log still holds every event of room after
 	// pos. If it does, end is the position to replay up to (exclusive).
 	Resume(ctx context.Context, room string, after chatevent.Pos) (end chatevent.Pos, ok bool, err error)
@@ -109,34 +109,32 @@ func (s *logSource) decode(m kafka.Message) *delivery {
 	return &delivery{ev: ev, pos: pos, frame: frame}
 }
 
-// Run tails every partition from the offsets fixed at construction.
-func (s *logSource) Run(ctx context.Context, deliver func(*delivery)) error {
+// Run tails every partition from the offsets fixed at construction. Records
+// whose key (the room) has no local subscriber are dropped undecoded.
+func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for p := 0; p < s.partitions; p++ {
-		r, err := s.reader(p, s.start[p])
-		if err != nil {
-			return err
-		}
 		g.Go(func() error {
-			defer r.Close()
-			for {
-				m, err := r.ReadMessage(ctx)
-				if err != nil {
-					if ctx.Err() != nil {
-						return nil
+			var ds []*delivery
+			return tailPartition(ctx, s.kafka, s.topic, p, s.start[p], s.log, func(msgs []kafka.Message) {
+				ds = ds[:0]
+				for i := range msgs {
+					m := &msgs[i]
+					if s.serves != nil && !s.serves(m.Key) {
+						continue // no local subscriber: not worth decoding
 					}
-					return fmt.Errorf("tail %s/%d: %w", s.topic, p, err)
-				}
-				if s.serves != nil && !s.serves(m.Key) {
-					continue // no local subscriber: not worth decoding
-				}
-				if d := s.decode(m); d != nil {
-					if t, err := d.ev.Time(); err == nil {
-						s.m.deliverySecs.Observe(time.Since(t).Seconds())
+					if d := s.decode(*m); d != nil {
+						if t, err := d.ev.Time(); err == nil {
+							s.m.deliverySecs.Observe(time.Since(t).Seconds())
+						}
+						ds = append(ds, d)
 					}
-					deliver(d)
 				}
-			}
+				if len(ds) > 0 {
+					deliver(ds)
+					clear(ds)
+				}
+			})
 		})
 	}
 	return g.Wait()
