@@ -1,4 +1,6 @@
 # One image for every service; -target picks which (deploy/compose, deploy/k8s).
+# It holds no PostgreSQL server, so single-machine mode (-target=all) needs
+# CHAT_DATABASE_URL; without a target the image prints the flags.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY . .
@@ -8,6 +10,8 @@ RUN CGO_ENABLED=0 go build -trimpath -o /out/chat ./cmd/chat && \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/chat /out/chatctl /usr/local/bin/
 USER nonroot
+ENV CHAT_HTTP_ADDR=0.0.0.0:8080 CHAT_DATA_DIR=/home/nonroot/data CHAT_LOG_FORMAT=json
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/chat"]
-CMD ["-target=all", "-http.addr=0.0.0.0:8080", "-data.dir=/home/nonroot/data", "-log.format=json"]
+# e.g. docker run -e CHAT_KAFKA_BROKERS=kafka:9092 -e CHAT_JWT_SECRET=… IMAGE -target=edge
+CMD ["-h"]
