@@ -137,7 +137,7 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writ
 	}
 	a := &app{o: o, t: t, log: log, reg: observe.NewRegistry(), mux: lifecycle.NewMux()}
 	a.runner = &lifecycle.Runner{Log: log, ShutdownDelay: o.shutdownDelay, StopTimeout: o.edge.DrainDuration + 10*time.Second, Mux: a.mux}
-	order, err := resolve(t.modules)
+	order, err := resolve(append([]string{"http"}, t.modules...)) // every process serves HTTP
 	if err != nil {
 		return err
 	}
