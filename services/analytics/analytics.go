@@ -402,6 +402,8 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 			fail(http.StatusBadRequest, "invalid_range", err.Error())
 			return
 		}
+		// The run, not the server's write timeout, bounds the answer.
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.RunTimeout + 30*time.Second))
 		res, err := s.run(r.Context(), "http", rng.From, rng.To, false)
 		switch {
 		case errors.Is(err, ErrBusy):

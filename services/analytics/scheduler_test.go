@@ -17,9 +17,9 @@ import (
 	"github.com/chatsys/chat/pkg/kafkaio"
 )
 
-// adminServer serves a scheduler over the log k; it returns the server and
-// an admin token.
-func adminServer(t *testing.T, k kafkaio.Config) (*Scheduler, *httptest.Server, string) {
+// adminServer serves a scheduler over the log k, with a write timeout as
+// -http.write-timeout sets; it returns the server and an admin token.
+func adminServer(t *testing.T, k kafkaio.Config, writeTimeout time.Duration) (*Scheduler, *httptest.Server, string) {
 	t.Helper()
 	s, err := NewScheduler(Config{Kafka: k, Auth: auth.Config{Secret: "test-secret-0123456789"}}, nil, prometheus.NewRegistry())
 	if err != nil {
@@ -27,7 +27,9 @@ func adminServer(t *testing.T, k kafkaio.Config) (*Scheduler, *httptest.Server, 
 	}
 	mux := http.NewServeMux()
 	s.Routes(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.WriteTimeout = writeTimeout
+	srv.Start()
 	t.Cleanup(srv.Close)
 	tok, err := auth.NewHS256Minter("test-secret-0123456789", "").Mint("root", true, time.Hour)
 	if err != nil {
@@ -62,7 +64,7 @@ func postAnalytics(ctx context.Context, srv *httptest.Server, tok, body string) 
 // never answers, so a run lasts until it is stopped.
 func TestAdminRunIsExclusiveCancellableAndBounded(t *testing.T) {
 	k := kafkaio.Config{Brokers: silentBroker(t), RoomsTopic: "rooms", DirectTopic: "direct"}
-	s, srv, tok := adminServer(t, k)
+	s, srv, tok := adminServer(t, k, 100*time.Millisecond)
 	const body = `{"from":"2026-11-01","to":"2026-11-02"}`
 
 	// A first request runs; a second one is refused at once.
@@ -89,8 +91,9 @@ func TestAdminRunIsExclusiveCancellableAndBounded(t *testing.T) {
 		return testutil.ToFloat64(s.runs.WithLabelValues("http", "canceled")) == 1
 	})
 
-	// A run is bounded.
-	s.RunTimeout = 300 * time.Millisecond
+	// A run is bounded, and its answer is not cut by the server's shorter
+	// write timeout.
+	s.RunTimeout = 500 * time.Millisecond
 	r, err = postAnalytics(context.Background(), srv, tok, body)
 	if err != nil || r.status != http.StatusServiceUnavailable || r.body.Error.Code != "timeout" {
 		t.Fatalf("a run past its timeout: %+v, %v; want 503 timeout", r, err)
@@ -104,7 +107,7 @@ func TestAdminRunEmptyRangeNote(t *testing.T) {
 	k := startLog(t)
 	rm, dm := logMessages(handMade)
 	appendLog(t, k, 0, rm, dm)
-	_, srv, tok := adminServer(t, k)
+	_, srv, tok := adminServer(t, k, 0)
 	r, err := postAnalytics(context.Background(), srv, tok, `{"from":"2027-01-01"}`)
 	if err != nil || r.status != http.StatusOK {
 		t.Fatalf("%+v, %v", r, err)
