@@ -111,6 +111,11 @@ func TestDecodeFrame(t *testing.T) {
 		{"number", `42`, true, Frame{}},
 		{"chat NUL in content", `{"type":"chat","room":"general","content":"a\u0000b","client_id":"1"}`, true, Frame{}},
 		{"private NUL in content", `{"type":"private","target":"bob","content":"\u0000","client_id":"1"}`, true, Frame{}},
+		{"duplicate room", `{"type":"chat","room":"a","room":"b","content":"hi","client_id":"1"}`, true, Frame{}},
+		{"duplicate type", `{"type":"join","type":"leave","room":"a"}`, true, Frame{}},
+		{"case variant ROOM", `{"type":"join","ROOM":"a","room":"b"}`, true, Frame{}},
+		{"case variant Content", `{"type":"chat","room":"a","Content":"x","content":"hi","client_id":"1"}`, true, Frame{}},
+		{"unknown member ignored", `{"type":"join","room":"a","future":{"x":1}}`, false, Frame{Type: "join", Room: "a"}},
 		{"NUL in client_id", `{"type":"chat","room":"general","content":"hi","client_id":"a\u0000"}`, true, Frame{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,10 +2,13 @@ package chatevent
 
 import (
 	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Frame is a frame a client sends to the edge. Which fields are required
@@ -61,6 +64,40 @@ func (l Limits) maxContent() int {
 	return MaxContentChars
 }
 
+// frameNames are the member names DecodeFrame knows; a frame may carry
+// other members (ignored, for forward compatibility) but no case variant of
+// these.
+var frameNames = []string{"type", "room", "target", "content", "client_id", "since", "username"}
+
+// decodeStrict decodes b into f with the JSON v2 semantics the contract
+// needs: duplicate names, case variants of known names and invalid UTF-8
+// are errors, where encoding/json would take the last value or fold case.
+func decodeStrict(b []byte, f *Frame) error {
+	if err := json.Unmarshal(b, f, json.MatchCaseInsensitiveNames(false)); err != nil {
+		return err
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(b))
+	if _, err := dec.ReadToken(); err != nil { // {
+		return err
+	}
+	for dec.PeekKind() == '"' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		name := tok.String()
+		for _, known := range frameNames {
+			if name != known && strings.EqualFold(name, known) {
+				return fmt.Errorf("member %q: names are case-sensitive, want %q", name, known)
+			}
+		}
+		if err := dec.SkipValue(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // DecodeFrame parses and validates one client frame. Every failure is a
 // *FrameError with code CodeInvalidMessage; it never panics on any input.
 func DecodeFrame(b []byte, lim Limits) (Frame, error) {
@@ -72,7 +109,7 @@ func DecodeFrame(b []byte, lim Limits) (Frame, error) {
 		return invalid("", "frame must be a JSON object")
 	}
 	var f Frame
-	if err := json.Unmarshal(b, &f); err != nil {
+	if err := decodeStrict(b, &f); err != nil {
 		return invalid(salvageClientID(b), "frame is not valid: %s", jsonProblem(err))
 	}
 	if !utf8.ValidString(f.ClientID) || len(f.ClientID) > MaxClientIDBytes || strings.IndexByte(f.ClientID, 0) >= 0 {
@@ -153,23 +190,29 @@ func checkContent(content string, max int) string {
 // as a whole (say, a mistyped other field), so the error can name it.
 func salvageClientID(b []byte) string {
 	var probe struct {
-		ClientID json.RawMessage `json:"client_id"`
+		ClientID jsontext.Value `json:"client_id"`
 	}
-	if json.Unmarshal(b, &probe) != nil {
+	if json.Unmarshal(b, &probe, jsontext.AllowDuplicateNames(true)) != nil {
 		return ""
 	}
 	var s string
-	if json.Unmarshal(probe.ClientID, &s) != nil || len(s) > MaxClientIDBytes || !utf8.ValidString(s) {
+	if json.Unmarshal(probe.ClientID, &s) != nil || len(s) > MaxClientIDBytes {
 		return ""
 	}
 	return s
 }
 
+// jsonProblem describes a decoding error without echoing the input.
 func jsonProblem(err error) string {
-	if te, ok := err.(*json.UnmarshalTypeError); ok && te.Field != "" {
-		return fmt.Sprintf("field %q must be a %s", te.Field, "string")
+	var se *json.SemanticError
+	if errors.As(err, &se) && se.JSONPointer != "" {
+		return fmt.Sprintf("member %q must be a string", strings.TrimPrefix(string(se.JSONPointer), "/"))
 	}
-	if _, ok := err.(*json.SyntaxError); ok {
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) {
+		if errors.Is(err, jsontext.ErrDuplicateName) {
+			return "duplicate member " + strings.TrimPrefix(string(syn.JSONPointer), "/")
+		}
 		return "not JSON"
 	}
 	return err.Error()
