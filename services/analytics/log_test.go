@@ -179,6 +179,12 @@ func TestLogChunksAndSmallFetches(t *testing.T) {
 			t.Fatalf("workers=%d: records %d, undecodable %d, events %d; want %d, 20, 5", workers, res.Records, res.Undecodable, res.Events, len(rooms)+len(direct))
 		}
 	}
+	// A range from before 1970 (record timestamps count milliseconds from
+	// then): the whole log, frank's message of the 31st included.
+	res, err := Run(context.Background(), Config{Kafka: k, From: "1969-12-31", To: "2026-11-02"}, nil, nil)
+	if err != nil || res.Events != 6 {
+		t.Fatalf("from 1969-12-31: %v events, %v; want 6", res, err)
+	}
 }
 
 // TestFetchCanceled checks that ending the run's context ends a fetch the

@@ -176,7 +176,11 @@ type logChunk struct {
 // logFetchBytes and pass the responses as they are to the workers, which
 // parse the records in place, as they parse chunks of JSON lines.
 func readLog(ctx context.Context, k kafkaio.Config, topics []string, rng Range, ws []*worker, p *progress, expect func(records int64)) error {
-	parts, err := logRanges(ctx, k, topics, rng.Start().Add(-5*time.Minute))
+	from := rng.Start().Add(-5 * time.Minute)
+	if from.Before(time.UnixMilli(0)) {
+		from = time.Time{} // before any record timestamp: read from the first record
+	}
+	parts, err := logRanges(ctx, k, topics, from)
 	if err != nil {
 		return err
 	}
