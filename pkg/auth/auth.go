@@ -75,6 +75,9 @@ type Claims struct {
 type Identity struct {
 	Username string
 	Admin    bool
+	// Expires is the token's exp: a connection authenticated by it is
+	// closed then (1008), and the client reconnects with a new token.
+	Expires time.Time
 }
 
 // Errors returned by Verify; all mean HTTP 401.
@@ -131,7 +134,11 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if !chatevent.ValidUsername(c.Subject) {
 		return Identity{}, fmt.Errorf("%w: sub %q is not a valid username", ErrInvalidToken, c.Subject)
 	}
-	return Identity{Username: c.Subject, Admin: slices.Contains(c.Roles, RoleAdmin)}, nil
+	id := Identity{Username: c.Subject, Admin: slices.Contains(c.Roles, RoleAdmin)}
+	if c.ExpiresAt != nil {
+		id.Expires = c.ExpiresAt.Time
+	}
+	return id, nil
 }
 
 // VerifyRequest extracts the token from r (see TokenFromRequest) and verifies it.
