@@ -49,6 +49,9 @@ const (
 	CodeForbidden      = "forbidden"       // the user may not do this
 	CodeUnavailable    = "unavailable"     // the log did not acknowledge the write; not acked, retry
 	CodeTooManyRooms   = "too_many_rooms"  // the connection joined the maximum number of rooms
+	// CodeTooManyConnections answers a WebSocket handshake (HTTP 429) over
+	// the per-user or per-address connection limit.
+	CodeTooManyConnections = "too_many_connections"
 )
 
 // Limits bound what DecodeFrame accepts. The zero value means the package

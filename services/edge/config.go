@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -62,6 +63,16 @@ type Config struct {
 	// MaxReplay bounds how many log records a join with since may scan
 	// (default 100000); beyond it the join answers recovered:false.
 	MaxReplay int64
+	// MaxConnsPerUser bounds one user's open connections on this edge
+	// (default 50); beyond it the handshake answers HTTP 429.
+	MaxConnsPerUser int
+	// MaxConnsPerIP bounds the open connections from one client address
+	// (0, the default, means no limit: behind a load balancer every client
+	// may share one address).
+	MaxConnsPerIP int
+	// TrustedProxies lists the proxies (CIDRs) whose X-Forwarded-For names
+	// the client address for MaxConnsPerIP. Empty: the TCP peer address.
+	TrustedProxies []netip.Prefix
 }
 
 // RegisterFlags registers the edge.* flags with their defaults.
@@ -91,6 +102,22 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PresenceGrace, "edge.presence-grace", 5*time.Second, "delay before a user whose last connection closed is reported offline")
 	fs.DurationVar(&c.Heartbeat, "edge.heartbeat", 2*time.Second, "interval of the edge's presence heartbeat")
 	fs.Int64Var(&c.MaxReplay, "edge.max-replay", 100000, "log records a resuming join may scan")
+	fs.IntVar(&c.MaxConnsPerUser, "edge.max-conns-per-user", 50, "open connections per user on this edge; more are refused with HTTP 429")
+	fs.IntVar(&c.MaxConnsPerIP, "edge.max-conns-per-ip", 0, "open connections per client address on this edge (0: no limit); see -edge.trusted-proxies")
+	fs.Func("edge.trusted-proxies", "comma-separated CIDRs of proxies whose X-Forwarded-For names the client address for -edge.max-conns-per-ip", func(s string) error {
+		c.TrustedProxies = nil
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			pfx, err := netip.ParsePrefix(p)
+			if err != nil {
+				return err
+			}
+			c.TrustedProxies = append(c.TrustedProxies, pfx)
+		}
+		return nil
+	})
 }
 
 // Defaults returns a Config with every default of RegisterFlags, for tests
@@ -128,6 +155,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PresenceGrace < 0 || c.Heartbeat <= 0 {
 		errs = append(errs, errors.New("edge.presence-grace must not be negative and edge.heartbeat must be positive"))
+	}
+	if c.MaxConnsPerUser < 1 || c.MaxConnsPerIP < 0 {
+		errs = append(errs, errors.New("edge.max-conns-per-user must be positive and edge.max-conns-per-ip not negative"))
 	}
 	if c.MaxRooms < 1 {
 		errs = append(errs, errors.New("edge.max-rooms must be positive"))

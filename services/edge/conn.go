@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ const (
 	CloseGoingAway       CloseCode = websocket.CloseGoingAway               // 1001: edge shutting down; reconnect
 	CloseUnsupportedData CloseCode = websocket.CloseUnsupportedData         // 1003: binary frame
 	CloseInvalidPayload  CloseCode = websocket.CloseInvalidFramePayloadData // 1007: text frame not UTF-8
+	CloseTokenExpired    CloseCode = websocket.ClosePolicyViolation         // 1008: the token expired; reconnect with a new one
 	CloseTooLarge        CloseCode = websocket.CloseMessageTooBig           // 1009: frame above the read limit
 	CloseInternal        CloseCode = websocket.CloseInternalServerErr       // 1011: resume failed; reconnect with since
 	CloseSlowClient      CloseCode = 4000                                   // send queue overflowed; reconnect with since
@@ -28,7 +30,7 @@ const (
 // Reconnect reports whether a client should reconnect after this close.
 func (c CloseCode) Reconnect() bool {
 	switch c {
-	case CloseGoingAway, CloseInternal, CloseSlowClient:
+	case CloseGoingAway, CloseInternal, CloseSlowClient, CloseTokenExpired:
 		return true
 	}
 	return false
@@ -44,6 +46,7 @@ type conn struct {
 	ws      *websocket.Conn
 	wc      *wireConn // under ws: the writer goroutine writes batches to it
 	id      auth.Identity
+	addr    netip.Addr // counted against MaxConnsPerIP (zero when off)
 	limiter *rate.Limiter
 	rooms   map[string]*sub // owned by the reader goroutine
 
@@ -61,6 +64,7 @@ type conn struct {
 	kickPending bool
 
 	inFlight chan struct{} // appends awaiting the broker; made on first use
+	expiry   *time.Timer   // closes the connection at the token's exp
 
 	wake     chan struct{} // cap 1: new output for a lingering writer
 	space    chan struct{} // cap 1: the writer took the queue
@@ -336,6 +340,8 @@ func closeLabel(c CloseCode) string {
 		return "1003"
 	case CloseInvalidPayload:
 		return "1007"
+	case CloseTokenExpired:
+		return "1008"
 	case CloseTooLarge:
 		return "1009"
 	case CloseInternal:

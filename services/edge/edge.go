@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -62,7 +63,8 @@ type Edge struct {
 	wg       sync.WaitGroup // connection handlers
 
 	limMu    sync.Mutex
-	limiters map[string]*userLimiter
+	limiters map[string]*userLimiter // per user: rate limiter and open connections
+	ipConns  map[netip.Addr]int      // open connections per client address (MaxConnsPerIP > 0)
 }
 
 type userLimiter struct {
@@ -82,7 +84,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Edge{cfg: cfg, log: log, m: newMetrics(reg), verify: v, hub: newHub(), limiters: map[string]*userLimiter{}}
+	e := &Edge{cfg: cfg, log: log, m: newMetrics(reg), verify: v, hub: newHub(), limiters: map[string]*userLimiter{}, ipConns: map[netip.Addr]int{}}
 	e.up = websocket.Upgrader{
 		ReadBufferSize:    1024,
 		WriteBufferPool:   &sync.Pool{},
@@ -251,9 +253,18 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 		return
 	}
+	addr := e.clientAddr(r)
+	lim, err := e.admit(id.Username, addr)
+	if err != nil {
+		e.m.handshakes.WithLabelValues("too_many_connections").Inc()
+		w.Header().Set("Retry-After", "5")
+		httpError(w, http.StatusTooManyRequests, chatevent.CodeTooManyConnections, err.Error())
+		return
+	}
 	e.drainMu.Lock()
 	if e.draining.Load() {
 		e.drainMu.Unlock()
+		e.release(id.Username, addr)
 		httpError(w, http.StatusServiceUnavailable, chatevent.CodeUnavailable, "edge is shutting down; reconnect")
 		return
 	}
@@ -262,17 +273,24 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := e.up.Upgrade(hj, r, nil)
 	if err != nil {
+		e.release(id.Username, addr)
 		e.wg.Done()
 		e.m.handshakes.WithLabelValues("bad_handshake").Inc()
 		return // Upgrade wrote the HTTP error
 	}
 	e.m.handshakes.WithLabelValues("ok").Inc()
-	c := newConn(e, ws, hj.wc, id, e.acquireLimiter(id.Username))
+	c := newConn(e, ws, hj.wc, id, lim)
+	c.addr = addr
 	e.hub.addConn(c)
 	e.presence.connected(id.Username)
 	e.m.connections.Inc()
 	if e.draining.Load() { // raced with Stop's snapshot
 		c.close(CloseGoingAway, "server shutting down: reconnect", false)
+	}
+	if !id.Expires.IsZero() {
+		c.expiry = time.AfterFunc(time.Until(id.Expires), func() {
+			c.close(CloseTokenExpired, "token expired: reconnect with a new token and since", true)
+		})
 	}
 	c.sendJSON(context.Background(), chatevent.TypeWelcome, map[string]string{"type": chatevent.TypeWelcome, "username": id.Username})
 	// The connection lives on in its own goroutine: returning lets net/http
@@ -285,6 +303,9 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 func (e *Edge) connLoop(c *conn) {
 	defer e.wg.Done()
 	defer func() {
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
 		rooms := make([]string, 0, len(c.rooms))
 		for room, s := range c.rooms {
 			e.hub.removeSub(s)
@@ -296,25 +317,39 @@ func (e *Edge) connLoop(c *conn) {
 		c.closing = true // nothing more is queued
 		c.mu.Unlock()
 		c.finish()
-		e.releaseLimiter(c.id.Username)
+		e.release(c.id.Username, c.addr)
 		e.m.connections.Dec()
 	}()
 	e.readLoop(c)
 }
 
-func (e *Edge) acquireLimiter(user string) *rate.Limiter {
+// errTooManyConns is a handshake refused by a connection limit.
+var errTooManyConns = errors.New("too many connections")
+
+// admit counts a new connection of user from addr against the connection
+// limits and returns the user's rate limiter; release undoes it.
+func (e *Edge) admit(user string, addr netip.Addr) (*rate.Limiter, error) {
 	e.limMu.Lock()
 	defer e.limMu.Unlock()
 	ul := e.limiters[user]
+	if ul != nil && ul.refs >= e.cfg.MaxConnsPerUser {
+		return nil, fmt.Errorf("%w: user %s already has %d open connections on this edge", errTooManyConns, user, ul.refs)
+	}
+	if e.cfg.MaxConnsPerIP > 0 && addr.IsValid() && e.ipConns[addr] >= e.cfg.MaxConnsPerIP {
+		return nil, fmt.Errorf("%w: %d open connections from your address", errTooManyConns, e.ipConns[addr])
+	}
 	if ul == nil {
 		ul = &userLimiter{lim: rate.NewLimiter(rate.Limit(e.cfg.RatePerSecond), e.cfg.RateBurst)}
 		e.limiters[user] = ul
 	}
 	ul.refs++
-	return ul.lim
+	if e.cfg.MaxConnsPerIP > 0 && addr.IsValid() {
+		e.ipConns[addr]++
+	}
+	return ul.lim, nil
 }
 
-func (e *Edge) releaseLimiter(user string) {
+func (e *Edge) release(user string, addr netip.Addr) {
 	e.limMu.Lock()
 	defer e.limMu.Unlock()
 	if ul := e.limiters[user]; ul != nil {
@@ -322,6 +357,47 @@ func (e *Edge) releaseLimiter(user string) {
 			delete(e.limiters, user)
 		}
 	}
+	if e.cfg.MaxConnsPerIP > 0 && addr.IsValid() {
+		if e.ipConns[addr]--; e.ipConns[addr] <= 0 {
+			delete(e.ipConns, addr)
+		}
+	}
+}
+
+// clientAddr returns the client's address for the per-address limit: the
+// TCP peer, or, when the peer is a trusted proxy, the rightmost
+// X-Forwarded-For entry that is not itself a trusted proxy.
+func (e *Edge) clientAddr(r *http.Request) netip.Addr {
+	if e.cfg.MaxConnsPerIP == 0 {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addr := ap.Addr().Unmap()
+	trusted := func(a netip.Addr) bool {
+		for _, p := range e.cfg.TrustedProxies {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	if !trusted(addr) {
+		return addr
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return addr // a malformed chain: count the proxy itself
+		}
+		if a = a.Unmap(); !trusted(a) {
+			return a
+		}
+	}
+	return addr
 }
 
 // readLoop reads frames until the connection ends.
@@ -433,6 +509,9 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		}
 		c.sendJSON(ctx, chatevent.TypeLeft, map[string]string{"type": chatevent.TypeLeft, "room": f.Room})
 	case chatevent.TypeChat, chatevent.TypePrivate:
+		if !c.id.Expires.IsZero() && !time.Now().Before(c.id.Expires) {
+			return // the expiry timer is closing the connection: nothing more is appended
+		}
 		if f.Type == chatevent.TypePrivate && !chatevent.MayMessage(c.id.Username, f.Target) {
 			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), f.ClientID)
 			return

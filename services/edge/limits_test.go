@@ -1,0 +1,126 @@
+package edge_test
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/services/edge"
+)
+
+// A connection is closed with 1008 when its token expires; nothing it sends
+// after that is appended.
+func TestTokenExpiryClosesWith1008(t *testing.T) {
+	e := startEdge(t, testBroker(t))
+	tok, err := auth.NewHS256Minter(testSecret, "").Mint("alice", false, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial(wsURL(e.URL), http.Header{"Authorization": {"Bearer " + tok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	c := &client{t: t, ws: ws, user: "alice"}
+	c.nextOf("welcome")
+	c.join("general")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.read(time.Until(deadline))
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+			t.Fatalf("read error %v, want close 1008 at the token's expiry", err)
+		}
+		if ce.Text == "" {
+			t.Fatalf("close 1008 without a reason")
+		}
+		break
+	}
+}
+
+// dialStatus opens a WebSocket as user with extra headers and returns the
+// connection or the HTTP status and error code of a refused handshake.
+func dialStatus(t *testing.T, base, user string, hdr http.Header) (*websocket.Conn, int, string) {
+	t.Helper()
+	h := http.Header{"Authorization": {"Bearer " + token(t, user, false)}}
+	for k, v := range hdr {
+		h[k] = v
+	}
+	ws, resp, err := websocket.DefaultDialer.Dial(wsURL(base), h)
+	if err == nil {
+		t.Cleanup(func() { ws.Close() })
+		return ws, 101, ""
+	}
+	if resp == nil {
+		t.Fatalf("dial: %v", err)
+	}
+	var body struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	return nil, resp.StatusCode, body.Error.Code
+}
+
+func TestConnectionLimitPerUser(t *testing.T) {
+	e := startEdge(t, testBroker(t), func(c *edge.Config) { c.MaxConnsPerUser = 3 })
+	var open []*websocket.Conn
+	for i := 0; i < 3; i++ {
+		ws, st, code := dialStatus(t, e.URL, "alice", nil)
+		if st != 101 {
+			t.Fatalf("connection %d: status %d %s, want 101", i+1, st, code)
+		}
+		open = append(open, ws)
+	}
+	if _, st, code := dialStatus(t, e.URL, "alice", nil); st != http.StatusTooManyRequests || code != "too_many_connections" {
+		t.Fatalf("fourth connection: status %d code %q, want 429 too_many_connections", st, code)
+	}
+	if _, st, _ := dialStatus(t, e.URL, "bob", nil); st != 101 {
+		t.Fatalf("another user: status %d, want 101", st)
+	}
+	open[0].Close()
+	eventually(t, 10*time.Second, "a slot after a close", func() bool {
+		ws, st, _ := dialStatus(t, e.URL, "alice", nil)
+		if ws != nil {
+			ws.Close()
+		}
+		return st == 101
+	})
+}
+
+func TestConnectionLimitPerAddress(t *testing.T) {
+	e := startEdge(t, testBroker(t), func(c *edge.Config) { c.MaxConnsPerIP = 2 })
+	for _, u := range []string{"a1", "a2"} {
+		if _, st, _ := dialStatus(t, e.URL, u, nil); st != 101 {
+			t.Fatalf("%s: status %d, want 101", u, st)
+		}
+	}
+	// X-Forwarded-For from an untrusted peer is ignored.
+	if _, st, code := dialStatus(t, e.URL, "a3", http.Header{"X-Forwarded-For": {"203.0.113.9"}}); st != http.StatusTooManyRequests || code != "too_many_connections" {
+		t.Fatalf("third from one address: status %d %q, want 429 too_many_connections", st, code)
+	}
+
+	// Behind a trusted proxy the forwarded address counts.
+	p := startEdge(t, testBroker(t), func(c *edge.Config) {
+		c.MaxConnsPerIP = 1
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	xff := func(a string) http.Header { return http.Header{"X-Forwarded-For": {"198.51.100.1, " + a}} }
+	if _, st, _ := dialStatus(t, p.URL, "b1", xff("203.0.113.1")); st != 101 {
+		t.Fatalf("first client behind the proxy: %d", st)
+	}
+	if _, st, _ := dialStatus(t, p.URL, "b2", xff("203.0.113.2")); st != 101 {
+		t.Fatalf("second client behind the proxy: %d", st)
+	}
+	if _, st, _ := dialStatus(t, p.URL, "b3", xff("203.0.113.1")); st != http.StatusTooManyRequests {
+		t.Fatalf("second connection of 203.0.113.1: %d, want 429", st)
+	}
+}
