@@ -16,6 +16,7 @@ type metrics struct {
 	closes        *prometheus.CounterVec // code
 	badRecords    prometheus.Counter
 	handshakes    *prometheus.CounterVec // result
+	presenceErrs  prometheus.Counter
 
 	framesOutByType map[string]prometheus.Counter // resolved once: hot path
 }
@@ -50,6 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		slowDropped:  f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_slow_clients_dropped_total", Help: "Connections closed because their send queue overflowed."}),
 		closes:       f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_closes_total", Help: "Connections closed by the edge, by close code."}, []string{"code"}),
 		badRecords:   f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_bad_records_total", Help: "Log records that could not be decoded and were skipped."}),
+		presenceErrs: f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_presence_write_errors_total", Help: "Presence records the log did not acknowledge (republished once it does)."}),
 		handshakes:   f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_handshakes_total", Help: "WebSocket handshakes, by result."}, []string{"result"}),
 	}
 	return m

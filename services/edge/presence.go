@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -23,6 +24,10 @@ type presence struct {
 	users  map[string]int            // user → open connections
 	rooms  map[string]map[string]int // user → room → joined connections
 	timers map[string]*time.Timer    // user → pending disconnect
+	// lost is set when a presence write failed (the broker was away): the
+	// next heartbeat republishes every connection and membership, so the
+	// router's tables converge to the truth once the broker is back.
+	lost atomic.Bool
 }
 
 func newPresence(e *Edge, k kafkaio.Config) *presence {
@@ -32,12 +37,15 @@ func newPresence(e *Edge, k kafkaio.Config) *presence {
 	// users connect at once.
 	w.BatchTimeout = 20 * time.Millisecond
 	w.BatchSize = 64
+	p := &presence{e: e, w: w, users: map[string]int{}, rooms: map[string]map[string]int{}, timers: map[string]*time.Timer{}}
 	w.Completion = func(_ []kafka.Message, err error) {
 		if err != nil {
-			e.log.Debug("presence write failed", "err", err)
+			p.lost.Store(true)
+			e.m.presenceErrs.Inc()
+			e.log.Debug("presence write failed; will republish", "err", err)
 		}
 	}
-	return &presence{e: e, w: w, users: map[string]int{}, rooms: map[string]map[string]int{}, timers: map[string]*time.Timer{}}
+	return p
 }
 
 func (p *presence) publish(typ, user, room string, conns int) {
@@ -45,9 +53,30 @@ func (p *presence) publish(typ, user, room string, conns int) {
 	if typ == chatevent.PresenceHeartbeat {
 		key = p.e.cfg.ID
 	}
-	b, _ := json.Marshal(&chatevent.Presence{Type: typ, Edge: p.e.cfg.ID, User: user, Room: room, Connections: conns,
+	b, err := json.Marshal(&chatevent.Presence{Type: typ, Edge: p.e.cfg.ID, User: user, Room: room, Connections: conns,
 		Timestamp: chatevent.FormatTime(time.Now())})
-	p.w.WriteMessages(context.Background(), kafka.Message{Key: []byte(key), Value: b})
+	if err == nil {
+		err = p.w.WriteMessages(context.Background(), kafka.Message{Key: []byte(key), Value: b})
+	}
+	if err != nil { // closed writer or an unencodable record: republish later
+		p.lost.Store(true)
+	}
+}
+
+// republish publishes every open connection count and room membership of
+// this edge again. The records are absolute (counts, joins), so repeating
+// them is harmless.
+func (p *presence) republish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for user, n := range p.users {
+		p.publish(chatevent.PresenceConnect, user, "", n)
+	}
+	for user, rooms := range p.rooms {
+		for room := range rooms {
+			p.publish(chatevent.PresenceJoin, user, room, 0)
+		}
+	}
 }
 
 func (p *presence) connected(user string) {
@@ -128,6 +157,10 @@ func (p *presence) beat(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if p.lost.Swap(false) {
+				p.e.log.Info("republishing presence after failed writes")
+				p.republish()
+			}
 			p.publish(chatevent.PresenceHeartbeat, "", "", 0)
 		}
 	}
