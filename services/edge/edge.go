@@ -129,9 +129,9 @@ func (e *Edge) Start(ctx context.Context) error {
 
 // Run tails the log and pings clients until ctx ends.
 func (e *Edge) Run(ctx context.Context) error {
-	go e.pingLoop(ctx)
-	go e.presence.beat(ctx, e.cfg.Heartbeat)
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { e.pingLoop(ctx); return nil })
+	g.Go(func() error { e.presence.beat(ctx, e.cfg.Heartbeat); return nil })
 	g.Go(func() error { return e.dsrc.Run(ctx, e.hub.deliverDirect) })
 	g.Go(func() error { return e.src.Run(ctx, e.hub.deliver) })
 	return g.Wait()

@@ -97,9 +97,9 @@ func (te *testEdge) stop() { te.once.Do(te.doStop) }
 func (te *testEdge) doStop() {
 	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 	defer c()
-	te.Edge.Stop(ctx)
-	te.cancel()
+	te.cancel() // as the lifecycle runner does: cancel Run, wait, then Stop
 	<-te.done
+	te.Edge.Stop(ctx)
 	te.srv.Close()
 }
 
