@@ -102,11 +102,14 @@ type testRouter struct {
 }
 
 // startRouter starts a router in this process and serves its API.
-func startRouter(t testing.TB, cfg Config) *testRouter {
+func startRouter(t testing.TB, cfg Config, mods ...func(*Router)) *testRouter {
 	t.Helper()
 	r, err := New(cfg, testLog(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, m := range mods {
+		m(r)
 	}
 	mux := http.NewServeMux()
 	r.Routes(mux)

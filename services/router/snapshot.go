@@ -311,7 +311,7 @@ func (r *Router) readRange(ctx context.Context, topic string, from, to int64, fn
 		return nil
 	}
 	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: r.cfg.Kafka.BrokerList(), Topic: topic, Partition: 0,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond, ReadLagInterval: -1})
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 10 * time.Millisecond, ReadLagInterval: -1}) // the range exists: no long polls
 	defer rd.Close()
 	if err := rd.SetOffset(from); err != nil {
 		return fmt.Errorf("read %s from %d: %w", topic, from, err)
