@@ -173,7 +173,11 @@ func (a *app) initBroker() (lifecycle.Component, error) {
 		l.Close()
 	}
 	o.broker.DataDir = embedkafka.DataDirUnder(o.dataDir)
-	return embedkafka.New(o.broker, a.log.With("component", "broker")), nil
+	b := embedkafka.New(o.broker, a.log.With("component", "broker"))
+	if err := a.reg.Register(b); err != nil { // fsync rounds, batches per round
+		return nil, err
+	}
+	return b, nil
 }
 
 // initKafka: the brokers every service talks to (the embedded one at

@@ -82,6 +82,10 @@ func tailConn(ctx context.Context, k kafkaio.Config, topic string, partition int
 			*msgs = append(*msgs, m)
 		}
 		cerr := batch.Close()
+		if errors.Is(cerr, kafka.RequestTimedOut) || errors.Is(rerr, kafka.RequestTimedOut) {
+			// The fetch's MaxWait passed with nothing new: not an error.
+			cerr, rerr = nil, io.EOF
+		}
 		if n := len(*msgs); n > 0 {
 			fn(*msgs)
 			offset = (*msgs)[n-1].Offset + 1
