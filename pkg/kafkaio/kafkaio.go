@@ -64,7 +64,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", 1, "replication factor of created topics")
 	fs.DurationVar(&c.Retention, "kafka.retention", 7*24*time.Hour, "retention of created topics (0 = forever)")
 	fs.DurationVar(&c.WriteTimeout, "kafka.write-timeout", 5*time.Second, "deadline of one produce attempt to the broker (a write makes up to 3 attempts)")
-	fs.DurationVar(&c.BatchTimeout, "kafka.batch-timeout", 2*time.Millisecond, "how long the producer waits to fill a batch")
+	fs.DurationVar(&c.BatchTimeout, "kafka.batch-timeout", 250*time.Microsecond, "how long the producer waits to fill a batch")
 }
 
 // Validate checks the configuration.

@@ -46,8 +46,10 @@ type Config struct {
 	// how long past a ping it waits for any frame before closing (default 20s).
 	PingInterval time.Duration
 	PongTimeout  time.Duration
-	// WriteTimeout bounds writing one batch of queued frames to a client
-	// (default 10s).
+	// WriteTimeout bounds how long a client may accept nothing we write
+	// (default 10s): a stuck connection is closed after between half of it
+	// and all of it (the socket deadline is moved only when less than half
+	// remains).
 	WriteTimeout time.Duration
 	// DrainDuration is the window over which connections get close 1001 on
 	// shutdown (default 10s).

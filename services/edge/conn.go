@@ -255,26 +255,24 @@ const closeLinger = 3 * time.Second
 // takes everything queued and writes it with one system call: every frame
 // still holds exactly one JSON event, in queue order.
 func (c *conn) writeLoop() {
-	var linger *time.Timer
-	defer func() {
-		if linger != nil {
-			linger.Stop()
-		}
-	}()
+	// An idle writer exits after a whole tick of the linger ticker without
+	// writing: a ticker, not a timer reset on every idle moment, keeps the
+	// per-wake cost to one channel receive.
+	linger := time.NewTicker(writerLinger)
+	defer linger.Stop()
+	wrote := true
+	var spare [][]byte
 	for {
 		c.mu.Lock()
 		batch := c.queue
-		c.queue, c.qBytes = nil, 0
+		c.queue, c.qBytes = spare, 0
+		spare = nil
 		ping := c.pingDue
 		c.pingDue = false
 		closing, code, text, flush := c.closing, c.closeCode, c.closeText, c.flush
 		if len(batch) == 0 && !ping && !closing {
 			c.mu.Unlock()
-			if linger == nil {
-				linger = time.NewTimer(writerLinger)
-			} else {
-				linger.Reset(writerLinger)
-			}
+			spare = batch[:0]
 			select {
 			case <-c.wake:
 				continue
@@ -282,9 +280,14 @@ func (c *conn) writeLoop() {
 				return
 			case <-linger.C:
 			}
+			if wrote {
+				wrote = false
+				continue
+			}
 			c.mu.Lock()
 			if len(c.queue) == 0 && !c.pingDue && !c.closing {
 				c.writing = false
+				c.queue = nil // an idle connection keeps no queue
 				c.mu.Unlock()
 				return
 			}
@@ -293,28 +296,33 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Unlock()
 		signal(c.space)
+		wrote = true
 
 		bp := wireBufs.Get().(*[]byte)
 		b := (*bp)[:0]
 		if ping && !closing {
 			b = appendFrame(b, opPing, nil)
 		}
-		deadline := time.Now().Add(c.e.cfg.WriteTimeout)
 		if !closing || flush {
 			for _, f := range batch {
 				b = appendFrame(b, opText, f)
 			}
-		} else {
-			deadline = time.Now().Add(time.Second) // a slow client: do not wait on it
 		}
 		if closing && !c.wc.closeSent.Swap(true) {
 			b = appendCloseFrame(b, code, text)
 		}
-		err := c.wc.writeFrames(b, deadline)
+		var err error
+		if closing && !flush {
+			err = c.wc.writeFrames(b, time.Now().Add(time.Second)) // a slow client: do not wait on it
+		} else {
+			err = c.wc.writeFramesWithin(b, c.e.cfg.WriteTimeout)
+		}
 		if cap(b) <= maxPooledWireBuf {
 			*bp = b[:0]
 			wireBufs.Put(bp)
 		}
+		clear(batch) // the frames are shared with other connections: drop the references
+		spare = batch[:0]
 		if err != nil {
 			c.finish()
 			return

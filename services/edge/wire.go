@@ -20,6 +20,7 @@ type wireConn struct {
 	net.Conn
 	mu        sync.Mutex
 	deadline  time.Time // set by gorilla before its own writes
+	batchDL   time.Time // the deadline last set for a batch
 	closeSent atomic.Bool
 }
 
@@ -39,6 +40,7 @@ func (w *wireConn) Write(p []byte) (int, error) {
 	if len(p) > 0 && p[0] == finBit|opClose && w.closeSent.Swap(true) {
 		return len(p), nil // one close frame per connection
 	}
+	w.batchDL = time.Time{} // the socket's deadline is gorilla's now
 	if err := w.Conn.SetWriteDeadline(w.deadline); err != nil {
 		return 0, err
 	}
@@ -50,8 +52,27 @@ func (w *wireConn) Write(p []byte) (int, error) {
 func (w *wireConn) writeFrames(b []byte, deadline time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.batchDL = deadline
 	if err := w.Conn.SetWriteDeadline(deadline); err != nil {
 		return err
+	}
+	_, err := w.Conn.Write(b)
+	return err
+}
+
+// writeFramesWithin writes a buffer of whole frames that must be written
+// within timeout. Moving a socket's deadline costs a timer update, so the
+// deadline set for an earlier batch is kept while at least half of timeout
+// remains of it: a stuck client is still cut off within timeout.
+func (w *wireConn) writeFramesWithin(b []byte, timeout time.Duration) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	if w.batchDL.Sub(now) < timeout/2 {
+		w.batchDL = now.Add(timeout)
+		if err := w.Conn.SetWriteDeadline(w.batchDL); err != nil {
+			return err
+		}
 	}
 	_, err := w.Conn.Write(b)
 	return err
