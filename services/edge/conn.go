@@ -53,7 +53,10 @@ type conn struct {
 	mu        sync.Mutex
 	queue     [][]byte
 	qBytes    int
-	writing   bool // a writer goroutine is running
+	writing   bool     // someone holds the write token: a flusher or the writer goroutine
+	writerG   bool     // the token holder is the writer goroutine (wake reaches it)
+	rest      []byte   // bytes a flusher could not write; the writer goroutine writes them first
+	spare     [][]byte // a drained queue's backing array, for the next one
 	pingDue   bool
 	closing   bool
 	closeCode CloseCode
@@ -89,15 +92,104 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// scheduleLocked starts the writer, or wakes it if it is lingering.
-// c.mu must be held.
+// scheduleLocked starts the writer goroutine, or wakes it if it is
+// lingering. If a flusher holds the write token it sees the new output when
+// it checks the queue again. c.mu must be held.
 func (c *conn) scheduleLocked() {
 	if !c.writing {
-		c.writing = true
+		c.writing, c.writerG = true, true
 		go c.writeLoop()
 		return
 	}
-	signal(c.wake)
+	if c.writerG {
+		signal(c.wake)
+	}
+}
+
+// takeFlush reports whether the caller (a fan-out) may flush c itself:
+// nobody holds the write token and nothing but frames is due. It then
+// holds the token.
+func (c *conn) takeFlush() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kickPending = false
+	if c.closing || c.writing {
+		if c.writerG {
+			signal(c.wake)
+		}
+		return false
+	}
+	if c.pingDue || c.wc.raw == nil {
+		c.scheduleLocked()
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// flushRounds bounds how many times a flusher writes one connection before
+// it hands a busy connection to its writer goroutine.
+const flushRounds = 4
+
+// flushOut writes what is queued for c with non-blocking writes, on the
+// caller's goroutine: a fan-out wakes a few flushers instead of one
+// goroutine per connection, so a large room does not flood the run queue.
+// What the socket does not take at once (a slow client), and anything but
+// frames (a ping, a close), goes to the connection's writer goroutine. The
+// caller holds the write token (takeFlush).
+func (c *conn) flushOut() {
+	for round := 0; ; round++ {
+		c.mu.Lock()
+		if c.closing || c.pingDue || round == flushRounds {
+			c.writerG = true // hand the token over
+			go c.writeLoop()
+			c.mu.Unlock()
+			return
+		}
+		batch := c.queue
+		if len(batch) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.queue, c.qBytes = c.spare, 0
+		c.spare = nil
+		c.mu.Unlock()
+		signal(c.space)
+
+		bp := wireBufs.Get().(*[]byte)
+		b := (*bp)[:0]
+		for _, f := range batch {
+			b = appendFrame(b, opText, f)
+		}
+		n, err := c.wc.tryWrite(b)
+		var rest []byte
+		if err == nil && n < len(b) {
+			rest = append([]byte(nil), b[n:]...)
+		}
+		if cap(b) <= maxPooledWireBuf {
+			*bp = b[:0]
+			wireBufs.Put(bp)
+		}
+		clear(batch)
+		c.mu.Lock()
+		if c.spare == nil {
+			c.spare = batch[:0]
+		}
+		if err != nil {
+			c.mu.Unlock()
+			c.finish() // the token stays taken: nothing more is written
+			return
+		}
+		if rest != nil { // the socket is full: the writer goroutine waits on it
+			c.rest = rest
+			c.writerG = true
+			go c.writeLoop()
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
 }
 
 // writerLinger is how long an idle writer goroutine waits for more output
@@ -261,18 +353,21 @@ func (c *conn) writeLoop() {
 	linger := time.NewTicker(writerLinger)
 	defer linger.Stop()
 	wrote := true
-	var spare [][]byte
 	for {
 		c.mu.Lock()
+		rest := c.rest
+		c.rest = nil
 		batch := c.queue
-		c.queue, c.qBytes = spare, 0
-		spare = nil
+		c.queue, c.qBytes = c.spare, 0
+		c.spare = nil
 		ping := c.pingDue
 		c.pingDue = false
 		closing, code, text, flush := c.closing, c.closeCode, c.closeText, c.flush
-		if len(batch) == 0 && !ping && !closing {
+		if len(batch) == 0 && len(rest) == 0 && !ping && !closing {
+			if c.spare == nil {
+				c.spare = batch[:0]
+			}
 			c.mu.Unlock()
-			spare = batch[:0]
 			select {
 			case <-c.wake:
 				continue
@@ -285,9 +380,9 @@ func (c *conn) writeLoop() {
 				continue
 			}
 			c.mu.Lock()
-			if len(c.queue) == 0 && !c.pingDue && !c.closing {
-				c.writing = false
-				c.queue = nil // an idle connection keeps no queue
+			if len(c.queue) == 0 && len(c.rest) == 0 && !c.pingDue && !c.closing {
+				c.writing, c.writerG = false, false
+				c.queue, c.spare = nil, nil // an idle connection keeps no queue
 				c.mu.Unlock()
 				return
 			}
@@ -299,7 +394,7 @@ func (c *conn) writeLoop() {
 		wrote = true
 
 		bp := wireBufs.Get().(*[]byte)
-		b := (*bp)[:0]
+		b := append((*bp)[:0], rest...) // the tail of a flusher's frame comes first
 		if ping && !closing {
 			b = appendFrame(b, opPing, nil)
 		}
@@ -322,7 +417,11 @@ func (c *conn) writeLoop() {
 			wireBufs.Put(bp)
 		}
 		clear(batch) // the frames are shared with other connections: drop the references
-		spare = batch[:0]
+		c.mu.Lock()
+		if c.spare == nil {
+			c.spare = batch[:0]
+		}
+		c.mu.Unlock()
 		if err != nil {
 			c.finish()
 			return

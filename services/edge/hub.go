@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"runtime"
 	"sync"
 
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -72,15 +73,50 @@ var touchedPool = sync.Pool{New: func() any { s := make([]*conn, 0, 256); return
 
 func getTouched() *[]*conn { return touchedPool.Get().(*[]*conn) }
 
-// kickAll wakes the writer of every connection in touched, once each, and
-// recycles the list.
+// kickAll writes out what a fan-out queued for every connection in
+// touched, and recycles the list. Connections nobody is writing are
+// flushed by a few flushers (this goroutine and up to GOMAXPROCS-1 helpers),
+// not by one goroutine each.
 func kickAll(touched *[]*conn) {
-	for i, c := range *touched {
-		c.kick()
-		(*touched)[i] = nil
+	list := (*touched)[:0]
+	for _, c := range *touched {
+		if c.takeFlush() {
+			list = append(list, c)
+		}
 	}
+	flushAll(list)
+	clear(*touched)
 	*touched = (*touched)[:0]
 	touchedPool.Put(touched)
+}
+
+// flushChunk is the fewest connections worth handing to another flusher.
+const flushChunk = 64
+
+// flushAll flushes conns (each with its write token held), splitting the
+// list among up to GOMAXPROCS goroutines.
+func flushAll(conns []*conn) {
+	parts := min(runtime.GOMAXPROCS(0), (len(conns)+flushChunk-1)/flushChunk)
+	if parts <= 1 {
+		for _, c := range conns {
+			c.flushOut()
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	per := (len(conns) + parts - 1) / parts
+	for i := per; i < len(conns); i += per {
+		part := conns[i:min(i+per, len(conns))]
+		wg.Go(func() {
+			for _, c := range part {
+				c.flushOut()
+			}
+		})
+	}
+	for _, c := range conns[:per] {
+		c.flushOut()
+	}
+	wg.Wait()
 }
 
 func (h *hub) addSub(s *sub) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -20,8 +21,51 @@ type wireConn struct {
 	net.Conn
 	mu        sync.Mutex
 	deadline  time.Time // set by gorilla before its own writes
-	batchDL   time.Time // the deadline last set for a batch
+	batchDL   time.Time // the socket's write deadline when a batch set it (zero otherwise)
+	sockDL    time.Time // the socket's write deadline, whoever set it
 	closeSent atomic.Bool
+	raw       syscall.RawConn // for non-blocking writes; nil when not a TCP socket
+}
+
+// tryWrite writes as much of b as the socket takes now, without waiting:
+// n < len(b) with a nil error means the socket buffer is full.
+func (w *wireConn) tryWrite(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.sockDL.IsZero() && time.Until(w.sockDL) < time.Second {
+		// A write deadline left by an earlier blocking write would fail this
+		// one; a write that never waits needs none.
+		if err := w.Conn.SetWriteDeadline(time.Time{}); err != nil {
+			return 0, err
+		}
+		w.sockDL, w.batchDL = time.Time{}, time.Time{}
+	}
+	var n int
+	var werr error
+	err := w.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, e := syscall.Write(int(fd), b[n:])
+			if m > 0 {
+				n += m
+			}
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return true
+			case e != nil:
+				werr = e
+				return true
+			case m <= 0:
+				return true
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, werr
 }
 
 // SetWriteDeadline records gorilla's deadline for its next Write; the
@@ -41,6 +85,7 @@ func (w *wireConn) Write(p []byte) (int, error) {
 		return len(p), nil // one close frame per connection
 	}
 	w.batchDL = time.Time{} // the socket's deadline is gorilla's now
+	w.sockDL = w.deadline
 	if err := w.Conn.SetWriteDeadline(w.deadline); err != nil {
 		return 0, err
 	}
@@ -52,7 +97,7 @@ func (w *wireConn) Write(p []byte) (int, error) {
 func (w *wireConn) writeFrames(b []byte, deadline time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.batchDL = deadline
+	w.batchDL, w.sockDL = deadline, deadline
 	if err := w.Conn.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
@@ -70,6 +115,7 @@ func (w *wireConn) writeFramesWithin(b []byte, timeout time.Duration) error {
 	now := time.Now()
 	if w.batchDL.Sub(now) < timeout/2 {
 		w.batchDL = now.Add(timeout)
+		w.sockDL = w.batchDL
 		if err := w.Conn.SetWriteDeadline(w.batchDL); err != nil {
 			return err
 		}
@@ -140,5 +186,10 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	h.wc = &wireConn{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			h.wc.raw = raw
+		}
+	}
 	return h.wc, brw, nil
 }
