@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -44,7 +45,10 @@ func badRequest(code, format string, args ...any) *apiError {
 	return &apiError{status: http.StatusBadRequest, code: code, message: fmt.Sprintf(format, args...)}
 }
 
-var errUnauthorized = &apiError{status: http.StatusUnauthorized, code: "unauthorized", message: "missing or invalid token"}
+var (
+	errUnauthorized = &apiError{status: http.StatusUnauthorized, code: "unauthorized", message: "missing or invalid token"}
+	errStarting     = &apiError{status: http.StatusServiceUnavailable, code: "unavailable", message: "history is starting: the database is not connected yet"}
+)
 
 // Routes registers the API on mux.
 func (h *History) Routes(mux *http.ServeMux) {
@@ -58,9 +62,13 @@ func (h *History) Routes(mux *http.ServeMux) {
 	})
 }
 
-type handlerFunc func(r *http.Request, id auth.Identity) (any, error)
+// handlerFunc answers one API request with the database db.
+type handlerFunc func(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any, error)
 
 // handle authenticates, runs fn, and writes its result or error as JSON.
+// Before Start has connected and migrated it answers 503 unavailable; fn's
+// database work is bounded by DBTimeout (waiting for a pooled connection
+// included), and a database error or timeout is 503 unavailable.
 func (h *History) handle(route string, fn handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t0 := time.Now()
@@ -71,15 +79,19 @@ func (h *History) handle(route string, fn handlerFunc) http.Handler {
 		}()
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.DBTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
 		var body any
 		id, err := h.verify.VerifyRequest(r)
-		if err != nil {
+		db := h.api.Load()
+		switch {
+		case err != nil:
 			err = errUnauthorized
-		} else {
-			body, err = fn(r, id)
+		case db == nil:
+			err = errStarting
+		default:
+			body, err = fn(r, id, db)
 		}
 		if err != nil {
 			var ae *apiError
@@ -141,7 +153,7 @@ func pageParams(r *http.Request) (page, error) {
 	return p, nil
 }
 
-func (h *History) roomMessages(r *http.Request, _ auth.Identity) (any, error) {
+func (h *History) roomMessages(r *http.Request, _ auth.Identity, db *pgxpool.Pool) (any, error) {
 	room := r.PathValue("room")
 	if !chatevent.ValidRoom(room) {
 		return nil, badRequest("invalid_room", "room %q is not valid: want [a-z0-9][a-z0-9_-]{0,63}", room)
@@ -151,14 +163,14 @@ func (h *History) roomMessages(r *http.Request, _ auth.Identity) (any, error) {
 		return nil, err
 	}
 	p.conversation = "room:" + room
-	msgs, err := queryPage(r.Context(), h.pool, p)
+	msgs, err := queryPage(r.Context(), db, p)
 	if err != nil {
 		return nil, err
 	}
 	return messagesResponse{Messages: msgs}, nil
 }
 
-func (h *History) dmMessages(r *http.Request, id auth.Identity) (any, error) {
+func (h *History) dmMessages(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any, error) {
 	peer := r.PathValue("peer")
 	if !chatevent.ValidUsername(peer) {
 		return nil, badRequest("invalid_user", "peer %q is not a valid username", peer)
@@ -168,14 +180,14 @@ func (h *History) dmMessages(r *http.Request, id auth.Identity) (any, error) {
 		return nil, err
 	}
 	p.conversation = chatevent.DMKey(id.Username, peer) // only ever the caller's own conversation
-	msgs, err := queryPage(r.Context(), h.pool, p)
+	msgs, err := queryPage(r.Context(), db, p)
 	if err != nil {
 		return nil, err
 	}
 	return messagesResponse{Messages: msgs}, nil
 }
 
-func (h *History) search(r *http.Request, id auth.Identity) (any, error) {
+func (h *History) search(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any, error) {
 	q := r.URL.Query()
 	text := q.Get("q")
 	if n := utf8.RuneCountInString(text); n == 0 || n > MaxQueryLength || !utf8.ValidString(text) {
@@ -189,7 +201,7 @@ func (h *History) search(r *http.Request, id auth.Identity) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := search(r.Context(), h.pool, id.Username, text, room, limit)
+	msgs, err := search(r.Context(), db, id.Username, text, room, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +217,7 @@ type Conversation struct {
 
 // dmSince answers GET /v1/dm?since=ID: the caller's conversations with
 // messages after ID (all of them without since), newest activity first.
-func (h *History) dmSince(r *http.Request, id auth.Identity) (any, error) {
+func (h *History) dmSince(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any, error) {
 	since := ""
 	if s := r.URL.Query().Get("since"); s != "" {
 		u, err := uuid.Parse(s)
@@ -214,7 +226,7 @@ func (h *History) dmSince(r *http.Request, id auth.Identity) (any, error) {
 		}
 		since = u.String()
 	}
-	convs, err := conversationsSince(r.Context(), h.pool, id.Username, since)
+	convs, err := conversationsSince(r.Context(), db, id.Username, since)
 	if err != nil {
 		return nil, err
 	}

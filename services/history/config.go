@@ -28,6 +28,11 @@ type Config struct {
 	// ReadyMaxLag is the consumer lag, in records summed over partitions,
 	// above which /readyz reports not ready (default 10000).
 	ReadyMaxLag int64
+	// DBTimeout bounds one API request's database work, waiting for a
+	// pooled connection included; it is also the statement_timeout of the
+	// API's connections. Readiness probes the database with half of it
+	// (default 2s).
+	DBTimeout time.Duration
 }
 
 // RegisterFlags registers the history.* flags.
@@ -36,6 +41,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.BatchSize, "history.batch-size", 5000, "most records written to the database in one transaction")
 	fs.DurationVar(&c.BatchWait, "history.batch-wait", 100*time.Millisecond, "longest wait to fill a batch after its first record")
 	fs.Int64Var(&c.ReadyMaxLag, "history.ready-max-lag", 10000, "consumer lag (records) above which /readyz is 503")
+	fs.DurationVar(&c.DBTimeout, "history.db-timeout", 2*time.Second, "bound of an API request's database work (pool wait included; statement_timeout of API connections); readiness probes with half of it")
 }
 
 // Defaults returns a Config with the defaults of RegisterFlags.
@@ -58,6 +64,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchWait <= 0 {
 		errs = append(errs, errors.New("history.batch-size and history.batch-wait must be positive"))
+	}
+	if c.DBTimeout <= 0 {
+		errs = append(errs, errors.New("history.db-timeout must be positive"))
 	}
 	if err := c.Kafka.Validate(); err != nil {
 		errs = append(errs, err)

@@ -17,12 +17,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -42,7 +44,11 @@ type History struct {
 	m      *metrics
 	verify *auth.Verifier
 
-	pool   *pgxpool.Pool
+	// pool is the writer's; api serves the API and readiness probes, its
+	// connections with statement_timeout = DBTimeout. Both are nil until
+	// Start has connected and migrated: the API answers 503 until then.
+	pool   atomic.Pointer[pgxpool.Pool]
+	api    atomic.Pointer[pgxpool.Pool]
 	reader *kafka.Reader
 
 	dbOK     atomic.Bool // the last database write (or ping) succeeded
@@ -102,7 +108,8 @@ func (h *History) SetDatabaseURL(fn func() string) { h.dbURL = fn }
 func (h *History) Name() string { return "history" }
 
 // Start connects to PostgreSQL, applies migrations, makes sure the topics
-// exist and joins the consumer group.
+// exist and joins the consumer group. The API answers 503 unavailable until
+// it has connected and migrated.
 func (h *History) Start(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -110,7 +117,7 @@ func (h *History) Start(ctx context.Context) error {
 	if h.dbURL != nil {
 		url = h.dbURL()
 	}
-	pool, err := pgutil.Open(sctx, url)
+	pool, err := openPool(sctx, url, nil)
 	if err != nil {
 		return err
 	}
@@ -118,15 +125,22 @@ func (h *History) Start(ctx context.Context) error {
 		pool.Close()
 		return err
 	}
-	h.pool = pool
-	h.dbOK.Store(true)
+	api, err := openPool(sctx, url, map[string]string{"statement_timeout": strconv.FormatInt(h.cfg.DBTimeout.Milliseconds(), 10)})
+	if err != nil {
+		pool.Close()
+		return err
+	}
 	k := h.cfg.Kafka
 	if _, err := k.EnsureTopics(sctx,
 		kafkaio.TopicSpec{Name: k.RoomsTopic, Partitions: k.RoomsPartitions},
 		kafkaio.TopicSpec{Name: k.DirectTopic, Partitions: k.DirectPartitions}); err != nil {
 		pool.Close()
+		api.Close()
 		return err
 	}
+	h.dbOK.Store(true)
+	h.pool.Store(pool)
+	h.api.Store(api)
 	h.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers:         k.BrokerList(),
 		GroupID:         h.cfg.GroupID,
@@ -137,11 +151,48 @@ func (h *History) Start(ctx context.Context) error {
 		MaxWait:         250 * time.Millisecond,
 		CommitInterval:  0, // commit synchronously, after the database commit
 		ReadLagInterval: -1,
+		// Keep retrying underneath rather than queue errors for
+		// FetchMessage while the broker is away.
+		MaxAttempts: 1 << 30,
+		// A writer that died without leaving the group (a crash, a broker
+		// restart) holds its partitions until its session times out:
+		// keep that short (the usual broker minimum), and rejoin quickly.
+		SessionTimeout:    6 * time.Second,
+		HeartbeatInterval: time.Second,
+		RebalanceTimeout:  6 * time.Second,
+		JoinGroupBackoff:  500 * time.Millisecond,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			h.log.Debug("kafka reader", "msg", fmt.Sprintf(msg, args...))
 		}),
 	})
 	return nil
+}
+
+// openPool returns a pool for url after checking it answers. params are
+// session settings of every connection. A query whose context ends is
+// cancelled on the server (a cancel request) rather than by dropping the
+// connection, which is dropped only if the server has not answered a
+// second later.
+func openPool(ctx context.Context, url string, params map[string]string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	for k, v := range params {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: time.Second}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to %s: %w", pgutil.Redacted(url), err)
+	}
+	return pool, nil
 }
 
 // Run consumes until ctx ends. Fetching and decoding the next batch overlap
@@ -155,10 +206,7 @@ func (h *History) Run(ctx context.Context) error {
 		for {
 			msgs, err := h.fetchBatch(ctx)
 			if err != nil {
-				if ctx.Err() != nil || h.stopping.Load() {
-					return nil
-				}
-				return fmt.Errorf("fetch: %w", err)
+				return nil // ctx ended or Stop closed the reader
 			}
 			select {
 			case batches <- decode(msgs):
@@ -204,10 +252,13 @@ func decode(msgs []kafka.Message) *decoded {
 	return d
 }
 
-// fetchBatch returns up to BatchSize records: it blocks for the first, then
-// collects more for at most BatchWait.
+// fetchBatch returns up to BatchSize records: it blocks for the first
+// (riding out broker trouble: see fetch), then collects more for at most
+// BatchWait. It fails only when ctx ends or Stop closed the reader.
 func (h *History) fetchBatch(ctx context.Context) ([]kafka.Message, error) {
-	first, err := h.reader.FetchMessage(ctx)
+	first, err := fetch(ctx, h.reader, h.stopping.Load, func(err error, wait time.Duration) {
+		h.log.Warn("fetch from the log failed; retrying", "retry_in", wait, "err", err)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -227,60 +278,96 @@ func (h *History) fetchBatch(ctx context.Context) ([]kafka.Message, error) {
 	return batch, nil
 }
 
+// writeTimeout bounds one batch transaction: one that hangs (a locked
+// table, a database that stopped answering) is cancelled and retried.
+const writeTimeout = 30 * time.Second
+
 // store writes a batch, retrying with backoff while the database is away.
 // It returns only on success or when ctx ends.
 func (h *History) store(ctx context.Context, b *decoded) error {
 	rows, dead, batch := b.rows, b.dead, b.msgs
-	backoff := 100 * time.Millisecond
-	for {
+	pool := h.pool.Load()
+	return retry(ctx, func() error {
 		t0 := time.Now()
-		n, refused, err := writeBatch(ctx, h.pool, rows, dead)
-		if err == nil {
-			dead := append(dead[:len(dead):len(dead)], refused...)
-			h.dbOK.Store(true)
-			h.m.writeSecs.Observe(time.Since(t0).Seconds())
-			h.m.batchSize.Observe(float64(len(batch)))
-			h.m.rows.Add(float64(n))
-			h.m.duplicates.Add(float64(int64(len(rows)-len(refused)) - n))
-			if len(dead) > 0 {
-				h.m.dead.Add(float64(len(dead)))
-				h.log.Warn("records moved to dead_letters", "count", len(dead), "topic", dead[0].topic, "partition", dead[0].partition, "offset", dead[0].offset, "err", dead[0].err)
-			}
-			return nil
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		defer cancel()
+		n, refused, err := writeBatch(wctx, pool, rows, dead)
+		if err != nil {
+			return err
 		}
+		dead := append(dead[:len(dead):len(dead)], refused...)
+		h.dbOK.Store(true)
+		h.m.writeSecs.Observe(time.Since(t0).Seconds())
+		h.m.batchSize.Observe(float64(len(batch)))
+		h.m.rows.Add(float64(n))
+		h.m.duplicates.Add(float64(int64(len(rows)-len(refused)) - n))
+		if len(dead) > 0 {
+			h.m.dead.Add(float64(len(dead)))
+			h.log.Warn("records moved to dead_letters", "count", len(dead), "topic", dead[0].topic, "partition", dead[0].partition, "offset", dead[0].offset, "err", dead[0].err)
+		}
+		return nil
+	}, func(err error, wait time.Duration) {
 		h.dbOK.Store(false)
 		h.m.writeErrs.Inc()
-		h.log.Warn("history write failed; retrying", "records", len(batch), "retry_in", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff + rand.N(backoff/2)):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+		h.log.Warn("history write failed; retrying", "records", len(batch), "retry_in", wait, "err", err)
+	})
 }
 
 // commit commits the batch's offsets, retrying while the broker is away.
 // A batch whose commit never lands is redelivered and stored idempotently.
 func (h *History) commit(ctx context.Context, batch []kafka.Message) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := h.reader.CommitMessages(ctx, batch...)
-		if err == nil {
-			h.updateLag(batch)
-			return nil
+	return retry(ctx, func() error {
+		if err := h.reader.CommitMessages(ctx, batch...); err != nil {
+			if h.stopping.Load() {
+				return backoff.Permanent(err) // Stop closed the reader: redelivered to the next owner
+			}
+			return err
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		h.updateLag(batch)
+		return nil
+	}, func(err error, wait time.Duration) {
+		h.log.Warn("offset commit failed; retrying", "retry_in", wait, "err", err)
+	})
+}
+
+// fetch returns the next message of a consumer-group reader, riding out
+// errors: the reader keeps retrying underneath, but queues its partition
+// readers' errors (up to its queue capacity) while the broker is away, so
+// queued errors are drained at once and only errors that keep coming are
+// waited out, with backoff from 100ms to 2s. It fails only when ctx ends or
+// stopped reports true (the reader was closed).
+func fetch(ctx context.Context, rd *kafka.Reader, stopped func() bool, notify func(err error, wait time.Duration)) (kafka.Message, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.Multiplier, b.RandomizationFactor = 100*time.Millisecond, 2*time.Second, 2, 0.5
+	return backoff.Retry(ctx, func() (kafka.Message, error) {
+		m, err := rd.FetchMessage(ctx)
+		for drained := 0; err != nil && drained < 10000; drained++ {
+			if ctx.Err() != nil || stopped() {
+				return m, backoff.Permanent(err)
+			}
+			dctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			var next error
+			m, next = rd.FetchMessage(dctx)
+			cancel()
+			if errors.Is(next, context.DeadlineExceeded) && ctx.Err() == nil {
+				break // nothing queued: wait before asking again
+			}
+			err = next
 		}
-		h.log.Warn("offset commit failed; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+		return m, err
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
+}
+
+// retry runs op until it succeeds or ctx ends, waiting between attempts
+// 100ms doubling up to 5s, each wait randomized by ±50% so that writers
+// that fail together do not retry together. notify is called before each
+// wait.
+func retry(ctx context.Context, op func() error, notify func(err error, wait time.Duration)) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.Multiplier, b.RandomizationFactor = 100*time.Millisecond, 5*time.Second, 2, 0.5
+	_, err := backoff.Retry(ctx, func() (struct{}, error) { return struct{}{}, op() },
+		backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
+	return err
 }
 
 func (h *History) updateLag(batch []kafka.Message) {
@@ -308,14 +395,20 @@ func (h *History) Lag() int64 {
 	return sum
 }
 
-// Ready reports whether the database answers and the consumer is caught up
-// within ReadyMaxLag.
+// Ready reports whether the database answers within half of DBTimeout
+// (a bounded read of the messages table, so a table locked against
+// readers counts as not answering) and the consumer is caught up within
+// ReadyMaxLag.
 func (h *History) Ready(ctx context.Context) error {
-	if h.pool == nil {
-		return errors.New("not started")
+	api := h.api.Load()
+	if api == nil {
+		return errors.New("not started: connecting to the database")
 	}
-	if err := h.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("database unavailable: %w", err)
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.DBTimeout/2)
+	defer cancel()
+	var exists bool
+	if err := api.QueryRow(pctx, "SELECT EXISTS (SELECT 1 FROM messages)").Scan(&exists); err != nil {
+		return fmt.Errorf("database does not answer within %v: %w", h.cfg.DBTimeout/2, err)
 	}
 	if !h.dbOK.Load() {
 		return errors.New("database writes failing; retrying")
@@ -326,15 +419,17 @@ func (h *History) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Stop leaves the consumer group and closes the database pool.
+// Stop leaves the consumer group and closes the database pools.
 func (h *History) Stop(context.Context) error {
 	h.stopping.Store(true)
 	var err error
 	if h.reader != nil {
 		err = h.reader.Close()
 	}
-	if h.pool != nil {
-		h.pool.Close()
+	for _, p := range []*pgxpool.Pool{h.pool.Load(), h.api.Load()} {
+		if p != nil {
+			p.Close()
+		}
 	}
 	return err
 }

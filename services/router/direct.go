@@ -45,6 +45,9 @@ func (r *Router) newDirectReader(start int64) *kafka.Reader {
 		HeartbeatInterval: max(st/6, 100*time.Millisecond),
 		RebalanceTimeout:  st,
 		JoinGroupBackoff:  500 * time.Millisecond,
+		// Keep retrying underneath rather than queue errors for
+		// FetchMessage while the broker is away.
+		MaxAttempts: 1 << 30,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			r.log.Debug("kafka group reader", "msg", fmt.Sprintf(msg, args...))
 		}),
@@ -125,17 +128,7 @@ func (r *Router) route(ctx context.Context) error {
 	case <-r.caughtUpCh:
 	}
 	for {
-		// The group reader reports trouble (the broker away, a coordinator
-		// moving) and keeps trying underneath: wait and ask again.
-		var m kafka.Message
-		err := retry(ctx, 100*time.Millisecond, 5*time.Second, 0, func() error {
-			var err error
-			m, err = r.direct.FetchMessage(ctx)
-			if err != nil && (ctx.Err() != nil || r.stopping.Load()) {
-				return backoff.Permanent(err)
-			}
-			return err
-		}, func(err error, wait time.Duration) {
+		m, err := fetch(ctx, r.direct, r.stopping.Load, func(err error, wait time.Duration) {
 			r.log.Warn("fetch private messages; retrying", "retry_in", wait, "err", err)
 		})
 		if err != nil {
