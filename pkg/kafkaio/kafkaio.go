@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/propagation"
 
@@ -160,24 +161,23 @@ type TopicSpec struct {
 // until ctx ends so a broker that is still starting is waited for.
 func (c *Config) EnsureTopics(ctx context.Context, specs ...TopicSpec) (map[string]int, error) {
 	cl := c.Client()
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.Multiplier, b.RandomizationFactor = 100*time.Millisecond, 1600*time.Millisecond, 2, 0.5
 	var lastErr error
-	for attempt := 0; ; attempt++ {
+	counts, err := backoff.Retry(ctx, func() (map[string]int, error) {
 		counts, err := c.ensureOnce(ctx, cl, specs)
-		if err == nil {
-			return counts, nil
+		if err != nil {
+			lastErr = err
 		}
-		lastErr = err
-		select {
-		case <-ctx.Done():
+		return counts, err
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0))
+	if err != nil {
+		if ctx.Err() != nil {
 			return nil, fmt.Errorf("ensure topics: %w (last error: %v)", ctx.Err(), lastErr)
-		case <-time.After(backoff(attempt)):
 		}
+		return nil, fmt.Errorf("ensure topics: %w", err)
 	}
-}
-
-func backoff(attempt int) time.Duration {
-	d := 100 * time.Millisecond << min(attempt, 4)
-	return d
+	return counts, nil
 }
 
 func (c *Config) ensureOnce(ctx context.Context, cl *kafka.Client, specs []TopicSpec) (map[string]int, error) {
