@@ -53,8 +53,8 @@ type Edge struct {
 	up     websocket.Upgrader
 
 	src      source
-	writer   *kafka.Writer // rooms topic
-	direct   *kafka.Writer // private messages
+	writer   *appender // rooms topic
+	direct   *appender // private messages
 	dsrc     *deliveriesSource
 	presence *presence
 
@@ -105,7 +105,8 @@ func (e *Edge) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	k := e.cfg.Kafka
-	if _, err := k.EnsureTopics(ctx, k.AllTopics()...); err != nil {
+	counts, err := k.EnsureTopics(ctx, k.AllTopics()...)
+	if err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
 	src, err := newLogSource(ctx, k, k.RoomsTopic, e.cfg.MaxReplay, e.log, e.m)
@@ -117,12 +118,8 @@ func (e *Edge) Start(ctx context.Context) error {
 	if e.dsrc, err = newDeliveriesSource(ctx, k, e.cfg.ID, e.log, e.m); err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
-	e.writer = k.NewWriter(k.RoomsTopic)
-	e.writer.Async = true
-	e.writer.Completion = e.completed
-	e.direct = k.NewWriter(k.DirectTopic)
-	e.direct.Async = true
-	e.direct.Completion = e.completed
+	e.writer = newAppender(k, k.RoomsTopic, src.partitions)
+	e.direct = newAppender(k, k.DirectTopic, counts[k.DirectTopic])
 	e.presence = newPresence(e, k)
 	return nil
 }
@@ -192,9 +189,9 @@ func (e *Edge) Stop(ctx context.Context) error {
 		}
 	}
 	var errs []error
-	for _, c := range []interface{ Close() error }{e.writer, e.direct} {
-		if c != nil {
-			errs = append(errs, c.Close())
+	for _, a := range []*appender{e.writer, e.direct} {
+		if a != nil {
+			a.close()
 		}
 	}
 	if e.presence != nil {
@@ -545,23 +542,23 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 	}
 }
 
-// pendingAppend travels with a record through the asynchronous writer
-// (kafka.Message.WriterData) to its completion.
+// pendingAppend travels with a record through the appender to its
+// completion.
 type pendingAppend struct {
 	t0   time.Time
 	span trace.Span
 	done func(error)
 }
 
-// appendAsync queues ev for a durable write to the rooms topic. done is
-// called exactly once, from the writer's goroutine, after the broker
-// acknowledged the write (all in-sync replicas) or the write failed; it must
-// not block. Writes queued by one goroutine keep their order within a
-// partition: kafka-go's writer sends each partition's batches one at a time.
+// appendAsync queues ev for a durable write to the rooms topic (or, for a
+// private message, the direct topic). done is called exactly once, from the
+// appender's goroutine, after the broker acknowledged the write (all
+// in-sync replicas) or the write failed; it must not block. Appends of one
+// partition are written and completed in the order they were queued.
 func (e *Edge) appendAsync(ctx context.Context, ev *chatevent.Event, done func(error)) {
-	w, topic, key := e.writer, e.cfg.Kafka.RoomsTopic, chatevent.RoomKey(ev.Room)
+	ap, topic, key := e.writer, e.cfg.Kafka.RoomsTopic, chatevent.RoomKey(ev.Room)
 	if ev.Type == chatevent.TypePrivate {
-		w, topic, key = e.direct, e.cfg.Kafka.DirectTopic, chatevent.DMKey(ev.Username, ev.Target)
+		ap, topic, key = e.direct, e.cfg.Kafka.DirectTopic, chatevent.DMKey(ev.Username, ev.Target)
 	}
 	ctx, span := tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
@@ -571,26 +568,12 @@ func (e *Edge) appendAsync(ctx context.Context, ev *chatevent.Event, done func(e
 		e.completeOne(p, err)
 		return
 	}
-	msg := kafka.Message{
-		Key:        []byte(key),
-		Value:      value,
-		Headers:    []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}},
-		WriterData: p,
-	}
-	otel.GetTextMapPropagator().Inject(ctx, kafkaio.HeaderCarrier{Headers: &msg.Headers})
-	if err := w.WriteMessages(ctx, msg); err != nil { // async: fails only when closed
-		e.completeOne(p, err)
-	}
+	headers := []kafka.Header{{Key: chatevent.HeaderSchema, Value: schemaHeader}}
+	otel.GetTextMapPropagator().Inject(ctx, kafkaio.HeaderCarrier{Headers: &headers})
+	ap.append([]byte(key), value, headers, func(_ int64, err error) { e.completeOne(p, err) })
 }
 
-// completed is the writer's Completion callback.
-func (e *Edge) completed(msgs []kafka.Message, err error) {
-	for i := range msgs {
-		if p, ok := msgs[i].WriterData.(*pendingAppend); ok {
-			e.completeOne(p, err)
-		}
-	}
-}
+var schemaHeader = []byte(strconv.Itoa(chatevent.SchemaVersion))
 
 func (e *Edge) completeOne(p *pendingAppend, err error) {
 	if err != nil {
