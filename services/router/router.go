@@ -1,11 +1,12 @@
 // Package router owns presence and private-message targeting.
 //
-// Consumes chat.presence (every instance reads all of it, from the start,
-// and rebuilds its tables) and chat.direct (instances share it as one
-// consumer group, -router.group). Produces chat.deliveries (one record per
-// edge holding the sender or the target of a private message, keyed by the
-// edge id) and, when an edge's heartbeat stops, leave events on chat.rooms
-// for the room members it held.
+// Consumes chat.presence (every instance reads all of it, from the newest
+// presence snapshot's positions, and rebuilds its tables) and chat.direct
+// (instances share it as one consumer group, -router.group). Produces
+// chat.deliveries (one record per edge holding the sender or the target of
+// a private message, keyed by the edge id), presence snapshots, and, when
+// an edge's heartbeat stops while the router reads presence without
+// trouble, leave events on chat.rooms for the room members it held.
 //
 // HTTP (JWT-authenticated): GET /v1/presence?user=…, GET /v1/rooms/{room}/members.
 package router
@@ -99,11 +100,12 @@ type Router struct {
 	toReplay     int64
 	catchUp      time.Duration // set when caughtUp turns true
 
-	caughtUp   atomic.Bool
-	caughtUpCh chan struct{}
-	remaining  atomic.Int64
-	health     health
-	stopping   atomic.Bool
+	caughtUp     atomic.Bool
+	caughtUpCh   chan struct{}
+	lastSnapshot atomic.Int64 // unix nanoseconds of the last snapshot written (or of the start)
+	remaining    atomic.Int64
+	health       health
+	stopping     atomic.Bool
 
 	probeEvery    time.Duration // presence health probe and expiry check
 	snapshotCheck time.Duration // how often to consider writing a snapshot
@@ -161,6 +163,7 @@ func (r *Router) Start(ctx context.Context) error {
 		return err
 	}
 	r.started = time.Now()
+	r.lastSnapshot.Store(r.started.UnixNano())
 	n := counts[k.PresenceTopic]
 	r.firstAtStart, r.endAtStart = make([]int64, n), make([]int64, n)
 	for p := 0; p < n; p++ {

@@ -333,11 +333,20 @@ func (r *Router) readRange(ctx context.Context, topic string, from, to int64, fn
 	}
 }
 
+// snapshotMaxAge: a router that applied anything writes a snapshot at
+// least this often, so one newer than the presence topic's retention
+// exists even when presence is quiet (otherwise retention would delete the
+// connect records of long-lived connections with nothing to replace them).
+const snapshotMaxAge = 24 * time.Hour
+
 // writeSnapshot writes the table's snapshot if enough records were applied
-// since the last one. It reports whether it wrote one.
+// since the last one (or the last is a day old). It reports whether it
+// wrote one.
 func (r *Router) writeSnapshot(ctx context.Context, force bool) (bool, error) {
 	applied := r.t.appliedSinceSnapshot()
-	if !force && (r.cfg.SnapshotRecords <= 0 || applied < int64(max(r.cfg.SnapshotRecords, r.t.size()))) {
+	due := applied >= int64(max(r.cfg.SnapshotRecords, r.t.size())) ||
+		(applied > 0 && time.Since(time.Unix(0, r.lastSnapshot.Load())) >= snapshotMaxAge)
+	if !force && (r.cfg.SnapshotRecords <= 0 || !due) {
 		return false, nil
 	}
 	chunks, cut := r.t.snapshot(snapshotChunkBytes)
@@ -351,6 +360,7 @@ func (r *Router) writeSnapshot(ctx context.Context, force bool) (bool, error) {
 		return false, fmt.Errorf("write presence snapshot: %w", err)
 	}
 	r.t.snapshotWritten(cut)
+	r.lastSnapshot.Store(time.Now().UnixNano())
 	r.snapshotsWritten.Inc()
 	r.log.Info("presence snapshot written", "chunks", len(msgs), "records_since_last", cut)
 	return true, nil
