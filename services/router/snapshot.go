@@ -279,13 +279,14 @@ func (r *Router) latestSnapshot(ctx context.Context) ([]snapshotChunk, error) {
 		}
 		if best != nil {
 			chunks := make([]snapshotChunk, best.n)
+			var bad error
 			err := r.readRange(ctx, topic, best.first, best.last+1, func(m *kafka.Message) error {
 				id, i, _, ok := chunkOf(m)
 				if !ok || id != bestID {
 					return nil
 				}
-				if err := json.Unmarshal(m.Value, &chunks[i]); err != nil {
-					return fmt.Errorf("snapshot %s chunk %d at offset %d: %w", id, i, m.Offset, err)
+				if err := json.Unmarshal(m.Value, &chunks[i]); err != nil && bad == nil {
+					bad = fmt.Errorf("chunk %d at offset %d: %w", i, m.Offset, err)
 				}
 				return nil
 			})
@@ -293,9 +294,13 @@ func (r *Router) latestSnapshot(ctx context.Context) ([]snapshotChunk, error) {
 				return nil, err
 			}
 			for i := range chunks {
-				if chunks[i].V != snapshotVersion || len(chunks[i].Partitions) != len(chunks[0].Partitions) {
-					return nil, fmt.Errorf("snapshot %s: chunk %d has version %d and %d partitions", bestID, i, chunks[i].V, len(chunks[i].Partitions))
+				if bad == nil && (chunks[i].V != snapshotVersion || len(chunks[i].Partitions) != len(chunks[0].Partitions)) {
+					bad = fmt.Errorf("chunk %d has version %d and %d partitions", i, chunks[i].V, len(chunks[i].Partitions))
 				}
+			}
+			if bad != nil { // not one we can use, and retrying will not change that
+				r.log.Warn("presence snapshot unusable: replaying the whole presence log", "snapshot", bestID, "err", bad)
+				return nil, nil
 			}
 			return chunks, nil
 		}

@@ -206,3 +206,68 @@ func firstDiff(got, want string) string {
 	}
 	return fmt.Sprintf("got %d lines, want %d", len(g), len(w))
 }
+
+// TestLatestSnapshotSkipsIncompleteOnes writes a complete snapshot, then
+// chunks of others interleaved with it and a snapshot a router died while
+// writing; the newest complete one is loaded.
+func TestLatestSnapshotSkipsIncompleteOnes(t *testing.T) {
+	b := startBroker(t)
+	k := testKafka(t, b.Addr())
+	ensureTopics(t, k)
+	r, err := New(testConfig(k), testLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	snap := func(user string, n int) []kafka.Message {
+		tb := newTable()
+		tb.setPositions([]int64{0, 0, 0, 0})
+		for i := 0; i < n; i++ {
+			tb.apply(&chatevent.Presence{Type: chatevent.PresenceConnect, Edge: "e1", User: fmt.Sprint(user, i), Connections: 1}, time.Now())
+		}
+		chunks, _ := tb.snapshot(64) // several chunks
+		msgs, err := encodeSnapshot(chunks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msgs
+	}
+	w := k.NewWriter(snapshotTopic(k.PresenceTopic))
+	defer w.Close()
+	write := func(msgs ...kafka.Message) {
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if chunks, err := r.latestSnapshot(ctx); err != nil || chunks != nil {
+		t.Fatalf("latestSnapshot of an empty topic = %d chunks, %v; want none", len(chunks), err)
+	}
+	old, good, other, dead := snap("old", 3), snap("good", 5), snap("other", 2), snap("dead", 6)
+	if len(other) >= len(good) {
+		t.Fatalf("test setup: other has %d chunks, want fewer than good's %d", len(other), len(good))
+	}
+	write(old...)
+	for i := range good { // interleaved with another router's snapshot
+		write(good[i])
+		if i < len(other) {
+			write(other[i])
+		}
+	}
+	write(kafka.Message{Key: []byte("presence"), Value: []byte("not a chunk")})
+	write(dead[:len(dead)-1]...) // its router died before the last chunk
+	chunks, err := r.latestSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := newTable()
+	got.load(chunks)
+	if p := got.presence("good4"); !p.Online {
+		t.Errorf("loaded snapshot lacks good4 (%d chunks); want the newest complete snapshot, good's", len(chunks))
+	}
+	for _, u := range []string{"old0", "other0", "dead0"} {
+		if got.presence(u).Online {
+			t.Errorf("loaded snapshot holds %s; want only good's users", u)
+		}
+	}
+}
