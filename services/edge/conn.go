@@ -54,7 +54,7 @@ type conn struct {
 	queue     [][]byte
 	qBytes    int
 	writing   bool     // someone holds the write token: a flusher or the writer goroutine
-	writerG   bool     // the token holder is the writer goroutine (wake reaches it)
+	writerG   bool     // the token holder is the writer goroutine
 	rest      []byte   // bytes a flusher could not write; the writer goroutine writes them first
 	spare     [][]byte // a drained queue's backing array, for the next one
 	pingDue   bool
@@ -69,7 +69,6 @@ type conn struct {
 	inFlight chan struct{} // appends awaiting the broker; made on first use
 	expiry   *time.Timer   // closes the connection at the token's exp
 
-	wake     chan struct{} // cap 1: new output for a lingering writer
 	space    chan struct{} // cap 1: the writer took the queue
 	dead     chan struct{} // closed by finish
 	finished sync.Once
@@ -79,7 +78,6 @@ func newConn(e *Edge, ws *websocket.Conn, wc *wireConn, id auth.Identity, lim *r
 	return &conn{
 		e: e, ws: ws, wc: wc, id: id, limiter: lim,
 		rooms: map[string]*sub{},
-		wake:  make(chan struct{}, 1),
 		space: make(chan struct{}, 1),
 		dead:  make(chan struct{}),
 	}
@@ -92,17 +90,13 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// scheduleLocked starts the writer goroutine, or wakes it if it is
-// lingering. If a flusher holds the write token it sees the new output when
-// it checks the queue again. c.mu must be held.
+// scheduleLocked starts the writer goroutine unless someone holds the write
+// token: the holder (a flusher or the writer goroutine) checks the queue
+// and what is due again before it lets the token go. c.mu must be held.
 func (c *conn) scheduleLocked() {
 	if !c.writing {
 		c.writing, c.writerG = true, true
 		go c.writeLoop()
-		return
-	}
-	if c.writerG {
-		signal(c.wake)
 	}
 }
 
@@ -114,9 +108,6 @@ func (c *conn) takeFlush() bool {
 	defer c.mu.Unlock()
 	c.kickPending = false
 	if c.closing || c.writing {
-		if c.writerG {
-			signal(c.wake)
-		}
 		return false
 	}
 	if c.pingDue || c.wc.raw == nil {
@@ -192,11 +183,6 @@ func (c *conn) flushOut() {
 	}
 }
 
-// writerLinger is how long an idle writer goroutine waits for more output
-// before it exits: busy connections keep theirs (no goroutine start and
-// stack growth per message), idle ones cost none.
-const writerLinger = time.Second
-
 // finish ends the connection: the socket is closed, so the reader returns.
 func (c *conn) finish() {
 	c.finished.Do(func() {
@@ -232,20 +218,18 @@ func (c *conn) push(frame []byte, typ string) (kick bool) {
 	return kick
 }
 
-// kick wakes the writer for what push queued.
-func (c *conn) kick() {
-	c.mu.Lock()
-	c.kickPending = false
-	if !c.closing { // a closing connection's writer is already scheduled
-		c.scheduleLocked()
-	}
-	c.mu.Unlock()
-}
-
-// send queues a frame without blocking and wakes the writer.
+// send queues a frame without blocking and writes it out (flushNow).
 func (c *conn) send(frame []byte, typ string) {
 	if c.push(frame, typ) {
-		c.kick()
+		c.flushNow()
+	}
+}
+
+// flushNow writes what is queued on the caller's goroutine, unless someone
+// already holds the write token (they write it).
+func (c *conn) flushNow() {
+	if c.takeFlush() {
+		c.flushOut()
 	}
 }
 
@@ -261,9 +245,9 @@ func (c *conn) sendWait(ctx context.Context, frame []byte, typ string) error {
 		if len(c.queue) < c.e.cfg.SendQueueMessages && c.qBytes+len(frame) <= c.e.cfg.SendQueueBytes {
 			c.queue = append(c.queue, frame)
 			c.qBytes += len(frame)
-			c.scheduleLocked()
 			c.mu.Unlock()
 			c.e.m.frameOut(typ)
+			c.flushNow()
 			return nil
 		}
 		c.mu.Unlock()
@@ -342,17 +326,13 @@ func (c *conn) close(code CloseCode, text string, flush bool) {
 // read the close frame and answer it before the socket is closed.
 const closeLinger = 3 * time.Second
 
-// writeLoop writes until the queue has stayed empty for writerLinger, then
-// exits. At most one runs per connection (guarded by c.writing). Each pass
-// takes everything queued and writes it with one system call: every frame
-// still holds exactly one JSON event, in queue order.
+// writeLoop is the connection's writer goroutine: it runs while something
+// needs a blocking write (the rest of what a flusher could not write, a
+// ping, a close, a busy connection handed over) and exits when the queue is
+// empty. It holds the write token (c.writing, c.writerG). Each pass takes
+// everything queued and writes it with one system call: every frame still
+// holds exactly one JSON event, in queue order.
 func (c *conn) writeLoop() {
-	// An idle writer exits after a whole tick of the linger ticker without
-	// writing: a ticker, not a timer reset on every idle moment, keeps the
-	// per-wake cost to one channel receive.
-	linger := time.NewTicker(writerLinger)
-	defer linger.Stop()
-	wrote := true
 	for {
 		c.mu.Lock()
 		rest := c.rest
@@ -364,34 +344,13 @@ func (c *conn) writeLoop() {
 		c.pingDue = false
 		closing, code, text, flush := c.closing, c.closeCode, c.closeText, c.flush
 		if len(batch) == 0 && len(rest) == 0 && !ping && !closing {
-			if c.spare == nil {
-				c.spare = batch[:0]
-			}
+			c.spare = batch[:0]
+			c.writing, c.writerG = false, false
 			c.mu.Unlock()
-			select {
-			case <-c.wake:
-				continue
-			case <-c.dead:
-				return
-			case <-linger.C:
-			}
-			if wrote {
-				wrote = false
-				continue
-			}
-			c.mu.Lock()
-			if len(c.queue) == 0 && len(c.rest) == 0 && !c.pingDue && !c.closing {
-				c.writing, c.writerG = false, false
-				c.queue, c.spare = nil, nil // an idle connection keeps no queue
-				c.mu.Unlock()
-				return
-			}
-			c.mu.Unlock()
-			continue
+			return
 		}
 		c.mu.Unlock()
 		signal(c.space)
-		wrote = true
 
 		bp := wireBufs.Get().(*[]byte)
 		b := append((*bp)[:0], rest...) // the tail of a flusher's frame comes first
