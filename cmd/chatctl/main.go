@@ -193,11 +193,11 @@ func wsURL(server string) (string, error) {
 
 func tokenCmd(g *globals) *cobra.Command {
 	var user string
-	var admin bool
+	var admin, asURL bool
 	var ttl time.Duration
 	c := &cobra.Command{
-		Use:   "token --user NAME [--admin] [--ttl D]",
-		Short: "Print a token the running server accepts",
+		Use:   "token --user NAME [--admin] [--ttl D] [--url]",
+		Short: "Print a token the running server accepts (--url: the web client's sign-in link)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := g.minter()
@@ -208,11 +208,17 @@ func tokenCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asURL {
+				// The token travels in the fragment, which browsers never send to a server.
+				fmt.Fprintf(cmd.OutOrStdout(), "%s/#token=%s\n", strings.TrimRight(g.server, "/"), tok)
+				return nil
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), tok)
 			return nil
 		},
 	}
 	c.Flags().StringVar(&user, "user", "", "username (the token's sub)")
+	c.Flags().BoolVar(&asURL, "url", false, "print the web client's sign-in link (--server plus #token=…) instead of the bare token")
 	c.Flags().BoolVar(&admin, "admin", false, "grant the admin role")
 	c.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "validity")
 	c.MarkFlagRequired("user")
