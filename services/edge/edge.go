@@ -62,6 +62,8 @@ type Edge struct {
 	drainMu  sync.Mutex     // orders wg.Add in handshakes before the drain's Wait
 	wg       sync.WaitGroup // connection handlers
 
+	sends *sends // recent sends by (username, client_id)
+
 	limMu    sync.Mutex
 	limiters map[string]*userLimiter // per user: rate limiter and open connections
 	ipConns  map[netip.Addr]int      // open connections per client address (MaxConnsPerIP > 0)
@@ -84,7 +86,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Edge{cfg: cfg, log: log, m: newMetrics(reg), verify: v, hub: newHub(), limiters: map[string]*userLimiter{}, ipConns: map[netip.Addr]int{}}
+	e := &Edge{cfg: cfg, log: log, m: newMetrics(reg), verify: v, hub: newHub(), limiters: map[string]*userLimiter{}, ipConns: map[netip.Addr]int{},
+		sends: newSends(cfg.DedupeWindow, maxRememberedSends)}
 	e.up = websocket.Upgrader{
 		ReadBufferSize:    1024,
 		WriteBufferPool:   &sync.Pool{},
@@ -114,6 +117,11 @@ func (e *Edge) Start(ctx context.Context) error {
 		return fmt.Errorf("edge: %w", err)
 	}
 	src.serves = e.hub.serves
+	src.seen = func(ev *chatevent.Event) {
+		if e.hub.hasUser(ev.Username) {
+			e.sends.seen(ev)
+		}
+	}
 	e.src = src
 	if e.dsrc, err = newDeliveriesSource(ctx, k, e.cfg.ID, e.log, e.m); err != nil {
 		return fmt.Errorf("edge: %w", err)
@@ -513,34 +521,59 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), f.ClientID)
 			return
 		}
-		if !c.limiter.Allow() {
-			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), f.ClientID)
-			return
-		}
-		ev := chatevent.Event{
-			ID: chatevent.NewID(), Type: f.Type, Room: f.Room, Target: f.Target, Username: c.id.Username,
-			Content: f.Content, Timestamp: chatevent.FormatTime(time.Now()), ClientID: f.ClientID,
-		}
-		// Appends are pipelined: the next frame is read while this one is
-		// in flight, up to maxInFlight per connection; the ack (or the
-		// error) follows the broker's answer.
-		if err := c.acquireInFlight(ctx); err != nil {
-			return
-		}
 		cid := f.ClientID
-		e.appendAsync(ctx, &ev, func(err error) {
-			c.releaseInFlight()
+		answer := func(id string, err error) {
 			if err != nil {
-				e.log.Warn("append failed", "type", ev.Type, "err", err)
 				e.m.errors.WithLabelValues(chatevent.CodeUnavailable).Inc()
 				c.send(mustJSON(errorFrame{Type: chatevent.TypeError, Code: chatevent.CodeUnavailable,
 					Message: "the message log did not acknowledge the message; it was not sent, retry", ClientID: cid}), chatevent.TypeError)
 				return
 			}
-			c.send(mustJSON(ackFrame{Type: chatevent.TypeAck, ClientID: cid, ID: ev.ID}), chatevent.TypeAck)
+			c.send(mustJSON(ackFrame{Type: chatevent.TypeAck, ClientID: cid, ID: id}), chatevent.TypeAck)
+		}
+		// A resend of a known client_id is answered from the first send
+		// (and costs no rate): see sends.
+		ev, action := e.sends.begin(c.id.Username, cid, func() chatevent.Event {
+			return chatevent.Event{
+				ID: chatevent.NewID(), Type: f.Type, Room: f.Room, Target: f.Target, Username: c.id.Username,
+				Content: f.Content, Timestamp: chatevent.FormatTime(time.Now()), ClientID: cid,
+			}
+		}, answer)
+		switch action {
+		case sendWait:
+			e.m.resends.Inc()
+			return
+		case sendAcked:
+			e.m.resends.Inc()
+			answer(ev.ID, nil)
+			return
+		}
+		if !c.limiter.Allow() {
+			e.sends.forget(c.id.Username, cid, errRateLimited)
+			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), cid)
+			return
+		}
+		// Appends are pipelined: the next frame is read while this one is
+		// in flight, up to maxInFlight per connection; the ack (or the
+		// error) follows the broker's answer.
+		if err := c.acquireInFlight(ctx); err != nil {
+			e.sends.forget(c.id.Username, cid, err)
+			return
+		}
+		e.appendAsync(ctx, &ev, func(err error) {
+			c.releaseInFlight()
+			if err != nil {
+				e.log.Warn("append failed", "type", ev.Type, "err", err)
+			}
+			answer(ev.ID, err)
+			e.sends.finish(c.id.Username, cid, err)
 		})
 	}
 }
+
+// errRateLimited ends a send refused by the rate limit: nothing was
+// appended, so a later resend of its client_id is a new send.
+var errRateLimited = errors.New("rate limited")
 
 // pendingAppend travels with a record through the appender to its
 // completion.

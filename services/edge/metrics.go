@@ -17,6 +17,8 @@ type metrics struct {
 	badRecords    prometheus.Counter
 	handshakes    *prometheus.CounterVec // result
 	presenceErrs  prometheus.Counter
+	resends       prometheus.Counter
+	duplicates    prometheus.Counter
 
 	framesOutByType map[string]prometheus.Counter // resolved once: hot path
 }
@@ -51,6 +53,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		slowDropped:  f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_slow_clients_dropped_total", Help: "Connections closed because their send queue overflowed."}),
 		closes:       f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_closes_total", Help: "Connections closed by the edge, by close code."}, []string{"code"}),
 		badRecords:   f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_bad_records_total", Help: "Log records that could not be decoded and were skipped."}),
+		resends:      f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_resends_total", Help: "Sends of a known client_id answered with the first send's ack instead of appended again."}),
+		duplicates:   f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_duplicate_records_total", Help: "Log records not delivered because an event with the same id was just delivered (a retried append)."}),
 		presenceErrs: f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_presence_write_errors_total", Help: "Presence records the log did not acknowledge (republished once it does)."}),
 		handshakes:   f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_handshakes_total", Help: "WebSocket handshakes, by result."}, []string{"result"}),
 	}

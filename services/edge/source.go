@@ -50,6 +50,8 @@ type logSource struct {
 	// serves reports whether a record key (a room, or the broadcast key)
 	// has a local subscriber; records it refuses are dropped undecoded.
 	serves func(key []byte) bool
+	// seen is told of every event decoded for delivery (resend detection).
+	seen func(*chatevent.Event)
 }
 
 // newLogSource resolves the topic's partitions and their current ends, so
@@ -116,6 +118,7 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 	for p := 0; p < s.partitions; p++ {
 		g.Go(func() error {
 			var ds []*delivery
+			recent := newRecentIDs(recentIDWindow)
 			return tailPartition(ctx, s.kafka, s.topic, p, s.start[p], s.log, func(msgs []kafka.Message) {
 				ds = ds[:0]
 				for i := range msgs {
@@ -124,8 +127,15 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 						continue // no local subscriber: not worth decoding
 					}
 					if d := s.decode(*m); d != nil {
+						if !recent.add(d.ev.ID) {
+							s.m.duplicates.Inc()
+							continue
+						}
 						if t, err := d.ev.Time(); err == nil {
 							s.m.deliverySecs.Observe(time.Since(t).Seconds())
+						}
+						if s.seen != nil {
+							s.seen(&d.ev)
 						}
 						ds = append(ds, d)
 					}
@@ -156,6 +166,10 @@ func (s *logSource) Resume(ctx context.Context, room string, after chatevent.Pos
 	return chatevent.Pos{Partition: p, Offset: next}, true, nil
 }
 
+// recentIDWindow is how many event ids per partition are remembered to
+// drop a retried append's second copy.
+const recentIDWindow = 4096
+
 // Replay reads room's partition from after+1 to end.
 func (s *logSource) Replay(ctx context.Context, room string, after, end chatevent.Pos, fn func(*delivery) error) error {
 	if after.Offset+1 >= end.Offset {
@@ -166,6 +180,7 @@ func (s *logSource) Replay(ctx context.Context, room string, after, end chateven
 		return err
 	}
 	defer r.Close()
+	recent := newRecentIDs(recentIDWindow)
 	for {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
@@ -174,7 +189,10 @@ func (s *logSource) Replay(ctx context.Context, room string, after, end chateven
 		if m.Offset >= end.Offset {
 			return nil
 		}
-		if d := s.decode(m); d != nil && d.ev.Room == room {
+		if d := s.decode(m); d != nil && d.ev.Room == room && recent.add(d.ev.ID) {
+			if s.seen != nil {
+				s.seen(&d.ev)
+			}
 			if err := fn(d); err != nil {
 				return err
 			}

@@ -1,0 +1,186 @@
+package edge
+
+import (
+	"sync"
+	"time"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+)
+
+// sends remembers recent sends by (username, client_id), so that a resend
+// (a client retrying after a lost ack, an ambiguous unavailable, a
+// reconnect) is answered with the first send's ack, same id, and delivered
+// once:
+//
+//   - a resend while the first is still being appended waits for its outcome;
+//   - a resend after it was acknowledged gets the same ack, nothing is appended;
+//   - a resend after it failed appends the same event again (same id and
+//     timestamp), so if the failed attempt had in fact landed, history keeps
+//     one row and edges deliver the id once (see recentIDs).
+//
+// Sends this edge appended are remembered, and so are the events of locally
+// connected users it reads from the log (live or while resuming a room), so
+// a client that reconnects to another edge and resumes its rooms is also
+// answered with the first ack. Entries expire after the window (default 10
+// minutes) or when the table is full, oldest first.
+type sends struct {
+	mu     sync.Mutex
+	window time.Duration
+	max    int
+	m      map[sendKey]*sendState
+	fifo   []sendKey // insertion order, for expiry
+}
+
+// maxRememberedSends bounds the table (about 200 bytes an entry).
+const maxRememberedSends = 200_000
+
+type sendKey struct{ user, clientID string }
+
+type sendState struct {
+	ev      chatevent.Event // what the first send appended
+	at      time.Time
+	pending bool
+	err     error // of the last attempt, when not pending
+	waiters []func(id string, err error)
+}
+
+// sendAction says what handleFrame does with a chat or private frame.
+type sendAction int
+
+const (
+	sendAppend sendAction = iota // append ev (new, or a retry of a failed one)
+	sendWait                     // the first attempt is in flight: its outcome answers this one too
+	sendAcked                    // already acknowledged: answer with ev.ID
+)
+
+func newSends(window time.Duration, max int) *sends {
+	return &sends{window: window, max: max, m: map[sendKey]*sendState{}}
+}
+
+// expireLocked drops entries older than the window, and the oldest ones
+// beyond max; pending entries are kept (their outcome is still awaited).
+func (s *sends) expireLocked(now time.Time) {
+	n := 0
+	for n < len(s.fifo) {
+		k := s.fifo[n]
+		st := s.m[k]
+		if st != nil && !st.pending && now.Sub(st.at) < s.window && len(s.m) <= s.max {
+			break
+		}
+		if st != nil && !st.pending {
+			delete(s.m, k)
+		} else if st != nil { // pending: keep, re-queue at the back
+			s.fifo = append(s.fifo, k)
+		}
+		n++
+		if n > 1024 { // bounded work per call
+			break
+		}
+	}
+	if n > 0 {
+		s.fifo = append(s.fifo[:0], s.fifo[n:]...)
+	}
+}
+
+// begin looks a send up. For sendAppend it returns the event to append (mk
+// makes a new one); for sendWait it registers wait, called with the first
+// attempt's outcome; for sendAcked it returns the acknowledged event.
+func (s *sends) begin(user, clientID string, mk func() chatevent.Event, wait func(id string, err error)) (chatevent.Event, sendAction) {
+	now := time.Now()
+	k := sendKey{user, clientID}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expireLocked(now)
+	st := s.m[k]
+	switch {
+	case st == nil:
+		st = &sendState{ev: mk(), at: now, pending: true}
+		s.m[k] = st
+		s.fifo = append(s.fifo, k)
+		return st.ev, sendAppend
+	case st.pending:
+		st.waiters = append(st.waiters, wait)
+		return st.ev, sendWait
+	case st.err == nil:
+		return st.ev, sendAcked
+	default: // the last attempt failed: try the same event again
+		st.pending, st.err = true, nil
+		return st.ev, sendAppend
+	}
+}
+
+// finish records an attempt's outcome and answers the sends that waited.
+func (s *sends) finish(user, clientID string, err error) {
+	s.mu.Lock()
+	st := s.m[sendKey{user, clientID}]
+	if st == nil {
+		s.mu.Unlock()
+		return
+	}
+	st.pending, st.err = false, err
+	st.at = time.Now()
+	waiters := st.waiters
+	st.waiters = nil
+	id := st.ev.ID
+	s.mu.Unlock()
+	for _, w := range waiters {
+		w(id, err)
+	}
+}
+
+// forget ends a send that was never appended (refused before the append):
+// sends that waited on it get err, and a later resend is a new send.
+func (s *sends) forget(user, clientID string, err error) {
+	s.finish(user, clientID, err)
+	s.mu.Lock()
+	if st := s.m[sendKey{user, clientID}]; st != nil && !st.pending {
+		delete(s.m, sendKey{user, clientID}) // its fifo entry is skipped at expiry
+	}
+	s.mu.Unlock()
+}
+
+// seen records an event read from the log (its send was acknowledged by
+// whichever edge appended it), unless this send is already known.
+func (s *sends) seen(ev *chatevent.Event) {
+	if ev.ClientID == "" {
+		return
+	}
+	k := sendKey{ev.Username, ev.ClientID}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[k]; ok {
+		return
+	}
+	s.expireLocked(now)
+	s.m[k] = &sendState{ev: *ev, at: now}
+	s.fifo = append(s.fifo, k)
+}
+
+// recentIDs remembers the ids of the last events delivered from one
+// partition, so an event appended twice (a retry after an ambiguous
+// failure: same id) is delivered once. A retry goes to the same partition
+// as its first attempt (same key), so a per-partition window suffices.
+type recentIDs struct {
+	ring []string
+	next int
+	set  map[string]struct{}
+}
+
+func newRecentIDs(n int) *recentIDs {
+	return &recentIDs{ring: make([]string, n), set: make(map[string]struct{}, n)}
+}
+
+// add reports whether id is new, and remembers it.
+func (r *recentIDs) add(id string) bool {
+	if _, dup := r.set[id]; dup {
+		return false
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.set, old)
+	}
+	r.ring[r.next] = id
+	r.set[id] = struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+	return true
+}

@@ -1,0 +1,124 @@
+package edge_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/services/edge"
+)
+
+// ackID waits for the ack (or fails on an error) of clientID.
+func (c *client) ackID(clientID string) string {
+	c.t.Helper()
+	for {
+		m := c.next()
+		switch {
+		case m["type"] == "ack" && m["client_id"] == clientID:
+			return m["id"].(string)
+		case m["type"] == "error":
+			c.t.Fatalf("%s: error %v", c.user, m)
+		}
+	}
+}
+
+// contents reads chat frames until the one with content last, returning
+// every content seen on the way.
+func (c *client) contentsUntil(last string) []string {
+	c.t.Helper()
+	var got []string
+	for {
+		m := c.nextOf("chat")
+		got = append(got, m["content"].(string))
+		if m["content"] == last {
+			return got
+		}
+	}
+}
+
+// A resend of a client_id (at once, while the first is in flight, and after
+// its ack) is answered with the first send's ack and delivered once.
+func TestResendSameClientIDIsOneMessage(t *testing.T) {
+	e := startEdge(t, testBroker(t))
+	bob := dial(t, e.URL, "bob")
+	bob.join("general")
+	alice := dial(t, e.URL, "alice")
+	frame := map[string]any{"type": "chat", "room": "general", "content": "once", "client_id": "x1"}
+	alice.send(frame)
+	alice.send(frame) // while the first is being appended
+	first, second := alice.ackID("x1"), alice.ackID("x1")
+	if first != second {
+		t.Fatalf("acks name %s and %s, want the same id", first, second)
+	}
+	alice.send(frame) // after the ack
+	if third := alice.ackID("x1"); third != first {
+		t.Fatalf("resend after the ack: id %s, want %s", third, first)
+	}
+	alice.say("general", "marker", "x2")
+	if got := bob.contentsUntil("marker"); len(got) != 2 || got[0] != "once" {
+		t.Fatalf("bob saw %q, want [once marker]", got)
+	}
+}
+
+// A client that reconnects to another edge and resumes its room gets the
+// first send's ack for a resend there too.
+func TestResendOnAnotherEdgeAfterResume(t *testing.T) {
+	broker := testBroker(t)
+	a := startEdge(t, broker)
+	b := startEdge(t, broker)
+	bob := dial(t, b.URL, "bob")
+	bob.join("general")
+	alice := dial(t, a.URL, "alice")
+	alice.join("general")
+	alice.say("general", "before", "y0")
+	before := alice.nextOf("chat")
+	id := alice.say("general", "the message", "y1")
+	alice.ws.Close()
+
+	alice2 := dial(t, b.URL, "alice")
+	alice2.send(map[string]any{"type": "join", "room": "general", "since": before["pos"]})
+	if j := alice2.nextOf("joined"); j["recovered"] != true {
+		t.Fatalf("joined = %v, want recovered", j)
+	}
+	if m := alice2.nextOf("chat"); m["id"] != id {
+		t.Fatalf("replayed %v, want %s", m, id)
+	}
+	alice2.send(map[string]any{"type": "chat", "room": "general", "content": "the message", "client_id": "y1"})
+	if got := alice2.ackID("y1"); got != id {
+		t.Fatalf("resend on the other edge: ack %s, want the first send's %s", got, id)
+	}
+	alice2.say("general", "marker", "y2")
+	if got := bob.contentsUntil("marker"); len(got) != 3 || got[1] != "the message" {
+		t.Fatalf("bob saw %q, want [before, the message, marker]", got)
+	}
+}
+
+// An event appended twice (a retry after an ambiguous failure keeps its id)
+// is delivered once.
+func TestSameEventTwiceInTheLogIsDeliveredOnce(t *testing.T) {
+	broker := testBroker(t)
+	var topic string
+	e := startEdge(t, broker, func(c *edge.Config) { topic = c.Kafka.RoomsTopic })
+	bob := dial(t, e.URL, "bob")
+	bob.join("general")
+	ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: "general", Username: "alice",
+		Content: "twice", ClientID: "z1", Timestamp: chatevent.FormatTime(time.Now())}
+	v, _ := ev.Encode()
+	marker := ev
+	marker.ID, marker.Content, marker.ClientID = chatevent.NewID(), "marker", "z2"
+	mv, _ := marker.Encode()
+	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("general"), Value: v}, kafka.Message{Key: []byte("general"), Value: v},
+		kafka.Message{Key: []byte("general"), Value: mv}); err != nil {
+		t.Fatal(err)
+	}
+	if got := bob.contentsUntil("marker"); len(got) != 2 {
+		t.Fatalf("bob saw %q, want [twice marker]", got)
+	}
+}
