@@ -165,4 +165,3 @@ func (a *appender) close() {
 		pa.mu.Unlock()
 	}
 }
-
