@@ -28,6 +28,10 @@ type presence struct {
 	// next heartbeat republishes every connection and membership, so the
 	// router's tables converge to the truth once the broker is back.
 	lost atomic.Bool
+	// gone holds the disconnects and leaves whose records failed, so the
+	// republish repeats those still true (the router would otherwise keep
+	// a user online who left during the outage). Guarded by mu.
+	gone map[chatevent.Presence]struct{}
 }
 
 func newPresence(e *Edge, k kafkaio.Config) *presence {
@@ -37,11 +41,13 @@ func newPresence(e *Edge, k kafkaio.Config) *presence {
 	// users connect at once.
 	w.BatchTimeout = 20 * time.Millisecond
 	w.BatchSize = 64
-	p := &presence{e: e, w: w, users: map[string]int{}, rooms: map[string]map[string]int{}, timers: map[string]*time.Timer{}}
-	w.Completion = func(_ []kafka.Message, err error) {
+	p := &presence{e: e, w: w, users: map[string]int{}, rooms: map[string]map[string]int{}, timers: map[string]*time.Timer{},
+		gone: map[chatevent.Presence]struct{}{}}
+	w.Completion = func(msgs []kafka.Message, err error) {
 		if err != nil {
 			p.lost.Store(true)
 			e.m.presenceErrs.Inc()
+			p.remember(msgs)
 			e.log.Debug("presence write failed; will republish", "err", err)
 		}
 	}
@@ -63,12 +69,36 @@ func (p *presence) publish(typ, user, room string, conns int) {
 	}
 }
 
+// remember keeps the failed disconnect and leave records.
+func (p *presence) remember(msgs []kafka.Message) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range msgs {
+		var r chatevent.Presence
+		if json.Unmarshal(m.Value, &r) != nil || (r.Type != chatevent.PresenceDisconnect && r.Type != chatevent.PresenceLeave) {
+			continue
+		}
+		if len(p.gone) < 100_000 {
+			p.gone[chatevent.Presence{Type: r.Type, User: r.User, Room: r.Room}] = struct{}{}
+		}
+	}
+}
+
 // republish publishes every open connection count and room membership of
 // this edge again. The records are absolute (counts, joins), so repeating
 // them is harmless.
 func (p *presence) republish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for g := range p.gone {
+		delete(p.gone, g)
+		switch {
+		case g.Type == chatevent.PresenceDisconnect && p.users[g.User] == 0 && p.timers[g.User] == nil:
+			p.publish(chatevent.PresenceDisconnect, g.User, "", 0)
+		case g.Type == chatevent.PresenceLeave && p.rooms[g.User][g.Room] == 0:
+			p.publish(chatevent.PresenceLeave, g.User, g.Room, 0)
+		}
+	}
 	for user, n := range p.users {
 		p.publish(chatevent.PresenceConnect, user, "", n)
 	}

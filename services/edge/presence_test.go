@@ -26,22 +26,31 @@ func TestPresenceRepublishedAfterBrokerOutage(t *testing.T) {
 	var presenceTopic string
 	e := startEdge(t, b.Addr(), func(c *edge.Config) {
 		c.Heartbeat = 200 * time.Millisecond
+		c.PresenceGrace = 100 * time.Millisecond
 		c.Kafka.WriteTimeout = 300 * time.Millisecond
 		presenceTopic = c.Kafka.PresenceTopic
 	})
 	alice := dial(t, e.URL, "alice")
 	alice.join("general")
+	dave := dial(t, e.URL, "dave") // leaves while the broker is away
 
 	if err := b.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "a failed presence write", func() bool { return e.metric(t, "chat_edge_presence_write_errors_total") > 0 })
+	dave.ws.Close()
+	// Heartbeats fail one batch at a time; once several written after
+	// dave's disconnect record have failed, that record has failed too.
+	failed := e.metric(t, "chat_edge_presence_write_errors_total")
+	eventually(t, 30*time.Second, "dave's disconnect record failing", func() bool {
+		return e.metric(t, "chat_edge_presence_write_errors_total") >= failed+10
+	})
 	back := time.Now()
 	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
-	var connected, joined bool
+	var connected, joined, daveGone bool
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	readers := map[int]*kafka.Reader{}
@@ -69,13 +78,22 @@ func TestPresenceRepublishedAfterBrokerOutage(t *testing.T) {
 			}
 		}()
 	}
-	for !(connected && joined) {
+	for !(connected && joined && daveGone) {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("after the broker returned: connect republished %v, join republished %v; want both", connected, joined)
+			t.Fatalf("after the broker returned: alice's connect republished %v, join republished %v, dave's disconnect %v; want all", connected, joined, daveGone)
 		case m := <-msgs:
 			var p chatevent.Presence
-			if json.Unmarshal(m.Value, &p) != nil || p.User != "alice" {
+			if json.Unmarshal(m.Value, &p) != nil {
+				continue
+			}
+			if p.User == "dave" && p.Type == chatevent.PresenceDisconnect {
+				if at, err := time.Parse(time.RFC3339Nano, p.Timestamp); err == nil && !at.Before(back) {
+					daveGone = true
+				}
+				continue
+			}
+			if p.User != "alice" {
 				continue
 			}
 			at, err := time.Parse(time.RFC3339Nano, p.Timestamp)

@@ -1,0 +1,104 @@
+// Building message elements. Every user-provided string goes into the DOM
+// as text (textContent, text nodes); the only elements made from message
+// content are links, and only for http and https URLs.
+
+const URL_RE = /\bhttps?:\/\/[^\s<>"']+/gi;
+
+// appendLinkified appends text to el, with http(s) URLs as links.
+export function appendLinkified(el, text) {
+  let last = 0;
+  for (const m of text.matchAll(URL_RE)) {
+    let raw = m[0].replace(/[.,;:!?)\]]+$/, ""); // trailing punctuation is prose
+    if (m.index > last) el.append(document.createTextNode(text.slice(last, m.index)));
+    let url = null;
+    try { url = new URL(raw); } catch { /* not a URL after all */ }
+    if (url && (url.protocol === "http:" || url.protocol === "https:")) {
+      const a = document.createElement("a");
+      a.href = url.href;
+      a.target = "_blank";
+      a.rel = "noopener noreferrer";
+      a.textContent = raw;
+      el.append(a);
+    } else {
+      el.append(document.createTextNode(raw));
+    }
+    last = m.index + raw.length;
+  }
+  if (last < text.length) el.append(document.createTextNode(text.slice(last)));
+}
+
+export function mentions(content, me) {
+  if (!me || !content) return false;
+  const esc = me.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`(^|[^A-Za-z0-9_.-])@${esc}(?![A-Za-z0-9_-])`, "i").test(content);
+}
+
+function timeOf(ts) {
+  const d = ts ? new Date(ts) : new Date();
+  const t = document.createElement("time");
+  if (!isNaN(d)) {
+    t.dateTime = d.toISOString();
+    t.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    t.title = d.toLocaleString();
+  }
+  return t;
+}
+
+export const STATE_TEXT = {
+  pending: "sending…",
+  queued: "queued: offline",
+  retrying: "retrying…",
+  waiting: "slowed down: retrying…",
+  sent: "sent",
+  failed: "not sent",
+};
+
+// messageElement renders one chat, private or system event.
+export function messageElement(ev, me) {
+  const li = document.createElement("li");
+  li.className = "msg";
+  if (ev.id) li.dataset.id = ev.id;
+  if (ev.client_id) li.dataset.cid = ev.client_id;
+  const head = document.createElement("div");
+  head.className = "head";
+  const who = document.createElement("span");
+  who.className = "user";
+  if (ev.type === "system") {
+    li.classList.add("announcement");
+    who.textContent = "📣 Announcement";
+  } else {
+    who.textContent = ev.username || "";
+    if (ev.username === me) li.classList.add("mine");
+    else if (mentions(ev.content, me)) li.classList.add("mention");
+  }
+  head.append(who, timeOf(ev.timestamp));
+  if (ev.username === me && ev.type !== "system") {
+    const st = document.createElement("span");
+    st.className = "state";
+    head.append(st);
+  }
+  const body = document.createElement("div");
+  body.className = "body";
+  appendLinkified(body, ev.content || "");
+  li.append(head, body);
+  return li;
+}
+
+// setState shows a message's delivery state on one of the user's own messages.
+export function setState(li, state, detail) {
+  li.dataset.state = state;
+  const st = li.querySelector(".state");
+  if (st) st.textContent = detail || STATE_TEXT[state] || state;
+}
+
+export function el(tag, props, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("data-") || k.startsWith("aria-") || k === "role") e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  e.append(...children);
+  return e;
+}
