@@ -65,6 +65,9 @@ type Config struct {
 	// MaxReplay bounds how many log records a join with since may scan
 	// (default 100000); beyond it the join answers recovered:false.
 	MaxReplay int64
+	// MaxReplays bounds the resumes (join with since) reading the log at
+	// once (default 32); the others wait their turn.
+	MaxReplays int
 	// DedupeWindow is how long a send's client_id is remembered: a resend
 	// within it is answered with the first send's ack (default 10m).
 	DedupeWindow time.Duration
@@ -107,6 +110,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PresenceGrace, "edge.presence-grace", 5*time.Second, "delay before a user whose last connection closed is reported offline")
 	fs.DurationVar(&c.Heartbeat, "edge.heartbeat", 2*time.Second, "interval of the edge's presence heartbeat")
 	fs.Int64Var(&c.MaxReplay, "edge.max-replay", 100000, "log records a resuming join may scan")
+	fs.IntVar(&c.MaxReplays, "edge.max-replays", 32, "resumes (join with since) reading the log at once; more wait their turn")
 	fs.DurationVar(&c.DedupeWindow, "edge.dedupe-window", 10*time.Minute, "how long a send's client_id is remembered: a resend within it gets the first send's ack")
 	fs.IntVar(&c.MaxConnsPerUser, "edge.max-conns-per-user", 50, "open connections per user on this edge; more are refused with HTTP 429")
 	fs.IntVar(&c.MaxConnsPerIP, "edge.max-conns-per-ip", 0, "open connections per client address on this edge (0: no limit); see -edge.trusted-proxies")
@@ -161,6 +165,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PresenceGrace < 0 || c.Heartbeat <= 0 {
 		errs = append(errs, errors.New("edge.presence-grace must not be negative and edge.heartbeat must be positive"))
+	}
+	if c.MaxReplays < 1 {
+		errs = append(errs, errors.New("edge.max-replays must be positive"))
 	}
 	if c.DedupeWindow <= 0 {
 		errs = append(errs, errors.New("edge.dedupe-window must be positive"))

@@ -62,7 +62,8 @@ type Edge struct {
 	drainMu  sync.Mutex     // orders wg.Add in handshakes before the drain's Wait
 	wg       sync.WaitGroup // connection handlers
 
-	sends *sends // recent sends by (username, client_id)
+	sends       *sends        // recent sends by (username, client_id)
+	replaySlots chan struct{} // one per resume reading the log
 
 	limMu    sync.Mutex
 	limiters map[string]*userLimiter // per user: rate limiter and open connections
@@ -87,7 +88,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error)
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Edge{cfg: cfg, log: log, m: newMetrics(reg), verify: v, hub: newHub(), limiters: map[string]*userLimiter{}, ipConns: map[netip.Addr]int{},
-		sends: newSends(cfg.DedupeWindow, maxRememberedSends)}
+		sends: newSends(cfg.DedupeWindow, maxRememberedSends), replaySlots: make(chan struct{}, cfg.MaxReplays)}
 	e.up = websocket.Upgrader{
 		ReadBufferSize:    1024,
 		WriteBufferPool:   &sync.Pool{},
@@ -656,7 +657,28 @@ func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
 	after, _ := chatevent.ParsePos(f.Since) // validated by DecodeFrame
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	end, ok, err := e.src.Resume(rctx, f.Room, after)
+	// At most MaxReplays resumes read the log at once; the others queue
+	// here (their live events buffer meanwhile), so a reconnect storm
+	// after a drain does not turn into thousands of concurrent log scans.
+	e.m.replaysWaiting.Inc()
+	var slotErr error
+	select {
+	case e.replaySlots <- struct{}{}:
+	case <-c.dead:
+		slotErr = errClosed
+	case <-rctx.Done():
+		slotErr = rctx.Err()
+	}
+	e.m.replaysWaiting.Dec()
+	if slotErr == nil {
+		defer func() { <-e.replaySlots }()
+	}
+	var end chatevent.Pos
+	var ok bool
+	err := slotErr
+	if err == nil {
+		end, ok, err = e.src.Resume(rctx, f.Room, after)
+	}
 	if err != nil {
 		e.hub.removeSub(s)
 		delete(c.rooms, f.Room)

@@ -96,3 +96,62 @@ func TestResumeNotRecovered(t *testing.T) {
 		})
 	}
 }
+
+// A resume further behind than -edge.max-replay records answers
+// recovered:false (page history instead) and continues live.
+func TestResumeBeyondMaxReplay(t *testing.T) {
+	e := startEdge(t, testBroker(t), func(c *edge.Config) { c.MaxReplay, c.RatePerSecond, c.RateBurst = 5, 1e6, 1e6 })
+	pub := dial(t, e.URL, "pub")
+	w := dial(t, e.URL, "watcher")
+	w.join("general")
+	pub.say("general", "m0", "c0")
+	since := w.nextOf("chat")["pos"].(string)
+	for i := 1; i <= 10; i++ {
+		pub.say("general", fmt.Sprint("m", i), fmt.Sprint("c", i))
+	}
+	c := dial(t, e.URL, "late")
+	c.send(map[string]any{"type": "join", "room": "general", "since": since})
+	if j := c.nextOf("joined"); j["recovered"] != false {
+		t.Fatalf("joined = %v, want recovered:false beyond max-replay", j)
+	}
+	pub.say("general", "live", "c-live")
+	if m := c.nextOf("chat"); m["content"] != "live" {
+		t.Fatalf("got %v, want the live message", m)
+	}
+}
+
+// Many resumes at once take turns (-edge.max-replays) and each still gets
+// every missed event, in order, once.
+func TestConcurrentResumesQueue(t *testing.T) {
+	e := startEdge(t, testBroker(t), func(c *edge.Config) { c.MaxReplays, c.RatePerSecond, c.RateBurst = 2, 1e6, 1e6 })
+	pub := dial(t, e.URL, "pub")
+	w := dial(t, e.URL, "watcher")
+	w.join("general")
+	pub.say("general", "m0", "c0")
+	since := w.nextOf("chat")["pos"].(string)
+	const missed, clients = 30, 24
+	for i := 1; i <= missed; i++ {
+		pub.say("general", fmt.Sprint("m", i), fmt.Sprint("c", i))
+	}
+	cs := make([]*client, clients)
+	for i := range cs {
+		cs[i] = dial(t, e.URL, fmt.Sprint("r", i))
+	}
+	for _, c := range cs {
+		c.send(map[string]any{"type": "join", "room": "general", "since": since})
+	}
+	pub.say("general", "live", "c-live")
+	for _, c := range cs {
+		if j := c.nextOf("joined"); j["recovered"] != true {
+			t.Fatalf("%s: joined = %v, want recovered", c.user, j)
+		}
+		for i := 1; i <= missed; i++ {
+			if m := c.nextOf("chat"); m["content"] != fmt.Sprint("m", i) {
+				t.Fatalf("%s: event %d = %v, want m%d", c.user, i, m["content"], i)
+			}
+		}
+		if m := c.nextOf("chat"); m["content"] != "live" {
+			t.Fatalf("%s: after the replay got %v, want live", c.user, m["content"])
+		}
+	}
+}

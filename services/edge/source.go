@@ -73,27 +73,6 @@ func newLogSource(ctx context.Context, k kafkaio.Config, topic string, maxReplay
 	return s, nil
 }
 
-func (s *logSource) reader(partition int, offset int64) (*kafka.Reader, error) {
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:         s.kafka.BrokerList(),
-		Topic:           s.topic,
-		Partition:       partition,
-		MinBytes:        1,
-		MaxBytes:        8 << 20,
-		MaxWait:         250 * time.Millisecond,
-		ReadLagInterval: -1,
-		MaxAttempts:     1 << 30, // keep retrying while the broker is away
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			s.log.Debug("kafka reader", "msg", fmt.Sprintf(msg, args...))
-		}),
-	})
-	if err := r.SetOffset(offset); err != nil {
-		r.Close()
-		return nil, err
-	}
-	return r, nil
-}
-
 // decode turns a record into a delivery; bad records are counted and skipped.
 func (s *logSource) decode(m kafka.Message) *delivery {
 	ev, err := chatevent.Decode(m.Value)
@@ -170,37 +149,62 @@ func (s *logSource) Resume(ctx context.Context, room string, after chatevent.Pos
 // drop a retried append's second copy.
 const recentIDWindow = 4096
 
-// Replay reads room's partition from after+1 to end.
+// Replay reads room's partition from after+1 to end, a fetch batch at a
+// time on one connection (kafka-go's Conn.ReadBatch: no reader goroutines).
 func (s *logSource) Replay(ctx context.Context, room string, after, end chatevent.Pos, fn func(*delivery) error) error {
 	if after.Offset+1 >= end.Offset {
 		return nil
 	}
-	r, err := s.reader(after.Partition, after.Offset+1)
-	if err != nil {
-		return err
+	var conn *kafka.Conn
+	var err error
+	for _, b := range s.kafka.BrokerList() {
+		if conn, err = kafka.DialLeader(ctx, "tcp", b, s.topic, after.Partition); err == nil {
+			break
+		}
 	}
-	defer r.Close()
+	if err != nil {
+		return fmt.Errorf("replay %s/%d: %w", s.topic, after.Partition, err)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer func() {
+		stop()
+		conn.Close()
+	}()
+	if _, err := conn.Seek(after.Offset+1, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
+		return fmt.Errorf("replay %s/%d: %w", s.topic, after.Partition, err)
+	}
 	recent := newRecentIDs(recentIDWindow)
-	for {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
+	next := after.Offset + 1
+	for next < end.Offset {
+		conn.SetReadDeadline(time.Now().Add(tailWait + 10*time.Second))
+		batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: 4 << 20, MaxWait: tailWait})
+		for next < end.Offset {
+			m, err := batch.ReadMessage()
+			if err != nil {
+				break
+			}
+			next = m.Offset + 1
+			if m.Offset >= end.Offset || string(m.Key) != chatevent.RoomKey(room) {
+				continue // another room of the partition: not decoded
+			}
+			if d := s.decode(m); d != nil && d.ev.Room == room && recent.add(d.ev.ID) {
+				if s.seen != nil {
+					s.seen(&d.ev)
+				}
+				if err := fn(d); err != nil {
+					batch.Close()
+					return err
+				}
+			}
+		}
+		if err := batch.Close(); err != nil && !errors.Is(err, kafka.RequestTimedOut) {
 			return fmt.Errorf("replay %s/%d: %w", s.topic, after.Partition, err)
 		}
-		if m.Offset >= end.Offset {
-			return nil
-		}
-		if d := s.decode(m); d != nil && d.ev.Room == room && recent.add(d.ev.ID) {
-			if s.seen != nil {
-				s.seen(&d.ev)
-			}
-			if err := fn(d); err != nil {
-				return err
-			}
-		}
-		if m.Offset == end.Offset-1 {
-			return nil
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
+	return nil
 }
 
 var errClosed = errors.New("connection closed")
