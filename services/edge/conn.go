@@ -365,12 +365,10 @@ func (c *conn) writeLoop() {
 		if closing && !c.wc.closeSent.Swap(true) {
 			b = appendCloseFrame(b, code, text)
 		}
-		var err error
-		if closing && !flush {
-			err = c.wc.writeFrames(b, time.Now().Add(time.Second)) // a slow client: do not wait on it
-		} else {
-			err = c.wc.writeFramesWithin(b, c.e.cfg.WriteTimeout)
-		}
+		// A slow client's close frame waits, like any write, up to the
+		// write timeout for room in the socket: it is all that is left to
+		// send, and it tells the client to resume rather than just retry.
+		err := c.wc.writeFramesWithin(b, c.e.cfg.WriteTimeout)
 		if cap(b) <= maxPooledWireBuf {
 			*bp = b[:0]
 			wireBufs.Put(bp)

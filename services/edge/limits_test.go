@@ -124,3 +124,27 @@ func TestConnectionLimitPerAddress(t *testing.T) {
 		t.Fatalf("second connection of 203.0.113.1: %d, want 429", st)
 	}
 }
+
+// A frame header announcing a 2^63-byte payload gets a 1009 close frame,
+// not a bare TCP close.
+func TestHugeLengthHeaderGets1009(t *testing.T) {
+	e := startEdge(t, testBroker(t))
+	c := dial(t, e.URL, "alice")
+	// FIN+text, mask bit + 127, then the 64-bit length 2^63, a masking key
+	// and a few payload bytes.
+	hdr := []byte{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 'x', 'y'}
+	if _, err := c.ws.NetConn().Write(hdr); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := c.read(10 * time.Second)
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
+			t.Fatalf("read error %v, want close 1009", err)
+		}
+		return
+	}
+}
