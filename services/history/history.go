@@ -34,6 +34,7 @@ import (
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/pkg/observe"
 	"github.com/chatsys/chat/pkg/pgutil"
 )
 
@@ -50,6 +51,8 @@ type History struct {
 	pool   atomic.Pointer[pgxpool.Pool]
 	api    atomic.Pointer[pgxpool.Pool]
 	reader *kafka.Reader
+	// stats is reader for the metrics collector, which may run before Start.
+	stats atomic.Pointer[kafka.Reader]
 
 	dbOK     atomic.Bool // the last database write (or ping) succeeded
 	stopping atomic.Bool
@@ -70,7 +73,7 @@ type metrics struct {
 	reqSecs    *prometheus.HistogramVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, group string) *metrics {
 	f := promauto.With(reg)
 	return &metrics{
 		rows:       f.NewCounter(prometheus.CounterOpts{Name: "chat_history_rows_written_total", Help: "Messages inserted into PostgreSQL."}),
@@ -78,7 +81,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		batchSize:  f.NewHistogram(prometheus.HistogramOpts{Name: "chat_history_batch_records", Help: "Records per database transaction.", Buckets: prometheus.ExponentialBuckets(1, 4, 7)}),
 		writeSecs:  f.NewHistogram(prometheus.HistogramOpts{Name: "chat_history_write_duration_seconds", Help: "Duration of one batch transaction.", Buckets: prometheus.DefBuckets}),
 		writeErrs:  f.NewCounter(prometheus.CounterOpts{Name: "chat_history_write_errors_total", Help: "Failed batch transactions (retried)."}),
-		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "chat_history_consumer_lag_records", Help: "Records between the last one written and the partition's end."}, []string{"topic", "partition"}),
+		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "chat_history_consumer_lag_records", Help: "Records between the last one written and the partition's end.", ConstLabels: prometheus.Labels{"group": group}}, []string{"topic", "partition"}),
 		dead:       f.NewCounter(prometheus.CounterOpts{Name: "chat_history_dead_letters_total", Help: "Records moved to dead_letters: undecodable, or refused by the database for their own data."}),
 		requests:   f.NewCounterVec(prometheus.CounterOpts{Name: "chat_history_http_requests_total", Help: "History API requests by route and status."}, []string{"route", "status"}),
 		reqSecs:    f.NewHistogramVec(prometheus.HistogramOpts{Name: "chat_history_http_request_duration_seconds", Help: "History API latency by route.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, 1}}, []string{"route"}),
@@ -97,7 +100,21 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*History, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &History{cfg: cfg, log: log, m: newMetrics(reg), verify: v, lag: map[string]int64{}}, nil
+	h := &History{cfg: cfg, log: log, m: newMetrics(reg, cfg.GroupID), verify: v, lag: map[string]int64{}}
+	if reg != nil {
+		// kafka-go's reader statistics and both pools' (pool="writer", "api").
+		reg.MustRegister(
+			observe.NewKafkaReaderCollector("history", func() []kafka.ReaderStats {
+				if r := h.stats.Load(); r != nil {
+					return []kafka.ReaderStats{r.Stats()}
+				}
+				return nil
+			}),
+			observe.NewPgxPoolCollector(func() map[string]*pgxpool.Pool {
+				return map[string]*pgxpool.Pool{"writer": h.pool.Load(), "api": h.api.Load()}
+			}))
+	}
+	return h, nil
 }
 
 // SetDatabaseURL makes Start take the database URL from fn, for a database
@@ -165,6 +182,7 @@ func (h *History) Start(ctx context.Context) error {
 			h.log.Debug("kafka reader", "msg", fmt.Sprintf(msg, args...))
 		}),
 	})
+	h.stats.Store(h.reader)
 	return nil
 }
 

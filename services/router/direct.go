@@ -165,6 +165,9 @@ func (r *Router) route(ctx context.Context) error {
 		if err := r.direct.CommitMessages(ctx, batch...); err != nil && ctx.Err() == nil {
 			r.log.Warn("commit direct offsets", "err", err)
 		}
+		for _, m := range batch { // the last of each partition wins
+			r.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(m.HighWaterMark-m.Offset-1, 0)))
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/pkg/observe"
 )
 
 var tracer = otel.Tracer("github.com/chatsys/chat/services/router")
@@ -93,6 +94,9 @@ type Router struct {
 	deliveries   *kafka.Writer
 	rooms        *kafka.Writer
 	snapshots    *kafka.Writer
+	// clients is what the kafka-go statistics collectors read; set by
+	// Start, which a scrape may run concurrently with.
+	clients atomic.Pointer[kafkaClients]
 
 	// Set by loadPresence before the partition readers start.
 	startAt      []int64
@@ -115,6 +119,13 @@ type Router struct {
 	expired          prometheus.Counter
 	snapshotsWritten prometheus.Counter
 	healthy          prometheus.Gauge
+	lag              *prometheus.GaugeVec
+}
+
+// kafkaClients are the kafka-go clients whose statistics are exported.
+type kafkaClients struct {
+	direct  *kafka.Reader
+	writers map[string]*kafka.Writer // by topic
 }
 
 // New returns a router for cfg.
@@ -136,7 +147,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := promauto.With(reg)
-	return &Router{cfg: cfg, log: log, verify: v, t: newTable(), caughtUpCh: make(chan struct{}),
+	r := &Router{cfg: cfg, log: log, verify: v, t: newTable(), caughtUpCh: make(chan struct{}),
 		probeEvery:       min(max(cfg.EdgeTimeout/10, 100*time.Millisecond), time.Second),
 		snapshotCheck:    5 * time.Second,
 		routed:           f.NewCounter(prometheus.CounterOpts{Name: "chat_router_dms_routed_total", Help: "Private messages routed to edges."}),
@@ -144,7 +155,28 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		expired:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_edges_expired_total", Help: "Edges expired for a missed heartbeat."}),
 		snapshotsWritten: f.NewCounter(prometheus.CounterOpts{Name: "chat_router_presence_snapshots_total", Help: "Presence snapshots written."}),
 		healthy:          f.NewGauge(prometheus.GaugeOpts{Name: "chat_router_presence_current", Help: "1 while the router reads chat.presence without trouble (edges can be expired), else 0."}),
-	}, nil
+		lag: f.NewGaugeVec(prometheus.GaugeOpts{Name: "chat_router_consumer_lag_records", Help: "Private messages between the last one routed and the partition's end, per partition this instance read.",
+			ConstLabels: prometheus.Labels{"group": cfg.GroupID}}, []string{"topic", "partition"}),
+	}
+	if reg != nil {
+		reg.MustRegister(
+			observe.NewKafkaReaderCollector("router-direct", func() []kafka.ReaderStats {
+				if c := r.clients.Load(); c != nil {
+					return []kafka.ReaderStats{c.direct.Stats()}
+				}
+				return nil
+			}))
+		k := cfg.Kafka
+		for _, topic := range []string{k.DeliveriesTopic, k.RoomsTopic, snapshotTopic(k.PresenceTopic)} {
+			reg.MustRegister(observe.NewKafkaWriterCollector("router-"+topic, func() []kafka.WriterStats {
+				if c := r.clients.Load(); c != nil {
+					return []kafka.WriterStats{c.writers[topic].Stats()}
+				}
+				return nil
+			}))
+		}
+	}
+	return r, nil
 }
 
 // Name returns "router".
@@ -183,6 +215,8 @@ func (r *Router) Start(ctx context.Context) error {
 	r.rooms = k.NewWriter(k.RoomsTopic)
 	r.snapshots = k.NewWriter(snapshotTopic(k.PresenceTopic))
 	r.snapshots.BatchSize = 16
+	r.clients.Store(&kafkaClients{direct: r.direct, writers: map[string]*kafka.Writer{
+		k.DeliveriesTopic: r.deliveries, k.RoomsTopic: r.rooms, snapshotTopic(k.PresenceTopic): r.snapshots}})
 	return nil
 }
 
