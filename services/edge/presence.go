@@ -82,6 +82,7 @@ func (p *presence) remember(msgs []kafka.Message) {
 			p.gone[chatevent.Presence{Type: r.Type, User: r.User, Room: r.Room}] = struct{}{}
 		}
 	}
+	p.e.m.presenceGone.Set(float64(len(p.gone)))
 }
 
 // republish publishes every open connection count and room membership of
@@ -90,6 +91,7 @@ func (p *presence) remember(msgs []kafka.Message) {
 func (p *presence) republish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.e.m.presenceGone.Set(0)
 	for g := range p.gone {
 		delete(p.gone, g)
 		switch {
