@@ -746,8 +746,8 @@ func (e *Edge) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, chatevent.CodeInvalidMessage, "body must be a JSON object {content, room?}: "+err.Error())
 		return
 	}
-	if n := utf8.RuneCountInString(req.Content); n == 0 || n > e.cfg.MaxContentChars {
-		httpError(w, http.StatusBadRequest, chatevent.CodeInvalidMessage, fmt.Sprintf("content must be 1..%d characters", e.cfg.MaxContentChars))
+	if n := utf8.RuneCountInString(req.Content); n == 0 || n > e.cfg.MaxContentChars || strings.IndexByte(req.Content, 0) >= 0 {
+		httpError(w, http.StatusBadRequest, chatevent.CodeInvalidMessage, fmt.Sprintf("content must be 1..%d characters of text without NUL", e.cfg.MaxContentChars))
 		return
 	}
 	if req.Room != "" && !chatevent.ValidRoom(req.Room) {

@@ -328,6 +328,9 @@ func TestAnnounce(t *testing.T) {
 	if got := post(token(t, "root", true), `{"content":""}`); got != http.StatusBadRequest {
 		t.Fatalf("empty announce = %d, want 400", got)
 	}
+	if got := post(token(t, "root", true), `{"content":"a\u0000b"}`); got != http.StatusBadRequest {
+		t.Fatalf("announce with NUL = %d, want 400", got)
+	}
 	if got := post(token(t, "root", true), `{"content":"room news","room":"general"}`); got != http.StatusOK {
 		t.Fatalf("room announce = %d, want 200", got)
 	}
