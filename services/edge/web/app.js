@@ -395,6 +395,7 @@ function sendJoin(c) {
   if (!convs.has(c.key)) return;
   const f = { type: "join", room: c.name, client_id: "join:" + c.name };
   if (c.lastPos) f.since = c.lastPos;
+  c.fromNow = !c.lastPos;
   conn.send(f);
 }
 
@@ -529,6 +530,13 @@ function onFrame(f) {
       const c = convs.get("#" + f.room);
       if (!c) break;
       c.joined = true;
+      if (c.fromNow) {
+        // Joined without a position (the room's history was empty or not
+        // available): whatever was appended between reading history and
+        // joining is only in history, which lags the log by up to a second.
+        c.fromNow = false;
+        setTimeout(() => { if (convs.get(c.key) === c && !c.detached) loadNewest(c); }, 1500);
+      }
       if (f.recovered === false) {
         note(c, "Back after a long gap: some messages may only be in history. Showing the newest.");
         c.loaded = false;
