@@ -328,3 +328,22 @@ func waitFrame(t *testing.T, ws *websocket.Conn, ok func(map[string]any) bool) m
 		}
 	}
 }
+
+func TestTokenURL(t *testing.T) {
+	const secret = "url-secret-0123456789abcdef"
+	out, err := ctl(t, "", "token", "--user", "alice", "--url", "--jwt-secret", secret, "--server", "http://127.0.0.1:9999/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, ok := strings.CutPrefix(strings.TrimSpace(out), "http://127.0.0.1:9999/#token=")
+	if !ok {
+		t.Fatalf("chatctl token --url = %q, want http://127.0.0.1:9999/#token=…", out)
+	}
+	v, err := auth.NewVerifier(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := v.Verify(tok); err != nil || id.Username != "alice" {
+		t.Fatalf("the link's token: %v %v", id, err)
+	}
+}
