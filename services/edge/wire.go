@@ -92,19 +92,6 @@ func (w *wireConn) Write(p []byte) (int, error) {
 	return w.Conn.Write(p)
 }
 
-// writeFrames writes a buffer of whole frames with one system call (more
-// only if the kernel takes part of it).
-func (w *wireConn) writeFrames(b []byte, deadline time.Time) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.batchDL, w.sockDL = deadline, deadline
-	if err := w.Conn.SetWriteDeadline(deadline); err != nil {
-		return err
-	}
-	_, err := w.Conn.Write(b)
-	return err
-}
-
 // writeFramesWithin writes a buffer of whole frames that must be written
 // within timeout. Moving a socket's deadline costs a timer update, so the
 // deadline set for an earlier batch is kept while at least half of timeout
