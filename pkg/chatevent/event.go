@@ -1,6 +1,7 @@
 // Package chatevent is the wire contract of the chat: the events stored in the
-// log and sent to clients, the frames clients send, their validation limits,
-// topic names and Kafka key rules.
+// log and sent to clients, the frames clients send and the ones only the edge
+// sends, the WebSocket close codes, their validation limits, topic names,
+// Kafka key rules and the records of chat.presence and chat.deliveries.
 //
 // A change to anything in this package is a change to the wire protocol; the
 // golden files in testdata make such changes visible in review.

@@ -33,10 +33,20 @@ type Presence struct {
 // Encode returns the record value.
 func (p *Presence) Encode() ([]byte, error) { return json.Marshal(p) }
 
-// Topic chat.deliveries carries private messages to the edges that hold
-// their sender or target:
-//
-//	key:   the edge id; an edge reads only the partition its id hashes to
-//	       (murmur2, as every producer) and skips records of other edges.
-//	value: the private Event JSON with "pos" set to its chat.direct position.
-const TopicDeliveries = "chat.deliveries"
+// Key returns the record key: the edge id for a heartbeat, the username
+// otherwise.
+func (p *Presence) Key() string {
+	if p.Type == PresenceHeartbeat {
+		return p.Edge
+	}
+	return p.User
+}
+
+// DecodePresence parses a record value. It fails only when the value is not
+// JSON of this shape: a reader decides what to do with types and fields it
+// does not know.
+func DecodePresence(b []byte) (Presence, error) {
+	var p Presence
+	err := json.Unmarshal(b, &p)
+	return p, err
+}
