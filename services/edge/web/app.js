@@ -804,7 +804,6 @@ function start() {
   for (const r of load("rooms", ["general"])) if (ROOM_RE.test(r)) conv("room", r);
   const saved = convs.get(load("current", "")) || [...convs.values()][0];
   conn = new Connection({ token, exp: claims.exp, user: me, api, onFrame, onState, onAuthFailed: authFailed });
-  window.chatDebug = { handshakes: () => (conn ? conn.handshakes : 0) };
   if (claims.exp) {
     const wait = claims.exp - Date.now();
     if (wait < 2 ** 31 - 1) expiryTimer = setTimeout(() => authFailed("expired"), wait);
