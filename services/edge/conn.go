@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
 	"sync"
 	"time"
@@ -11,30 +10,24 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/chatevent"
 )
 
-// CloseCode is a WebSocket close code the edge sends.
-type CloseCode int
+// CloseCode is a WebSocket close code the edge sends (the contract's,
+// chatevent.CloseCode).
+type CloseCode = chatevent.CloseCode
 
-// Close codes. Reconnect tells a client whether reconnecting makes sense.
+// Close codes: see chatevent. CloseCode.Reconnect tells a client whether
+// reconnecting makes sense.
 const (
-	CloseGoingAway       CloseCode = websocket.CloseGoingAway               // 1001: edge shutting down; reconnect
-	CloseUnsupportedData CloseCode = websocket.CloseUnsupportedData         // 1003: binary frame
-	CloseInvalidPayload  CloseCode = websocket.CloseInvalidFramePayloadData // 1007: text frame not UTF-8
-	CloseTokenExpired    CloseCode = websocket.ClosePolicyViolation         // 1008: the token expired; reconnect with a new one
-	CloseTooLarge        CloseCode = websocket.CloseMessageTooBig           // 1009: frame above the read limit
-	CloseInternal        CloseCode = websocket.CloseInternalServerErr       // 1011: resume failed; reconnect with since
-	CloseSlowClient      CloseCode = 4000                                   // send queue overflowed; reconnect with since
+	CloseGoingAway       = chatevent.CloseGoingAway       // 1001: edge shutting down; reconnect
+	CloseUnsupportedData = chatevent.CloseUnsupportedData // 1003: binary frame
+	CloseInvalidPayload  = chatevent.CloseInvalidPayload  // 1007: text frame not UTF-8
+	CloseTokenExpired    = chatevent.CloseTokenExpired    // 1008: the token expired; reconnect with a new one
+	CloseTooLarge        = chatevent.CloseTooLarge        // 1009: frame above the read limit
+	CloseInternal        = chatevent.CloseInternal        // 1011: resume failed; reconnect with since
+	CloseSlowClient      = chatevent.CloseSlowClient      // 4000: send queue overflowed; reconnect with since
 )
-
-// Reconnect reports whether a client should reconnect after this close.
-func (c CloseCode) Reconnect() bool {
-	switch c {
-	case CloseGoingAway, CloseInternal, CloseSlowClient, CloseTokenExpired:
-		return true
-	}
-	return false
-}
 
 // conn is one WebSocket connection. The handler goroutine reads. Writes go
 // through a bounded queue drained by a writer goroutine that runs only while
@@ -261,15 +254,6 @@ func (c *conn) sendWait(ctx context.Context, frame []byte, typ string) error {
 	}
 }
 
-// sendJSON encodes v and queues it with sendWait.
-func (c *conn) sendJSON(ctx context.Context, typ string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return c.sendWait(ctx, b, typ)
-}
-
 // maxInFlight bounds the appends of one connection awaiting the broker.
 const maxInFlight = 64
 
@@ -384,7 +368,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		if closing {
-			c.e.m.closes.WithLabelValues(closeLabel(code)).Inc()
+			c.e.m.closes.WithLabelValues(code.Label()).Inc()
 			// FIN after the close frame; the reader sees the client's
 			// answer (or the linger ends) and closes the socket. Closing
 			// at once would reset a connection with unread input, and
@@ -394,24 +378,4 @@ func (c *conn) writeLoop() {
 			return
 		}
 	}
-}
-
-func closeLabel(c CloseCode) string {
-	switch c {
-	case CloseGoingAway:
-		return "1001"
-	case CloseUnsupportedData:
-		return "1003"
-	case CloseInvalidPayload:
-		return "1007"
-	case CloseTokenExpired:
-		return "1008"
-	case CloseTooLarge:
-		return "1009"
-	case CloseInternal:
-		return "1011"
-	case CloseSlowClient:
-		return "4000"
-	}
-	return "other"
 }

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 
@@ -48,12 +47,7 @@ func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) e
 			if string(m.Key) != s.edgeID {
 				continue
 			}
-			var ev chatevent.Event
-			if err := json.Unmarshal(m.Value, &ev); err != nil || ev.Validate() != nil || ev.Type != chatevent.TypePrivate {
-				s.m.badRecords.Inc()
-				continue
-			}
-			pos, err := chatevent.ParsePos(ev.Pos)
+			ev, pos, err := chatevent.DecodeDelivery(m.Value)
 			if err != nil {
 				s.m.badRecords.Inc()
 				continue

@@ -298,7 +298,7 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 			c.close(CloseTokenExpired, "token expired: reconnect with a new token and since", true)
 		})
 	}
-	c.sendJSON(context.Background(), chatevent.TypeWelcome, map[string]string{"type": chatevent.TypeWelcome, "username": id.Username})
+	c.sendWait(context.Background(), chatevent.WelcomeFrame{Username: id.Username}.Encode(), chatevent.TypeWelcome)
 	// The connection lives on in its own goroutine: returning lets net/http
 	// free the request and its 4 KiB buffers, which it holds for as long as
 	// the handler runs.
@@ -463,34 +463,7 @@ func (e *Edge) closeAndDrain(c *conn, code CloseCode, text string) {
 
 func (e *Edge) sendError(ctx context.Context, c *conn, code, msg, clientID string) {
 	e.m.errors.WithLabelValues(code).Inc()
-	c.sendJSON(ctx, chatevent.TypeError, errorFrame{Type: chatevent.TypeError, Code: code, Message: msg, ClientID: clientID})
-}
-
-type errorFrame struct {
-	Type     string `json:"type"`
-	Code     string `json:"code"`
-	Message  string `json:"message"`
-	ClientID string `json:"client_id,omitempty"`
-}
-
-type ackFrame struct {
-	Type     string `json:"type"`
-	ClientID string `json:"client_id"`
-	ID       string `json:"id"`
-}
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only fixed frame structs are encoded here
-	}
-	return b
-}
-
-type joinedFrame struct {
-	Type      string `json:"type"`
-	Room      string `json:"room"`
-	Recovered *bool  `json:"recovered,omitempty"`
+	c.sendWait(ctx, chatevent.ErrorFrame{Code: code, Message: msg, ClientID: clientID}.Encode(), chatevent.TypeError)
 }
 
 func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
@@ -513,7 +486,7 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 			delete(c.rooms, f.Room)
 			e.presence.left(c.id.Username, f.Room)
 		}
-		c.sendJSON(ctx, chatevent.TypeLeft, map[string]string{"type": chatevent.TypeLeft, "room": f.Room})
+		c.sendWait(ctx, chatevent.LeftFrame{Room: f.Room}.Encode(), chatevent.TypeLeft)
 	case chatevent.TypeChat, chatevent.TypePrivate:
 		if !c.id.Expires.IsZero() && !time.Now().Before(c.id.Expires) {
 			return // the expiry timer is closing the connection: nothing more is appended
@@ -526,11 +499,11 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		answer := func(id string, err error) {
 			if err != nil {
 				e.m.errors.WithLabelValues(chatevent.CodeUnavailable).Inc()
-				c.send(mustJSON(errorFrame{Type: chatevent.TypeError, Code: chatevent.CodeUnavailable,
-					Message: "the message log did not acknowledge the message; it was not sent, retry", ClientID: cid}), chatevent.TypeError)
+				c.send(chatevent.ErrorFrame{Code: chatevent.CodeUnavailable,
+					Message: "the message log did not acknowledge the message; it was not sent, retry", ClientID: cid}.Encode(), chatevent.TypeError)
 				return
 			}
-			c.send(mustJSON(ackFrame{Type: chatevent.TypeAck, ClientID: cid, ID: id}), chatevent.TypeAck)
+			c.send(chatevent.AckFrame{ClientID: cid, ID: id}.Encode(), chatevent.TypeAck)
 		}
 		// A resend of a known client_id is answered from the first send
 		// (and costs no rate): see sends.
@@ -651,7 +624,7 @@ func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
 	}
 	c.rooms[f.Room] = s
 	if f.Since == "" {
-		c.sendJSON(ctx, chatevent.TypeJoined, joinedFrame{Type: chatevent.TypeJoined, Room: f.Room})
+		c.sendWait(ctx, chatevent.JoinedFrame{Room: f.Room}.Encode(), chatevent.TypeJoined)
 		return
 	}
 	after, _ := chatevent.ParsePos(f.Since) // validated by DecodeFrame
@@ -686,7 +659,7 @@ func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
 		e.sendError(ctx, c, chatevent.CodeUnavailable, "cannot read the log to resume; join again", f.ClientID)
 		return
 	}
-	c.sendJSON(ctx, chatevent.TypeJoined, joinedFrame{Type: chatevent.TypeJoined, Room: f.Room, Recovered: &ok})
+	c.sendWait(ctx, chatevent.JoinedFrame{Room: f.Room, Recovered: &ok}.Encode(), chatevent.TypeJoined)
 	if ok {
 		err = e.src.Replay(rctx, f.Room, after, end, func(d *delivery) error {
 			s.mu.Lock()

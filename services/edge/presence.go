@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,14 +54,11 @@ func newPresence(e *Edge, k kafkaio.Config) *presence {
 }
 
 func (p *presence) publish(typ, user, room string, conns int) {
-	key := user
-	if typ == chatevent.PresenceHeartbeat {
-		key = p.e.cfg.ID
-	}
-	b, err := json.Marshal(&chatevent.Presence{Type: typ, Edge: p.e.cfg.ID, User: user, Room: room, Connections: conns,
-		Timestamp: chatevent.FormatTime(time.Now())})
+	r := chatevent.Presence{Type: typ, Edge: p.e.cfg.ID, User: user, Room: room, Connections: conns,
+		Timestamp: chatevent.FormatTime(time.Now())}
+	b, err := r.Encode()
 	if err == nil {
-		err = p.w.WriteMessages(context.Background(), kafka.Message{Key: []byte(key), Value: b})
+		err = p.w.WriteMessages(context.Background(), kafka.Message{Key: []byte(r.Key()), Value: b})
 	}
 	if err != nil { // closed writer or an unencodable record: republish later
 		p.lost.Store(true)
@@ -74,8 +70,8 @@ func (p *presence) remember(msgs []kafka.Message) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, m := range msgs {
-		var r chatevent.Presence
-		if json.Unmarshal(m.Value, &r) != nil || (r.Type != chatevent.PresenceDisconnect && r.Type != chatevent.PresenceLeave) {
+		r, err := chatevent.DecodePresence(m.Value)
+		if err != nil || (r.Type != chatevent.PresenceDisconnect && r.Type != chatevent.PresenceLeave) {
 			continue
 		}
 		if len(p.gone) < 100_000 {

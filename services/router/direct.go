@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -199,8 +198,7 @@ func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]ka
 		spans = append(spans, span)
 		headers := []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}}
 		otel.GetTextMapPropagator().Inject(mctx, kafkaio.HeaderCarrier{Headers: &headers})
-		ev.Pos = chatevent.Pos{Partition: m.Partition, Offset: m.Offset}.String()
-		b, err := json.Marshal(&ev)
+		b, err := chatevent.EncodeDelivery(ev, chatevent.Pos{Partition: m.Partition, Offset: m.Offset})
 		if err != nil { // a decoded event always encodes; skip rather than send garbage
 			r.log.Error("encode delivery", "event_id", ev.ID, "err", err)
 			span.RecordError(err)
