@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/chatsys/chat/services/analytics"
+	"github.com/chatsys/chat/pkg/analyticsapi"
 )
 
 func analyticsCmd(g *globals) *cobra.Command {
@@ -25,13 +25,13 @@ func analyticsCmd(g *globals) *cobra.Command {
 			var r struct {
 				From, To string
 				Events   int64
-				Days     []analytics.DayResult
+				Days     []analyticsapi.DayResult
 			}
 			if err := json.Unmarshal(b, &r); err != nil {
 				return err
 			}
-			res := &analytics.Results{Range: analytics.Range{From: r.From, To: r.To}, Events: r.Events, Days: r.Days}
-			analytics.Summary(cmd.OutOrStdout(), res)
+			res := &analyticsapi.Results{Range: analyticsapi.Range{From: r.From, To: r.To}, Events: r.Events, Days: r.Days}
+			analyticsapi.Summary(cmd.OutOrStdout(), res)
 			if out != "" {
 				if err := os.MkdirAll(out, 0o755); err != nil {
 					return err

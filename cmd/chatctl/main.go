@@ -28,7 +28,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/chatsys/chat/pkg/auth"
-	"github.com/chatsys/chat/services/edge"
+	"github.com/chatsys/chat/pkg/chatevent"
 )
 
 func main() {
@@ -367,7 +367,7 @@ func session(ctx context.Context, ws *websocket.Conn, room string, since *string
 			return true, nil
 		case err := <-errc:
 			var ce *websocket.CloseError
-			if errors.As(err, &ce) && !edge.CloseCode(ce.Code).Reconnect() {
+			if errors.As(err, &ce) && !chatevent.CloseCode(ce.Code).Reconnect() {
 				return true, fmt.Errorf("closed by server: %d %s", ce.Code, ce.Text)
 			}
 			return false, err

@@ -1,17 +1,15 @@
 package analytics
 
 import (
-	"bytes"
-	"encoding/csv"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/chatsys/chat/pkg/analyticsapi"
 )
 
 // TopWords is how many words per day the results keep.
@@ -26,8 +24,18 @@ type Event struct {
 	Timestamp string
 }
 
-// Range is an inclusive range of UTC dates, as "YYYY-MM-DD".
-type Range struct{ From, To string }
+// The results and their encodings are shared with clients (chatctl) in
+// analyticsapi.
+type (
+	// Range is an inclusive range of UTC dates, as "YYYY-MM-DD".
+	Range = analyticsapi.Range
+	// Results are the outcome of a run.
+	Results = analyticsapi.Results
+	// DayResult is one date's figures.
+	DayResult = analyticsapi.DayResult
+	// WordCount is one word's count on one date, with its rank (1 = most used).
+	WordCount = analyticsapi.WordCount
+)
 
 // ParseRange validates from and to (inclusive, from ≤ to).
 func ParseRange(from, to string) (Range, error) {
@@ -44,12 +52,6 @@ func ParseRange(from, to string) (Range, error) {
 	}
 	return Range{From: from, To: to}, nil
 }
-
-// Start returns the first instant of the range.
-func (r Range) Start() time.Time { t, _ := time.Parse(time.DateOnly, r.From); return t }
-
-// End returns the instant just after the range.
-func (r Range) End() time.Time { t, _ := time.Parse(time.DateOnly, r.To); return t.AddDate(0, 0, 1) }
 
 // dateOf returns the UTC date of an RFC 3339 timestamp.
 func dateOf(ts string) (string, bool) {
@@ -266,37 +268,6 @@ func (w *worker) other(date string) {
 	w.lastOther = date
 }
 
-// Results are the outcome of a run.
-type Results struct {
-	Range Range
-	// Records is the number of records (or non-blank lines) read;
-	// Undecodable counts those that are not a JSON event, and messages
-	// (chat or private) whose timestamp is missing or not RFC 3339.
-	Records, Undecodable int64
-	Events               int64 // qualifying events, duplicates excluded
-	Days                 []DayResult
-	// When no message falls in the range: InputDates are the UTC dates of
-	// the messages the input holds (reading the log: those read from the
-	// range's start on, and those of each partition's first and last
-	// records), and Note says so in a sentence.
-	InputDates []string
-	Note       string
-}
-
-// DayResult is one date's figures.
-type DayResult struct {
-	Date  string      `json:"date"`
-	Users int         `json:"users"`
-	Words []WordCount `json:"words"`
-}
-
-// WordCount is one word's count on one date, with its rank (1 = most used).
-type WordCount struct {
-	Rank  int    `json:"rank"`
-	Word  string `json:"word"`
-	Count int64  `json:"count"`
-}
-
 // before reports whether a ranks above b: count descending, then word
 // ascending in byte order.
 func before(a, b WordCount) bool {
@@ -421,37 +392,4 @@ func merge(rng Range, ws []*worker) *Results {
 		res.Days = append(res.Days, DayResult{Date: date, Users: len(users[date]), Words: top})
 	}
 	return res
-}
-
-// WriteDAU writes dau.csv: header "date,users", one row per date ascending.
-func (r *Results) WriteDAU(w io.Writer) error {
-	cw := csv.NewWriter(w)
-	cw.Write([]string{"date", "users"})
-	for _, d := range r.Days {
-		cw.Write([]string{d.Date, strconv.Itoa(d.Users)})
-	}
-	cw.Flush()
-	return cw.Error()
-}
-
-// WriteWords writes words.csv: header "date,rank,word,count"; per date the
-// top words by count, ties by word; fields quoted as RFC 4180 says.
-func (r *Results) WriteWords(w io.Writer) error {
-	cw := csv.NewWriter(w)
-	cw.Write([]string{"date", "rank", "word", "count"})
-	for _, d := range r.Days {
-		for _, wc := range d.Words {
-			cw.Write([]string{d.Date, strconv.Itoa(wc.Rank), wc.Word, strconv.FormatInt(wc.Count, 10)})
-		}
-	}
-	cw.Flush()
-	return cw.Error()
-}
-
-// CSV returns both files' contents.
-func (r *Results) CSV() (dau, words []byte) {
-	var a, b bytes.Buffer
-	r.WriteDAU(&a)
-	r.WriteWords(&b)
-	return a.Bytes(), b.Bytes()
 }

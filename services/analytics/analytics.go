@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/chatsys/chat/pkg/analyticsapi"
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/pkg/pgutil"
@@ -234,25 +235,7 @@ func startProgress(w io.Writer, p *progress) func() {
 }
 
 // Summary writes a human-readable summary of res.
-func Summary(w io.Writer, res *Results) {
-	fmt.Fprintf(w, "analytics %s..%s: %d messages on %d days\n", res.Range.From, res.Range.To, res.Events, len(res.Days))
-	if res.Undecodable > 0 {
-		fmt.Fprintf(w, "  %d of %d records undecodable or without a valid timestamp\n", res.Undecodable, res.Records)
-	}
-	if res.Note != "" {
-		fmt.Fprintf(w, "  %s\n", res.Note)
-	}
-	for _, d := range res.Days {
-		top := ""
-		for i, wc := range d.Words {
-			if i == 5 {
-				break
-			}
-			top += fmt.Sprintf(" %s(%d)", wc.Word, wc.Count)
-		}
-		fmt.Fprintf(w, "  %s  %6d users  top:%s\n", d.Date, d.Users, top)
-	}
-}
+func Summary(w io.Writer, res *Results) { analyticsapi.Summary(w, res) }
 
 // Scheduler runs analytics for the previous UTC day once a day (at 00:05
 // UTC) and on demand over HTTP: single-machine mode's stand-in for a

@@ -196,7 +196,7 @@ func TestDateBoundaries(t *testing.T) {
 }
 
 func TestWordsCSVQuotingAndTop100(t *testing.T) {
-	r := &Results{Days: []DayResult{{Date: "2026-11-01", Users: 1, Words: []WordCount{{1, `a,b"c`, 2}, {2, "line\nbreak", 1}}}}}
+	r := &Results{Days: []DayResult{{Date: "2026-11-01", Users: 1, Words: []WordCount{{Rank: 1, Word: `a,b"c`, Count: 2}, {Rank: 2, Word: "line\nbreak", Count: 1}}}}}
 	_, words := r.CSV()
 	want := "date,rank,word,count\n2026-11-01,1,\"a,b\"\"c\",2\n2026-11-01,2,\"line\nbreak\",1\n"
 	if string(words) != want {
