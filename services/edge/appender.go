@@ -4,12 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
 )
 
@@ -163,5 +169,61 @@ func (a *appender) close() {
 		pa.mu.Lock()
 		pa.closed = true
 		pa.mu.Unlock()
+	}
+}
+
+// pendingAppend travels with a record through the appender to its
+// completion.
+type pendingAppend struct {
+	t0   time.Time
+	span trace.Span
+	done func(error)
+}
+
+// appendAsync queues ev for a durable write to the rooms topic (or, for a
+// private message, the direct topic). done is called exactly once, from the
+// appender's goroutine, after the broker acknowledged the write (all
+// in-sync replicas) or the write failed; it must not block. Appends of one
+// partition are written and completed in the order they were queued.
+func (e *Edge) appendAsync(ctx context.Context, ev *chatevent.Event, done func(error)) {
+	ap, topic, key := e.writer, e.cfg.Kafka.RoomsTopic, chatevent.RoomKey(ev.Room)
+	if ev.Type == chatevent.TypePrivate {
+		ap, topic, key = e.direct, e.cfg.Kafka.DirectTopic, chatevent.DMKey(ev.Username, ev.Target)
+	}
+	ctx, span := tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
+	p := &pendingAppend{t0: time.Now(), span: span, done: done}
+	value, err := ev.Encode()
+	if err != nil {
+		e.completeOne(p, err)
+		return
+	}
+	headers := []kafka.Header{{Key: chatevent.HeaderSchema, Value: schemaHeader}}
+	otel.GetTextMapPropagator().Inject(ctx, kafkaio.HeaderCarrier{Headers: &headers})
+	ap.append([]byte(key), value, headers, func(_ int64, err error) { e.completeOne(p, err) })
+}
+
+var schemaHeader = []byte(strconv.Itoa(chatevent.SchemaVersion))
+
+func (e *Edge) completeOne(p *pendingAppend, err error) {
+	if err != nil {
+		p.span.SetStatus(codes.Error, err.Error())
+		e.m.appendSeconds.WithLabelValues("error").Observe(time.Since(p.t0).Seconds())
+	} else {
+		e.m.appendSeconds.WithLabelValues("ok").Observe(time.Since(p.t0).Seconds())
+	}
+	p.span.End()
+	p.done(err)
+}
+
+// append writes ev durably and waits for the outcome.
+func (e *Edge) append(ctx context.Context, ev *chatevent.Event) error {
+	res := make(chan error, 1)
+	e.appendAsync(ctx, ev, func(err error) { res <- err })
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

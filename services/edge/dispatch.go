@@ -1,0 +1,157 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+)
+
+// readLoop reads frames until the connection ends.
+func (e *Edge) readLoop(c *conn) {
+	ws := c.ws
+	ws.SetReadLimit(e.cfg.ReadLimit)
+	deadline := func() time.Time { return time.Now().Add(e.cfg.PingInterval + e.cfg.PongTimeout) }
+	ws.SetReadDeadline(deadline())
+	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(deadline()) })
+	ctx := context.Background() // waits on the connection also end at c.dead
+	for {
+		mt, data, err := ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				// The frame's payload may still be arriving: answer 1009
+				// and drain, so the close frame is not lost to a reset.
+				e.m.framesIn.WithLabelValues("too_large").Inc()
+				e.closeAndDrain(c, CloseTooLarge, fmt.Sprintf("frame larger than %d bytes", e.cfg.ReadLimit))
+			}
+			return
+		}
+		ws.SetReadDeadline(deadline())
+		if c.isClosing() {
+			continue // closing: read only to see the client's close
+		}
+		if mt != websocket.TextMessage {
+			e.m.framesIn.WithLabelValues("binary").Inc()
+			e.closeAndDrain(c, CloseUnsupportedData, "binary frames are not supported; send JSON text frames")
+			return
+		}
+		if !utf8.Valid(data) {
+			e.m.framesIn.WithLabelValues("invalid").Inc()
+			e.closeAndDrain(c, CloseInvalidPayload, "text frame is not valid UTF-8")
+			return
+		}
+		// Frames are handled one at a time, in order, on a short-lived
+		// goroutine: decoding and appending need a deep stack, and run here
+		// it would stay with the connection for its whole idle life
+		// (8 KiB of the 16 KiB budget per connection).
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			e.handleFrame(ctx, c, data)
+		}()
+		<-done
+	}
+}
+
+// closeAndDrain closes c with code after a protocol violation, reading and
+// discarding whatever the client still sends until it closes its side or
+// the linger ends, so the close frame reaches it.
+func (e *Edge) closeAndDrain(c *conn, code CloseCode, text string) {
+	c.kill(code, text)
+	c.wc.Conn.SetReadDeadline(time.Now().Add(closeLinger))
+	io.Copy(io.Discard, c.wc.Conn)
+}
+
+func (e *Edge) sendError(ctx context.Context, c *conn, code, msg, clientID string) {
+	e.m.errors.WithLabelValues(code).Inc()
+	c.sendWait(ctx, chatevent.ErrorFrame{Code: code, Message: msg, ClientID: clientID}.Encode(), chatevent.TypeError)
+}
+
+func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
+	f, err := chatevent.DecodeFrame(data, chatevent.Limits{MaxContentChars: e.cfg.MaxContentChars})
+	if err != nil {
+		e.m.framesIn.WithLabelValues("invalid").Inc()
+		var fe *chatevent.FrameError
+		if errors.As(err, &fe) {
+			e.sendError(ctx, c, fe.Code, fe.Message, fe.ClientID)
+		}
+		return
+	}
+	e.m.framesIn.WithLabelValues(f.Type).Inc()
+	switch f.Type {
+	case chatevent.TypeJoin:
+		e.join(ctx, c, f)
+	case chatevent.TypeLeave:
+		if s := c.rooms[f.Room]; s != nil {
+			e.hub.removeSub(s)
+			delete(c.rooms, f.Room)
+			e.presence.left(c.id.Username, f.Room)
+		}
+		c.sendWait(ctx, chatevent.LeftFrame{Room: f.Room}.Encode(), chatevent.TypeLeft)
+	case chatevent.TypeChat, chatevent.TypePrivate:
+		if !c.id.Expires.IsZero() && !time.Now().Before(c.id.Expires) {
+			return // the expiry timer is closing the connection: nothing more is appended
+		}
+		if f.Type == chatevent.TypePrivate && !chatevent.MayMessage(c.id.Username, f.Target) {
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), f.ClientID)
+			return
+		}
+		cid := f.ClientID
+		answer := func(id string, err error) {
+			if err != nil {
+				e.m.errors.WithLabelValues(chatevent.CodeUnavailable).Inc()
+				c.send(chatevent.ErrorFrame{Code: chatevent.CodeUnavailable,
+					Message: "the message log did not acknowledge the message; it was not sent, retry", ClientID: cid}.Encode(), chatevent.TypeError)
+				return
+			}
+			c.send(chatevent.AckFrame{ClientID: cid, ID: id}.Encode(), chatevent.TypeAck)
+		}
+		// A resend of a known client_id is answered from the first send
+		// (and costs no rate): see sends.
+		ev, action := e.sends.begin(c.id.Username, cid, func() chatevent.Event {
+			return chatevent.Event{
+				ID: chatevent.NewID(), Type: f.Type, Room: f.Room, Target: f.Target, Username: c.id.Username,
+				Content: f.Content, Timestamp: chatevent.FormatTime(time.Now()), ClientID: cid,
+			}
+		}, answer)
+		switch action {
+		case sendWait:
+			e.m.resends.Inc()
+			return
+		case sendAcked:
+			e.m.resends.Inc()
+			answer(ev.ID, nil)
+			return
+		}
+		if !c.limiter.Allow() {
+			e.sends.forget(c.id.Username, cid, errRateLimited)
+			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), cid)
+			return
+		}
+		// Appends are pipelined: the next frame is read while this one is
+		// in flight, up to maxInFlight per connection; the ack (or the
+		// error) follows the broker's answer.
+		if err := c.acquireInFlight(ctx); err != nil {
+			e.sends.forget(c.id.Username, cid, err)
+			return
+		}
+		e.appendAsync(ctx, &ev, func(err error) {
+			c.releaseInFlight()
+			if err != nil {
+				e.log.Warn("append failed", "type", ev.Type, "err", err)
+			}
+			answer(ev.ID, err)
+			e.sends.finish(c.id.Username, cid, err)
+		})
+	}
+}
+
+// errRateLimited ends a send refused by the rate limit: nothing was
+// appended, so a later resend of its client_id is a new send.
+var errRateLimited = errors.New("rate limited")
