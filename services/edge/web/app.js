@@ -40,7 +40,7 @@ function conv(kind, name) {
   c = {
     key, kind, name,
     list: el("ol", { class: "msgs" }),
-    ids: new Map(), cids: new Map(),
+    ids: new Map(), cids: new Map(), // by event id; by username + client_id
     loaded: false, loading: null, noOlder: false, detached: false, buffer: [],
     lastPos: "", joined: false, unread: 0, mentioned: 0, latest: "",
     scrollTop: null, online: null, item: null,
@@ -125,14 +125,19 @@ function posAfter(a, b) {
 const log = $("log");
 const atBottom = () => log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
 
-// register makes li the element of its event in c (ids, own client ids).
+// A resend after a lost ack can put one message in the log twice (new id,
+// same client_id): the sender's name and client_id identify it.
+const cidKey = (user, cid) => user + "\u0000" + cid;
+
+// register makes li the element of its event in c.
 function register(c, li) {
   if (li.dataset.id) c.ids.set(li.dataset.id, li);
-  if (li.dataset.cid && li.classList.contains("mine")) c.cids.set(li.dataset.cid, li);
+  if (li.dataset.cid && li.dataset.user) c.cids.set(cidKey(li.dataset.user, li.dataset.cid), li);
 }
 function unregister(c, li) {
   if (li.dataset.id && c.ids.get(li.dataset.id) === li) c.ids.delete(li.dataset.id);
-  if (li.dataset.cid && c.cids.get(li.dataset.cid) === li) c.cids.delete(li.dataset.cid);
+  const k = li.dataset.cid && li.dataset.user && cidKey(li.dataset.user, li.dataset.cid);
+  if (k && c.cids.get(k) === li) c.cids.delete(k);
 }
 
 // render makes an event's element; one of the user's own messages still in
@@ -146,13 +151,13 @@ function render(c, ev) {
   return li;
 }
 
-// seen reports whether c already shows ev (by id, or by the client id of
-// one of the user's own messages), upgrading a pending element in place.
+// seen reports whether c already shows ev (by id, or by sender and
+// client_id), upgrading one of the user's pending messages in place.
 function seen(c, ev) {
   if (ev.id && c.ids.has(ev.id)) return true;
-  if (ev.username === me && ev.client_id && c.cids.has(ev.client_id)) {
-    const li = c.cids.get(ev.client_id);
-    if (!li.dataset.id && ev.id) {
+  const li = ev.client_id && ev.username && c.cids.get(cidKey(ev.username, ev.client_id));
+  if (li) {
+    if (ev.username === me && !li.dataset.id && ev.id) {
       li.dataset.id = ev.id;
       c.ids.set(ev.id, li);
       c.list.append(li); // the log's order, not the order of typing
@@ -228,7 +233,7 @@ function resetWith(c, msgs, keepNewer) {
     register(c, li);
   }
   for (const li of [...keep, ...pending]) {
-    if (seen(c, { id: li.dataset.id, username: li.classList.contains("mine") ? me : "", client_id: li.dataset.cid })) continue;
+    if (seen(c, { id: li.dataset.id, username: li.dataset.user, client_id: li.dataset.cid })) continue;
     c.list.append(li);
     register(c, li);
   }

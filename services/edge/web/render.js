@@ -59,6 +59,7 @@ export function messageElement(ev, me) {
   li.className = "msg";
   if (ev.id) li.dataset.id = ev.id;
   if (ev.client_id) li.dataset.cid = ev.client_id;
+  if (ev.username) li.dataset.user = ev.username;
   const head = document.createElement("div");
   head.className = "head";
   const who = document.createElement("span");
