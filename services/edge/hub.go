@@ -48,6 +48,14 @@ func (h *hub) removeConn(c *conn) {
 // deliverDirect fans a fetched batch of private messages out to the local
 // connections of their senders and targets. It never blocks.
 func (h *hub) deliverDirect(ds []*delivery) {
+	for len(ds) > 0 {
+		n := min(len(ds), fanoutChunk)
+		h.deliverDirectChunk(ds[:n])
+		ds = ds[n:]
+	}
+}
+
+func (h *hub) deliverDirectChunk(ds []*delivery) {
 	touched := getTouched()
 	h.mu.RLock()
 	for _, d := range ds {
@@ -67,6 +75,12 @@ func (h *hub) deliverDirect(ds []*delivery) {
 	h.mu.RUnlock()
 	kickAll(touched)
 }
+
+// fanoutChunk is how many events of a fetched batch are queued before the
+// touched connections are written: a big batch for one connection (a burst
+// of DMs) goes out in pieces well below the send queue's bound, so only a
+// client that really stops reading overflows it.
+const fanoutChunk = 64
 
 // touchedPool recycles the lists of connections a fan-out queued frames to.
 var touchedPool = sync.Pool{New: func() any { s := make([]*conn, 0, 256); return &s }}
@@ -178,6 +192,14 @@ func (h *hub) snapshotConns() []*conn {
 // connection that gets several events from the batch writes them with one
 // system call. It never blocks.
 func (h *hub) deliver(ds []*delivery) {
+	for len(ds) > 0 {
+		n := min(len(ds), fanoutChunk)
+		h.deliverChunk(ds[:n])
+		ds = ds[n:]
+	}
+}
+
+func (h *hub) deliverChunk(ds []*delivery) {
 	touched := getTouched()
 	h.mu.RLock()
 	for _, d := range ds {
