@@ -223,7 +223,26 @@ func (c *Config) ensureOnce(ctx context.Context, cl *kafka.Client, specs []Topic
 
 // Offsets returns the first and the next (high watermark) offset of a
 // partition: the log holds offsets [first, next).
+//
+// A failed request is tried up to three times: right after a broker
+// restarts, a pooled connection to its old process fails once (EOF).
 func (c *Config) Offsets(ctx context.Context, topic string, partition int) (first, next int64, err error) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval = 50*time.Millisecond, 500*time.Millisecond
+	for attempt := 1; ; attempt++ {
+		first, next, err = c.offsetsOnce(ctx, topic, partition)
+		if err == nil || attempt == 3 || ctx.Err() != nil {
+			return first, next, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, err
+		case <-time.After(bo.NextBackOff()):
+		}
+	}
+}
+
+func (c *Config) offsetsOnce(ctx context.Context, topic string, partition int) (first, next int64, err error) {
 	res, err := c.Client().ListOffsets(ctx, &kafka.ListOffsetsRequest{
 		Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}},
 	})
