@@ -75,6 +75,10 @@ bench-analytics: build ## Analytics: JSON lines and log vs an encoding/json base
 bench-dm: build ## Router: DM latency (two log hops) vs room latency at 100 and 1000 msg/s, 1000 users; DMs/s per router core
 	$(GO) run ./cmd/chatbench dm -chat bin/chat $(BENCHFLAGS)
 
+.PHONY: bench-storm
+bench-storm: build ## Reconnect storm: SIGTERM drains edge A, 5000 clients resume on edge B with since; gaps, duplicates, edge B memory and CPU
+	$(GO) run ./cmd/chatbench -timeout 10m storm -chat bin/chat $(BENCHFLAGS)
+
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -14,6 +14,7 @@
 //	chatbench dm         private-message latency (two log hops) vs room-message latency; router DMs/s per core
 //	chatbench ingest     history writer (log → PostgreSQL) vs a bare COPY; API latency
 //	chatbench analytics  the analytics job from JSON lines and from the log vs an encoding/json baseline
+//	chatbench storm      reconnect storm: SIGTERM drains edge A, N clients resume on edge B with since; gaps, duplicates, edge B's memory and CPU
 //
 // Build the chat first (make build). See bench/README.md.
 package main
@@ -42,10 +43,11 @@ var commands = map[string]func([]string) error{
 	"ingest":             ingest,
 	"analytics":          analyticsBench,
 	"analytics-baseline": analyticsBaseline,
+	"storm":              stormBench,
 }
 
 func printUsage() {
-	fmt.Fprintln(os.Stderr, "usage: chatbench [-timeout d] fanout|setup|idle|rooms|unserved|dm|ingest|analytics [flags]   (chatbench <command> -h for its flags)")
+	fmt.Fprintln(os.Stderr, "usage: chatbench [-timeout d] fanout|setup|idle|rooms|unserved|dm|ingest|analytics|storm [flags]   (chatbench <command> -h for its flags)")
 }
 
 func main() {

@@ -301,7 +301,7 @@ func startChat(path, mode string, verbose bool, extra ...string) (*server, error
 	runningMu.Lock()
 	running[s] = true
 	runningMu.Unlock()
-	env := cleanEnv("CHAT_JWT_SECRET="+secret, "CHAT_EDGE_RATE=1000000", "CHAT_EDGE_RATE_BURST=1000000", "CHAT_LOG_LEVEL=warn")
+	env := chatEnv()
 	common := []string{"-data.dir=" + filepath.Join(dir, "data"), "-broker.addr=" + s.broker}
 	switch mode {
 	case "all":
@@ -335,6 +335,13 @@ func startChat(path, mode string, verbose bool, extra ...string) (*server, error
 		return nil, fmt.Errorf("-mode %q: want all or split", mode)
 	}
 	return s, nil
+}
+
+// chatEnv is the environment of every chat process: the caller's CHAT_*
+// variables removed, the benchmark's JWT secret, warnings only, and the
+// per-user rate limit raised (publishers send far more than 10 msg/s).
+func chatEnv() []string {
+	return cleanEnv("CHAT_JWT_SECRET="+secret, "CHAT_EDGE_RATE=1000000", "CHAT_EDGE_RATE_BURST=1000000", "CHAT_LOG_LEVEL=warn")
 }
 
 func waitHTTP(addr, path string, d time.Duration) error {
