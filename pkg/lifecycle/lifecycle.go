@@ -15,9 +15,12 @@
 // start order; for each one:
 //
 //  1. its routes close (see Mux): new requests get 503 unavailable;
-//  2. its Run context is cancelled, and the runner waits for Run to return
+//  2. if it is a Drainer, its Drain is called while its Run still runs
+//     (bounded by StopTimeout): an edge tells its clients to reconnect
+//     elsewhere and keeps delivering to them until each has gone;
+//  3. its Run context is cancelled, and the runner waits for Run to return
 //     (at most ExitTimeout);
-//  3. its Stop is called (bounded by StopTimeout).
+//  4. its Stop is called (bounded by StopTimeout).
 //
 // So Stop never runs while the component's own Run still does (a Stop may
 // close what Run writes to), and whatever a component depends on (started
@@ -62,6 +65,12 @@ type Component interface {
 	Start(ctx context.Context) error
 	Run(ctx context.Context) error
 	Stop(ctx context.Context) error
+}
+
+// Drainer is a Component that winds down while its Run still runs: Drain
+// is the first step of its shutdown, before Run is cancelled.
+type Drainer interface {
+	Drain(ctx context.Context) error
 }
 
 // Check is a readiness check; a non-nil error makes /readyz answer 503.
@@ -197,6 +206,13 @@ func (r *Runner) shutdown(log *slog.Logger, t *task) {
 	}
 	name := t.c.Name()
 	r.Mux.close(t.c)
+	if d, ok := t.c.(Drainer); ok && t.done != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		if err := d.Drain(dctx); err != nil {
+			log.Error("component drain failed", "component", name, "err", err)
+		}
+		cancel()
+	}
 	if t.done != nil {
 		t.cancel()
 		exited := time.NewTimer(exitTimeout)

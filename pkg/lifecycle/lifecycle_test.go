@@ -208,3 +208,30 @@ func (j *journal) has(e string) bool {
 	defer j.mu.Unlock()
 	return slices.Contains(j.events, e)
 }
+
+// drainPart is a part that is a Drainer.
+type drainPart struct{ *part }
+
+func (d drainPart) Drain(context.Context) error {
+	d.j.add("drain %s", d.name)
+	return nil
+}
+
+// TestDrainBeforeRunIsCancelled: a Drainer drains while its Run still
+// runs, then Run is cancelled, then Stop.
+func TestDrainBeforeRunIsCancelled(t *testing.T) {
+	j := &journal{}
+	a, b := newPart("a", j), drainPart{newPart("b", j)}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Runner{}
+	done := runAsync(ctx, r, a, b)
+	waitReady(t, r, done)
+	cancel()
+	if err := waitDone(t, done); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"start a", "start b", "drain b", "run-returned b", "stop b", "run-returned a", "stop a"}
+	if got := j.list(); !slices.Equal(got, want) {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -47,9 +47,10 @@ type Edge struct {
 	dsrc     *deliveriesSource
 	presence *presence
 
-	draining atomic.Bool
-	drainMu  sync.Mutex     // orders wg.Add in handshakes before the drain's Wait
-	wg       sync.WaitGroup // connection handlers
+	draining  atomic.Bool
+	drainOnce sync.Once
+	drainMu   sync.Mutex     // orders wg.Add in handshakes before the drain's Wait
+	wg        sync.WaitGroup // connection handlers
 
 	sends       *sends        // recent sends by (username, client_id)
 	replaySlots chan struct{} // one per resume reading the log
@@ -145,10 +146,17 @@ func (e *Edge) pingLoop(ctx context.Context) {
 	}
 }
 
-// Stop drains: new upgrades are refused, every connection gets close 1001
-// ("going away, reconnect") at a moment spread over DrainDuration, and the
-// ones still open at the deadline (or ctx's) are closed.
-func (e *Edge) Stop(ctx context.Context) error {
+// Drain winds the edge down while it still delivers (the lifecycle runner
+// calls it before cancelling Run): new upgrades are refused, every
+// connection gets close 1001 ("going away, reconnect") at its moment in
+// DrainDuration, and the ones still open at the deadline (or ctx's) are
+// closed. Until its close, a connection keeps receiving its rooms' events.
+func (e *Edge) Drain(ctx context.Context) error {
+	e.drainOnce.Do(func() { e.drain(ctx) })
+	return nil
+}
+
+func (e *Edge) drain(ctx context.Context) {
 	e.drainMu.Lock()
 	e.draining.Store(true)
 	e.drainMu.Unlock()
@@ -160,12 +168,18 @@ func (e *Edge) Stop(ctx context.Context) error {
 	if len(conns) > 0 {
 		e.log.Info("draining connections", "connections", len(conns), "window", window)
 		// Connection i is told to go away at i/n of the window, so clients
-		// do not all reconnect elsewhere at the same instant.
-		step := window / time.Duration(len(conns))
+		// do not all reconnect elsewhere at the same instant. The moments
+		// are absolute: a late wake-up closes the connections that are
+		// due at once rather than pushing the rest past the window.
+		start := time.Now()
+		timer := time.NewTimer(0)
+		defer timer.Stop()
 		for i, c := range conns {
-			if i > 0 && step > 0 {
+			due := start.Add(window * time.Duration(i) / time.Duration(len(conns)))
+			if wait := time.Until(due); wait > time.Millisecond && ctx.Err() == nil {
+				timer.Reset(wait)
 				select {
-				case <-time.After(step):
+				case <-timer.C:
 				case <-ctx.Done():
 				}
 			}
@@ -181,6 +195,11 @@ func (e *Edge) Stop(ctx context.Context) error {
 			c.ws.NetConn().Close()
 		}
 	}
+}
+
+// Stop drains (if Drain was not called) and closes the producers.
+func (e *Edge) Stop(ctx context.Context) error {
+	e.Drain(ctx)
 	var errs []error
 	for _, a := range []*appender{e.writer, e.direct} {
 		if a != nil {

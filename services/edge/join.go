@@ -9,6 +9,9 @@ import (
 	"github.com/chatsys/chat/pkg/chatevent"
 )
 
+// replayQueueWait bounds how long a resume waits for its turn.
+const replayQueueWait = 2 * time.Minute
+
 // join subscribes c to a room. With since, the room's events after that
 // position are replayed from the log before live ones, with no gap and no
 // duplicate: the subscription is registered first and buffers live events
@@ -32,24 +35,27 @@ func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
 		return
 	}
 	after, _ := chatevent.ParsePos(f.Since) // validated by DecodeFrame
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	// At most MaxReplays resumes read the log at once; the others queue
 	// here (their live events buffer meanwhile), so a reconnect storm
 	// after a drain does not turn into thousands of concurrent log scans.
+	// The wait has its own bound; the resume's own 30 s start with its turn.
 	e.m.replaysWaiting.Inc()
 	var slotErr error
+	wait := time.NewTimer(replayQueueWait)
 	select {
 	case e.replaySlots <- struct{}{}:
 	case <-c.dead:
 		slotErr = errClosed
-	case <-rctx.Done():
-		slotErr = rctx.Err()
+	case <-wait.C:
+		slotErr = errors.New("resume queue wait exceeded")
 	}
+	wait.Stop()
 	e.m.replaysWaiting.Dec()
 	if slotErr == nil {
 		defer func() { <-e.replaySlots }()
 	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	var end chatevent.Pos
 	var ok bool
 	err := slotErr

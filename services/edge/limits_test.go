@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -146,5 +147,44 @@ func TestHugeLengthHeaderGets1009(t *testing.T) {
 			t.Fatalf("read error %v, want close 1009", err)
 		}
 		return
+	}
+}
+
+// While an edge drains (before its Run is cancelled, as the lifecycle runner
+// does it), the connections not yet told to go away keep receiving.
+func TestDrainKeepsDeliveringUntilEachClose(t *testing.T) {
+	broker := testBroker(t)
+	a := startEdge(t, broker, func(c *edge.Config) { c.DrainDuration = 3 * time.Second })
+	b := startEdge(t, broker)
+	first, second := dial(t, a.URL, "first"), dial(t, a.URL, "second")
+	first.join("general")
+	second.join("general")
+	pub := dial(t, b.URL, "pub")
+	drained := make(chan error, 1)
+	go func() { drained <- a.Drain(context.Background()) }()
+	// One of the two is told to go away at once, the other 1.5 s later.
+	eventually(t, 5*time.Second, "the drain to start", func() bool { return a.Ready(context.Background()) != nil })
+	pub.say("general", "during the drain", "d1")
+	got := 0
+	for _, c := range []*client{first, second} {
+		for {
+			m, err := c.read(10 * time.Second)
+			if err != nil {
+				var ce *websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
+					t.Fatalf("%s: %v, want close 1001", c.user, err)
+				}
+				break
+			}
+			if m["type"] == "chat" && m["content"] == "during the drain" {
+				got++
+			}
+		}
+	}
+	if got == 0 {
+		t.Fatal("no connection still open during the drain received the message")
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,6 +50,7 @@ type logSource struct {
 	m          *metrics
 	// serves reports whether a record key (a room, or the broadcast key)
 	// has a local subscriber; records it refuses are dropped undecoded.
+	client *kafka.Client // resumes' fetches, on pooled connections
 	serves func(key []byte) bool
 	// seen is told of every event decoded for delivery (resend detection).
 	seen func(*chatevent.Event)
@@ -61,7 +63,7 @@ func newLogSource(ctx context.Context, k kafkaio.Config, topic string, maxReplay
 	if err != nil {
 		return nil, err
 	}
-	s := &logSource{kafka: k, topic: topic, partitions: counts[topic], maxReplay: maxReplay, log: log, m: m}
+	s := &logSource{kafka: k, topic: topic, partitions: counts[topic], maxReplay: maxReplay, log: log, m: m, client: k.Client()}
 	s.start = make([]int64, s.partitions)
 	for p := range s.start {
 		_, next, err := k.Offsets(ctx, topic, p)
@@ -149,59 +151,58 @@ func (s *logSource) Resume(ctx context.Context, room string, after chatevent.Pos
 // drop a retried append's second copy.
 const recentIDWindow = 4096
 
-// Replay reads room's partition from after+1 to end, a fetch batch at a
-// time on one connection (kafka-go's Conn.ReadBatch: no reader goroutines).
+// Replay reads room's partition from after+1 to end with fetch requests on
+// the client's pooled broker connections (no dial, no reader goroutines per
+// resume), skipping other rooms' records undecoded.
 func (s *logSource) Replay(ctx context.Context, room string, after, end chatevent.Pos, fn func(*delivery) error) error {
-	if after.Offset+1 >= end.Offset {
-		return nil
-	}
-	var conn *kafka.Conn
-	var err error
-	for _, b := range s.kafka.BrokerList() {
-		if conn, err = kafka.DialLeader(ctx, "tcp", b, s.topic, after.Partition); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("replay %s/%d: %w", s.topic, after.Partition, err)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer func() {
-		stop()
-		conn.Close()
-	}()
-	if _, err := conn.Seek(after.Offset+1, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
-		return fmt.Errorf("replay %s/%d: %w", s.topic, after.Partition, err)
-	}
+	key := []byte(chatevent.RoomKey(room))
 	recent := newRecentIDs(recentIDWindow)
 	next := after.Offset + 1
 	for next < end.Offset {
-		conn.SetReadDeadline(time.Now().Add(tailWait + 10*time.Second))
-		batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: 4 << 20, MaxWait: tailWait})
+		res, err := s.client.Fetch(ctx, &kafka.FetchRequest{Topic: s.topic, Partition: after.Partition, Offset: next,
+			MinBytes: 1, MaxBytes: 4 << 20, MaxWait: tailWait})
+		if err == nil && res.Error != nil {
+			err = res.Error
+		}
+		if err != nil {
+			return fmt.Errorf("replay %s/%d at %d: %w", s.topic, after.Partition, next, err)
+		}
+		from := next
 		for next < end.Offset {
-			m, err := batch.ReadMessage()
+			r, err := res.Records.ReadRecord()
 			if err != nil {
-				break
+				break // io.EOF: the end of this response
 			}
-			next = m.Offset + 1
-			if m.Offset >= end.Offset || string(m.Key) != chatevent.RoomKey(room) {
+			if r.Offset < next {
+				continue // a batch starts before the offset asked for
+			}
+			next = r.Offset + 1
+			if r.Offset >= end.Offset || r.Key == nil {
+				continue
+			}
+			k, _ := kafka.ReadAll(r.Key)
+			if !bytes.Equal(k, key) {
 				continue // another room of the partition: not decoded
 			}
+			v, err := kafka.ReadAll(r.Value)
+			if err != nil {
+				continue
+			}
+			m := kafka.Message{Topic: s.topic, Partition: after.Partition, Offset: r.Offset, Key: k, Value: v}
 			if d := s.decode(m); d != nil && d.ev.Room == room && recent.add(d.ev.ID) {
 				if s.seen != nil {
 					s.seen(&d.ev)
 				}
 				if err := fn(d); err != nil {
-					batch.Close()
 					return err
 				}
 			}
 		}
-		if err := batch.Close(); err != nil && !errors.Is(err, kafka.RequestTimedOut) {
-			return fmt.Errorf("replay %s/%d: %w", s.topic, after.Partition, err)
-		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if next == from && res.HighWatermark <= next {
+			return nil // nothing more to read (records removed meanwhile)
 		}
 	}
 	return nil
