@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -126,6 +128,13 @@ func (r *Router) route(ctx context.Context) error {
 		return nil
 	case <-r.caughtUpCh:
 	}
+	// Offsets are committed by a goroutine of their own, after the batch's
+	// deliveries were written: routing the next batch does not wait for
+	// the commit's round trip (and its fsync). Commits that queue up while
+	// one is in flight are merged into one.
+	commits := newCommitQueue()
+	defer commits.close()
+	go commits.run(ctx, r.direct, r.log)
 	for {
 		m, err := fetch(ctx, r.direct, r.stopping.Load, func(err error, wait time.Duration) {
 			r.log.Warn("fetch private messages; retrying", "retry_in", wait, "err", err)
@@ -161,9 +170,7 @@ func (r *Router) route(ctx context.Context) error {
 			r.records.Add(float64(len(out)))
 		}
 		endSpans(spans)
-		if err := r.direct.CommitMessages(ctx, batch...); err != nil && ctx.Err() == nil {
-			r.log.Warn("commit direct offsets", "err", err)
-		}
+		commits.add(batch)
 		for _, m := range batch { // the last of each partition wins
 			r.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(m.HighWaterMark-m.Offset-1, 0)))
 		}
@@ -212,4 +219,66 @@ func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]ka
 		r.routed.Inc()
 	}
 	return out, spans
+}
+
+// commitQueue hands routed batches to a committing goroutine, merging the
+// batches that arrive while a commit is in flight.
+type commitQueue struct {
+	mu       sync.Mutex
+	pending  []kafka.Message
+	wake     chan struct{}
+	done     chan struct{}
+	finished chan struct{}
+}
+
+func newCommitQueue() *commitQueue {
+	return &commitQueue{wake: make(chan struct{}, 1), done: make(chan struct{}), finished: make(chan struct{})}
+}
+
+func (q *commitQueue) add(batch []kafka.Message) {
+	q.mu.Lock()
+	q.pending = append(q.pending, batch...)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close ends run after a last commit of what is pending, and waits for it
+// (at most a few seconds: an uncommitted batch is only redelivered).
+func (q *commitQueue) close() {
+	close(q.done)
+	select {
+	case <-q.finished:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+func (q *commitQueue) run(ctx context.Context, r *kafka.Reader, log *slog.Logger) {
+	defer close(q.finished)
+	commit := func() {
+		q.mu.Lock()
+		batch := q.pending
+		q.pending = nil
+		q.mu.Unlock()
+		if len(batch) == 0 {
+			return
+		}
+		// kafka-go commits the highest offset of each partition given.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := r.CommitMessages(cctx, batch...); err != nil && ctx.Err() == nil {
+			log.Warn("commit direct offsets", "err", err)
+		}
+	}
+	for {
+		select {
+		case <-q.wake:
+			commit()
+		case <-q.done:
+			commit()
+			return
+		}
+	}
 }

@@ -211,7 +211,7 @@ func (r *Router) Start(ctx context.Context) error {
 	r.admin = k.Client()
 	r.direct = r.newDirectReader(start)
 	r.deliveries = k.NewWriter(k.DeliveriesTopic)
-	r.deliveries.BatchTimeout = time.Millisecond // the second log hop of every DM: keep it short
+	r.deliveries.BatchTimeout = 200 * time.Microsecond // the second log hop of every DM: keep it short
 	r.rooms = k.NewWriter(k.RoomsTopic)
 	r.snapshots = k.NewWriter(snapshotTopic(k.PresenceTopic))
 	r.snapshots.BatchSize = 16
