@@ -128,13 +128,54 @@ func (r *Router) route(ctx context.Context) error {
 		return nil
 	case <-r.caughtUpCh:
 	}
-	// Offsets are committed by a goroutine of their own, after the batch's
-	// deliveries were written: routing the next batch does not wait for
-	// the commit's round trip (and its fsync). Commits that queue up while
-	// one is in flight are merged into one.
+	// Deliveries are written by a goroutine of their own, a batch at a time
+	// and in order, while the next batch is fetched and targeted; offsets
+	// are committed by another, after the batch's deliveries were written,
+	// merging the commits that queue up while one is in flight. So routing
+	// never waits for a write's or a commit's round trip (and fsync) unless
+	// the writer falls behind by more than one batch.
 	commits := newCommitQueue()
 	defer commits.close()
 	go commits.run(ctx, r.direct, r.log)
+	type routed struct {
+		batch []kafka.Message
+		out   []kafka.Message
+		spans []trace.Span
+	}
+	work := make(chan routed, 1)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for w := range work {
+			if len(w.out) > 0 {
+				err := retry(ctx, 100*time.Millisecond, 5*time.Second, 0, func() error {
+					err := r.deliveries.WriteMessages(ctx, w.out...)
+					if err != nil && r.stopping.Load() {
+						return backoff.Permanent(err) // Stop closed the writer: the next owner redelivers
+					}
+					return err
+				}, func(err error, wait time.Duration) {
+					r.log.Warn("write deliveries; retrying", "records", len(w.out), "retry_in", wait, "err", err)
+				})
+				if err != nil { // only when ctx ended or Stop began: nothing committed, redelivered to the next owner
+					endSpans(w.spans)
+					for range work { // drain: nothing more is written or committed
+					}
+					return
+				}
+				r.records.Add(float64(len(w.out)))
+			}
+			endSpans(w.spans)
+			commits.add(w.batch)
+			for _, m := range w.batch { // the last of each partition wins
+				r.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(m.HighWaterMark-m.Offset-1, 0)))
+			}
+		}
+	}()
+	defer func() {
+		close(work)
+		<-writerDone
+	}()
 	for {
 		m, err := fetch(ctx, r.direct, r.stopping.Load, func(err error, wait time.Duration) {
 			r.log.Warn("fetch private messages; retrying", "retry_in", wait, "err", err)
@@ -153,26 +194,11 @@ func (r *Router) route(ctx context.Context) error {
 			batch = append(batch, m)
 		}
 		out, spans := r.deliveriesFor(ctx, batch)
-		if len(out) > 0 {
-			err := retry(ctx, 100*time.Millisecond, 5*time.Second, 0, func() error {
-				err := r.deliveries.WriteMessages(ctx, out...)
-				if err != nil && r.stopping.Load() {
-					return backoff.Permanent(err) // Stop closed the writer: the next owner redelivers
-				}
-				return err
-			}, func(err error, wait time.Duration) {
-				r.log.Warn("write deliveries; retrying", "records", len(out), "retry_in", wait, "err", err)
-			})
-			if err != nil { // only when ctx ended or Stop began: nothing committed, redelivered to the next owner
-				endSpans(spans)
-				return nil
-			}
-			r.records.Add(float64(len(out)))
-		}
-		endSpans(spans)
-		commits.add(batch)
-		for _, m := range batch { // the last of each partition wins
-			r.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(m.HighWaterMark-m.Offset-1, 0)))
+		select {
+		case work <- routed{batch: batch, out: out, spans: spans}:
+		case <-writerDone: // the writer gave up (ctx ended or Stop began)
+			endSpans(spans)
+			return nil
 		}
 	}
 }
