@@ -274,7 +274,7 @@ func decode(msgs []kafka.Message) *decoded {
 // (riding out broker trouble: see fetch), then collects more for at most
 // BatchWait. It fails only when ctx ends or Stop closed the reader.
 func (h *History) fetchBatch(ctx context.Context) ([]kafka.Message, error) {
-	first, err := fetch(ctx, h.reader, h.stopping.Load, func(err error, wait time.Duration) {
+	first, err := kafkaio.Fetch(ctx, h.reader, h.stopping.Load, func(err error, wait time.Duration) {
 		h.log.Warn("fetch from the log failed; retrying", "retry_in", wait, "err", err)
 	})
 	if err != nil {
@@ -348,44 +348,11 @@ func (h *History) commit(ctx context.Context, batch []kafka.Message) error {
 	})
 }
 
-// fetch returns the next message of a consumer-group reader, riding out
-// errors: the reader keeps retrying underneath, but queues its partition
-// readers' errors (up to its queue capacity) while the broker is away, so
-// queued errors are drained at once and only errors that keep coming are
-// waited out, with backoff from 100ms to 2s. It fails only when ctx ends or
-// stopped reports true (the reader was closed).
-func fetch(ctx context.Context, rd *kafka.Reader, stopped func() bool, notify func(err error, wait time.Duration)) (kafka.Message, error) {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.Multiplier, b.RandomizationFactor = 100*time.Millisecond, 2*time.Second, 2, 0.5
-	return backoff.Retry(ctx, func() (kafka.Message, error) {
-		m, err := rd.FetchMessage(ctx)
-		for drained := 0; err != nil && drained < 10000; drained++ {
-			if ctx.Err() != nil || stopped() {
-				return m, backoff.Permanent(err)
-			}
-			dctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-			var next error
-			m, next = rd.FetchMessage(dctx)
-			cancel()
-			if errors.Is(next, context.DeadlineExceeded) && ctx.Err() == nil {
-				break // nothing queued: wait before asking again
-			}
-			err = next
-		}
-		return m, err
-	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
-}
-
-// retry runs op until it succeeds or ctx ends, waiting between attempts
-// 100ms doubling up to 5s, each wait randomized by ±50% so that writers
-// that fail together do not retry together. notify is called before each
-// wait.
+// retry runs op until it succeeds or ctx ends, waiting 100ms doubling up
+// to 5s between attempts (±50%: writers that fail together do not retry
+// together).
 func retry(ctx context.Context, op func() error, notify func(err error, wait time.Duration)) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.Multiplier, b.RandomizationFactor = 100*time.Millisecond, 5*time.Second, 2, 0.5
-	_, err := backoff.Retry(ctx, func() (struct{}, error) { return struct{}{}, op() },
-		backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(notify))
-	return err
+	return kafkaio.Retry(ctx, 100*time.Millisecond, 5*time.Second, 0, op, notify)
 }
 
 func (h *History) updateLag(batch []kafka.Message) {
