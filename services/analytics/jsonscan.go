@@ -275,9 +275,49 @@ func skipValue(b []byte, i, depth int) (int, error) {
 		case "true", "false", "null":
 			return j, nil
 		}
-		if _, err := strconv.ParseFloat(string(tok), 64); err != nil {
+		if !validNumber(tok) {
 			return 0, errSyntax
 		}
 		return j, nil
 	}
+}
+
+// validNumber reports whether tok is a JSON number (RFC 8259, section 6):
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? — no leading zeros, no
+// "+", hex, Inf or NaN, which strconv.ParseFloat would accept.
+func validNumber(tok []byte) bool {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(tok) && tok[i] >= '0' && tok[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(tok) && tok[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(tok) && tok[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(tok) && tok[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(tok) && (tok[i] == 'e' || tok[i] == 'E') {
+		i++
+		if i < len(tok) && (tok[i] == '+' || tok[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(tok)
 }
