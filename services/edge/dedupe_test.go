@@ -2,12 +2,14 @@ package edge_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/services/edge"
 )
 
@@ -120,5 +122,41 @@ func TestSameEventTwiceInTheLogIsDeliveredOnce(t *testing.T) {
 	}
 	if got := bob.contentsUntil("marker"); len(got) != 2 {
 		t.Fatalf("bob saw %q, want [twice marker]", got)
+	}
+}
+
+// A resume from the newest position must not get the event at that
+// position again, even when this edge's tail reads it only after the join
+// (nothing to replay, the event still on its way).
+func TestResumeFromNewestGetsNothingTwice(t *testing.T) {
+	broker := testBroker(t)
+	var k edge.Config
+	e := startEdge(t, broker, func(c *edge.Config) { k = *c })
+	cl := &kafka.Client{Addr: kafka.TCP(broker), Timeout: 10 * time.Second}
+	produce := func(room, content string) string {
+		t.Helper()
+		ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: room, Username: "pub",
+			Content: content, ClientID: chatevent.NewID(), Timestamp: chatevent.FormatTime(time.Now())}
+		v, _ := ev.Encode()
+		p := kafkaio.PartitionFor(room, k.Kafka.RoomsPartitions)
+		res, err := cl.Produce(context.Background(), &kafka.ProduceRequest{Topic: k.Kafka.RoomsTopic, Partition: p,
+			RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(kafka.Record{Key: kafka.NewBytes([]byte(room)), Value: kafka.NewBytes(v)})})
+		if err != nil || res.Error != nil {
+			t.Fatalf("produce: %v %v", err, res)
+		}
+		return fmt.Sprintf("%d:%d", p, res.BaseOffset)
+	}
+	c := dial(t, e.URL, "resumer")
+	for i := 0; i < 40; i++ {
+		room := fmt.Sprint("r", i)
+		pos := produce(room, "already seen")
+		c.send(map[string]any{"type": "join", "room": room, "since": pos})
+		if j := c.nextOf("joined"); j["recovered"] != true {
+			t.Fatalf("joined = %v, want recovered", j)
+		}
+		produce(room, "marker")
+		if m := c.nextOf("chat"); m["content"] != "marker" {
+			t.Fatalf("room %s: got %v after resuming from %s, want only the marker", room, m["content"], pos)
+		}
 	}
 }

@@ -71,6 +71,12 @@ func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
 	}
 	c.sendWait(ctx, chatevent.JoinedFrame{Room: f.Room, Recovered: &ok}.Encode(), chatevent.TypeJoined)
 	if ok {
+		// The client has everything up to since: a live event at or before
+		// it (one this edge's tail reads only now, while the replay range
+		// is empty) must not be delivered again.
+		s.mu.Lock()
+		s.last = max(s.last, after.Offset)
+		s.mu.Unlock()
 		err = e.src.Replay(rctx, f.Room, after, end, func(d *delivery) error {
 			s.mu.Lock()
 			s.last = d.pos.Offset
