@@ -22,6 +22,7 @@ import (
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/pkg/pgutil/pgtest"
+	"github.com/chatsys/chat/pkg/testutil"
 )
 
 // TestMain runs the tests in an environment without the caller's CHAT_*
@@ -169,13 +170,7 @@ func presenceOf(t *testing.T, router any, user string) (bool, int) {
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, what, cond)
 }
 
 // collector reads every frame of a connection in the background.

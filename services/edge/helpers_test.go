@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/embedkafka"
+	"github.com/chatsys/chat/pkg/testutil"
 	"github.com/chatsys/chat/services/edge"
 )
 
@@ -129,11 +129,7 @@ func (te *testEdge) metric(t testing.TB, name string) float64 {
 
 func token(t testing.TB, user string, admin bool) string {
 	t.Helper()
-	tok, err := auth.NewHS256Minter(testSecret, "").Mint(user, admin, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return testutil.Token(t, testSecret, user, admin)
 }
 
 // client is a WebSocket test client that speaks only the wire protocol.
@@ -248,24 +244,10 @@ func topicFor(t testing.TB) string {
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freePort(t testing.TB) string { t.Helper(); return testutil.FreePort(t) }
 
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, what, cond)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/chatsys/chat/pkg/embedkafka"
 	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/pkg/pgutil/pgtest"
+	"github.com/chatsys/chat/pkg/testutil"
 	"github.com/chatsys/chat/services/history"
 )
 
@@ -144,11 +145,7 @@ func produceRaw(t testing.TB, k kafkaio.Config, topic string, msgs ...kafka.Mess
 
 func token(t testing.TB, user string) string {
 	t.Helper()
-	tok, err := auth.NewHS256Minter(testSecret, "").Mint(user, false, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return testutil.Token(t, testSecret, user, false)
 }
 
 type apiResult struct {
@@ -182,13 +179,7 @@ func get(t testing.TB, base, user, path string, query url.Values) apiResult {
 
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, what, cond)
 }
 
 func count(t testing.TB, dbURL, query string, args ...any) int {

@@ -21,6 +21,7 @@ import (
 	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/embedkafka"
 	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/pkg/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -150,13 +151,7 @@ func (tr *testRouter) waitCaughtUp(t testing.TB, d time.Duration) {
 
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, what, cond)
 }
 
 // fakeEdge publishes presence records as an edge does.
@@ -247,11 +242,7 @@ func (e *fakeEdge) stopBeating() {
 
 func token(t testing.TB, user string) string {
 	t.Helper()
-	tok, err := auth.NewHS256Minter(testSecret, "").Mint(user, false, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return testutil.Token(t, testSecret, user, false)
 }
 
 type apiError struct {

@@ -1,0 +1,46 @@
+// Package testutil holds the helpers the tests of every package share:
+// waiting on a condition with a deadline, a free loopback port, a token.
+// Only tests import it.
+package testutil
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/chatsys/chat/pkg/auth"
+)
+
+// Eventually polls cond every 25ms until it holds, failing the test with
+// what if d passes first.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// FreePort returns a loopback address whose port was free a moment ago.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Token mints an HS256 token for user with secret, valid for an hour.
+func Token(t testing.TB, secret, user string, admin bool) string {
+	t.Helper()
+	tok, err := auth.NewHS256Minter(secret, "").Mint(user, admin, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
