@@ -11,8 +11,9 @@ import (
 )
 
 // TestTracesExportedOverOTLP points the standard OTEL_EXPORTER_OTLP_ENDPOINT
-// at an HTTP receiver and checks that sending a message exports the edge's
-// producer span.
+// at an HTTP receiver and checks that a room message's trace has its
+// producer and fan-out spans, and a private message's its producer, routing
+// and fan-out spans.
 func TestTracesExportedOverOTLP(t *testing.T) {
 	var mu sync.Mutex
 	var got []byte
@@ -31,6 +32,8 @@ func TestTracesExportedOverOTLP(t *testing.T) {
 	dir := dataDir(t)
 	s := startAll(t, dir)
 	ws := dialWS(t, s.addr, tokenFromDataDir(t, dir, "alice"))
+	ws.WriteJSON(map[string]string{"type": "join", "room": "general"})
+	readType(t, ws, "joined")
 	ws.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "traced", "client_id": "t1"})
 	readType(t, ws, "ack")
 	// A private message is traced through the router too.
@@ -42,13 +45,15 @@ func TestTracesExportedOverOTLP(t *testing.T) {
 	for {
 		mu.Lock()
 		ok := bytes.Contains(got, []byte("publish chat.rooms")) && bytes.Contains(got, []byte("chat-all")) &&
-			bytes.Contains(got, []byte("publish chat.direct")) && bytes.Contains(got, []byte("route chat.direct"))
+			bytes.Contains(got, []byte("deliver chat.rooms")) &&
+			bytes.Contains(got, []byte("publish chat.direct")) && bytes.Contains(got, []byte("route chat.direct")) &&
+			bytes.Contains(got, []byte("deliver chat.deliveries"))
 		mu.Unlock()
 		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("spans publish chat.rooms, publish chat.direct and route chat.direct from service chat-all did not all reach the OTLP endpoint")
+			t.Fatal("spans publish chat.rooms, deliver chat.rooms, publish chat.direct, route chat.direct and deliver chat.deliveries from service chat-all did not all reach the OTLP endpoint")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

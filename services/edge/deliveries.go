@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
@@ -40,6 +41,7 @@ func newDeliveriesSource(ctx context.Context, k kafkaio.Config, edgeID string, l
 // Run delivers this edge's records from the offset fixed at construction.
 func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 	var ds []*delivery
+	var spans []trace.Span
 	return tailPartition(ctx, s.k, s.k.DeliveriesTopic, s.partition, s.start, s.log, func(msgs []kafka.Message) {
 		ds = ds[:0]
 		for i := range msgs {
@@ -52,11 +54,19 @@ func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) e
 				s.m.badRecords.Inc()
 				continue
 			}
+			if sp := deliverySpan(m, &ev, func() int { return 2 }); sp != nil { // sender and target
+				spans = append(spans, sp)
+			}
 			ds = append(ds, &delivery{ev: ev, pos: pos, frame: m.Value})
 		}
 		if len(ds) > 0 {
 			deliver(ds)
 			clear(ds)
 		}
+		for _, sp := range spans {
+			sp.End()
+		}
+		clear(spans)
+		spans = spans[:0]
 	})
 }

@@ -103,6 +103,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		return fmt.Errorf("edge: %w", err)
 	}
 	src.serves = e.hub.serves
+	src.recipients = e.hub.recipients
 	src.seen = func(ev *chatevent.Event) {
 		if e.hub.hasUser(ev.Username) {
 			e.sends.seen(ev)

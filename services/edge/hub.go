@@ -155,6 +155,16 @@ func (h *hub) removeSub(s *sub) {
 	h.mu.Unlock()
 }
 
+// recipients counts the local subscriptions of room.
+func (h *hub) recipients(room string) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if room == "" {
+		return len(h.conns)
+	}
+	return len(h.rooms[room])
+}
+
 // hasUser reports whether user has a connection on this edge.
 func (h *hub) hasUser(user string) bool {
 	h.mu.RLock()

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -52,6 +55,8 @@ type logSource struct {
 	// has a local subscriber; records it refuses are dropped undecoded.
 	client *kafka.Client // resumes' fetches, on pooled connections
 	serves func(key []byte) bool
+	// recipients counts a room's local subscriptions (for traces).
+	recipients func(room string) int
 	// seen is told of every event decoded for delivery (resend detection).
 	seen func(*chatevent.Event)
 }
@@ -92,6 +97,31 @@ func (s *logSource) decode(m kafka.Message) *delivery {
 	return &delivery{ev: ev, pos: pos, frame: frame}
 }
 
+// deliverySpan continues the trace of a record that carries a sampled
+// trace context (its producer's): a consumer span covering the record's
+// fan-out on this edge. It returns nil (costing a header scan) otherwise.
+func deliverySpan(m *kafka.Message, ev *chatevent.Event, recipients func() int) trace.Span {
+	has := false
+	for _, h := range m.Headers {
+		if h.Key == "traceparent" {
+			has = true
+			break
+		}
+	}
+	if !has {
+		return nil
+	}
+	pctx := otel.GetTextMapPropagator().Extract(context.Background(), kafkaio.HeaderCarrier{Headers: &m.Headers})
+	if !trace.SpanContextFromContext(pctx).IsSampled() {
+		return nil
+	}
+	_, span := tracer.Start(pctx, "deliver "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", m.Topic),
+			attribute.Int("messaging.destination.partition.id", m.Partition), attribute.Int64("messaging.kafka.offset", m.Offset),
+			attribute.String("chat.event_id", ev.ID), attribute.Int("chat.recipients", recipients())))
+	return span
+}
+
 // Run tails every partition from the offsets fixed at construction. Records
 // whose key (the room) has no local subscriber are dropped undecoded.
 func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
@@ -99,6 +129,7 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 	for p := 0; p < s.partitions; p++ {
 		g.Go(func() error {
 			var ds []*delivery
+			var spans []trace.Span
 			recent := newRecentIDs(recentIDWindow)
 			return tailPartition(ctx, s.kafka, s.topic, p, s.start[p], s.log, func(msgs []kafka.Message) {
 				ds = ds[:0]
@@ -111,6 +142,9 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 						if !recent.add(d.ev.ID) {
 							s.m.duplicates.Inc()
 							continue
+						}
+						if sp := deliverySpan(m, &d.ev, func() int { return s.recipients(d.ev.Room) }); sp != nil {
+							spans = append(spans, sp)
 						}
 						if t, err := d.ev.Time(); err == nil {
 							s.m.deliverySecs.Observe(time.Since(t).Seconds())
@@ -125,6 +159,11 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 					deliver(ds)
 					clear(ds)
 				}
+				for _, sp := range spans { // the frames are queued
+					sp.End()
+				}
+				clear(spans)
+				spans = spans[:0]
 			})
 		})
 	}
