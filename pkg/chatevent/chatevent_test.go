@@ -4,8 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
-	"os"
-	"path/filepath"
+	goldenfile "github.com/chatsys/chat/pkg/testutil/golden"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -15,19 +14,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden %s: %v (run go test -update)", path, err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s changed; this is a wire change:\ngot  %s\nwant %s", name, got, want)
-	}
+	goldenfile.Check(t, name, got, *update, "; this is a wire change")
 }
 
 func TestEventWireFormat(t *testing.T) {
