@@ -3,6 +3,7 @@ module github.com/chatsys/chat/cmd
 go 1.26.8
 
 require (
+	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/chatsys/chat/pkg v0.0.0
 	github.com/chatsys/chat/services/analytics v0.0.0
 	github.com/chatsys/chat/services/edge v0.0.0
@@ -20,7 +21,6 @@ require (
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
-	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-json-experiment/json v1.27.2 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect

@@ -27,6 +27,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/spf13/cobra"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatevent"
 )
@@ -281,14 +282,17 @@ func chat(ctx context.Context, server, tok, room string, in io.Reader, out io.Wr
 		close(lines)
 	}()
 	var since string
-	backoff := 500 * time.Millisecond
+	// Reconnects wait 500ms doubling to 15s, ±50% so that clients cut off
+	// together do not come back together.
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = 500*time.Millisecond, 15*time.Second, 0.5
 	for {
 		ws, resp, err := websocket.DefaultDialer.DialContext(ctx, endpoint, http.Header{"Authorization": {"Bearer " + tok}})
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
 			return errors.New("the server refused the token (401)")
 		}
 		if err == nil {
-			backoff = 500 * time.Millisecond
+			bo.Reset()
 			done, e := session(ctx, ws, room, &since, lines, out)
 			if done {
 				return e
@@ -298,13 +302,13 @@ func chat(ctx context.Context, server, tok, room string, in io.Reader, out io.Wr
 		if ctx.Err() != nil {
 			return nil
 		}
-		fmt.Fprintf(out, "* disconnected (%v); reconnecting in %v\n", err, backoff)
+		wait := bo.NextBackOff()
+		fmt.Fprintf(out, "* disconnected (%v); reconnecting in %v\n", err, wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 15*time.Second)
 	}
 }
 
