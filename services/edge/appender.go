@@ -137,30 +137,29 @@ func (pa *partAppender) produce(batch []appendReq) (int64, error) {
 	recs := make([]kafka.Record, len(batch))
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = 100*time.Millisecond, time.Second
-	var err error
-	for attempt := 1; ; attempt++ {
+	base, err := backoff.Retry(context.Background(), func() (int64, error) {
 		for i := range batch { // fresh readers: an attempt consumes them
 			r := &batch[i]
 			recs[i] = kafka.Record{Time: r.at, Key: kafka.NewBytes(r.key), Value: kafka.NewBytes(r.value), Headers: r.headers}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-		var res *kafka.ProduceResponse
-		res, err = a.client.Produce(ctx, &kafka.ProduceRequest{
+		defer cancel()
+		res, err := a.client.Produce(ctx, &kafka.ProduceRequest{
 			Topic: a.topic, Partition: pa.partition, RequiredAcks: kafka.RequireAll,
 			Records: kafka.NewRecordReader(recs...),
 		})
-		cancel()
 		if err == nil && res.Error != nil {
 			err = res.Error
 		}
-		if err == nil {
-			return res.BaseOffset, nil
+		if err != nil {
+			return -1, err
 		}
-		if attempt == appendAttempts {
-			return -1, fmt.Errorf("produce to %s/%d (%d attempts): %w", a.topic, pa.partition, attempt, err)
-		}
-		time.Sleep(bo.NextBackOff())
+		return res.BaseOffset, nil
+	}, backoff.WithBackOff(bo), backoff.WithMaxTries(appendAttempts), backoff.WithMaxElapsedTime(0))
+	if err != nil {
+		return -1, fmt.Errorf("produce to %s/%d (%d attempts): %w", a.topic, pa.partition, appendAttempts, err)
 	}
+	return base, nil
 }
 
 // close fails what is queued from now on; batches in flight complete.

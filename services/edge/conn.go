@@ -30,14 +30,16 @@ const (
 )
 
 // conn is one WebSocket connection. The handler goroutine reads. Writes go
-// through a bounded queue drained by a writer goroutine that runs only while
-// there is something to write, so an idle connection costs one goroutine.
-// A slow client never blocks the fan-out: when its queue overflows it is
+// through a bounded queue; whoever holds the write token drains it: a
+// flusher (the goroutine that queued, with non-blocking writes) or, for
+// blocking work, the writer goroutine, which exists only while it has some
+// (see flushOut and writeLoop). An idle connection costs one goroutine. A
+// slow client never blocks the fan-out: when its queue overflows it is
 // closed with CloseSlowClient.
 type conn struct {
 	e       *Edge
 	ws      *websocket.Conn
-	wc      *wireConn // under ws: the writer goroutine writes batches to it
+	wc      *wireConn // under ws: flushers and the writer goroutine write batches to it
 	id      auth.Identity
 	addr    netip.Addr // counted against MaxConnsPerIP (zero when off)
 	limiter *rate.Limiter
@@ -55,9 +57,9 @@ type conn struct {
 	closeCode CloseCode
 	closeText string
 	flush     bool // on close, write the queue first (drain) or drop it (slow)
-	// kickPending: frames were pushed and whoever pushed the first of
-	// them will kick the writer.
-	kickPending bool
+	// flushPending: frames were pushed and whoever pushed the first of
+	// them will flush them (so a fan-out lists the connection once).
+	flushPending bool
 
 	inFlight chan struct{} // appends awaiting the broker; made on first use
 	expiry   *time.Timer   // closes the connection at the token's exp
@@ -99,7 +101,7 @@ func (c *conn) scheduleLocked() {
 func (c *conn) takeFlush() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.kickPending = false
+	c.flushPending = false
 	if c.closing || c.writing {
 		return false
 	}
@@ -184,12 +186,11 @@ func (c *conn) finish() {
 	})
 }
 
-// push queues a frame without blocking and without waking the writer. A
-// full queue closes the connection. kick reports that the caller must call
-// c.kick once it has queued everything it has for c (a fan-out queues a
-// whole fetched batch first, so the writer wakes once and writes it all
-// with one system call).
-func (c *conn) push(frame []byte, typ string) (kick bool) {
+// push queues a frame without blocking and without writing it. A full
+// queue closes the connection. flush reports that the caller must flush c
+// (flushNow, or kickAll for a fan-out) once it has queued everything it has
+// for c, so that all of it goes out with one system call.
+func (c *conn) push(frame []byte, typ string) (flush bool) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -204,11 +205,11 @@ func (c *conn) push(frame []byte, typ string) (kick bool) {
 	}
 	c.queue = append(c.queue, frame)
 	c.qBytes += len(frame)
-	kick = !c.kickPending
-	c.kickPending = true
+	flush = !c.flushPending
+	c.flushPending = true
 	c.mu.Unlock()
 	c.e.m.frameOut(typ)
-	return kick
+	return flush
 }
 
 // send queues a frame without blocking and writes it out (flushNow).

@@ -54,7 +54,7 @@ func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) e
 				s.m.badRecords.Inc()
 				continue
 			}
-			if sp := deliverySpan(m, &ev, func() int { return 2 }); sp != nil { // sender and target
+			if sp := deliverySpan(m, &ev); sp != nil {
 				spans = append(spans, sp)
 			}
 			ds = append(ds, &delivery{ev: ev, pos: pos, frame: m.Value})

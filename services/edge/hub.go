@@ -73,7 +73,7 @@ func (h *hub) deliverDirectChunk(ds []*delivery) {
 		}
 	}
 	h.mu.RUnlock()
-	kickAll(touched)
+	flushTouched(touched)
 }
 
 // fanoutChunk is how many events of a fetched batch are queued before the
@@ -87,11 +87,11 @@ var touchedPool = sync.Pool{New: func() any { s := make([]*conn, 0, 256); return
 
 func getTouched() *[]*conn { return touchedPool.Get().(*[]*conn) }
 
-// kickAll writes out what a fan-out queued for every connection in
+// flushTouched writes out what a fan-out queued for every connection in
 // touched, and recycles the list. Connections nobody is writing are
 // flushed by a few flushers (this goroutine and up to GOMAXPROCS-1 helpers),
 // not by one goroutine each.
-func kickAll(touched *[]*conn) {
+func flushTouched(touched *[]*conn) {
 	list := (*touched)[:0]
 	for _, c := range *touched {
 		if c.takeFlush() {
@@ -228,7 +228,7 @@ func (h *hub) deliverChunk(ds []*delivery) {
 		}
 	}
 	h.mu.RUnlock()
-	kickAll(touched)
+	flushTouched(touched)
 }
 
 // maxPending bounds the live events a subscription buffers while it replays.
@@ -245,9 +245,9 @@ type sub struct {
 	last      int64       // offset of the last event delivered; -1 none
 }
 
-// offer queues a live event (push: the caller kicks s.c when it reports
+// offer queues a live event (push: the caller flushes s.c when it reports
 // true), or buffers it while the subscription replays.
-func (s *sub) offer(d *delivery) (kick bool) {
+func (s *sub) offer(d *delivery) (flush bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.replaying {

@@ -100,7 +100,7 @@ func (s *logSource) decode(m kafka.Message) *delivery {
 // deliverySpan continues the trace of a record that carries a sampled
 // trace context (its producer's): a consumer span covering the record's
 // fan-out on this edge. It returns nil (costing a header scan) otherwise.
-func deliverySpan(m *kafka.Message, ev *chatevent.Event, recipients func() int) trace.Span {
+func deliverySpan(m *kafka.Message, ev *chatevent.Event) trace.Span {
 	has := false
 	for _, h := range m.Headers {
 		if h.Key == "traceparent" {
@@ -118,7 +118,7 @@ func deliverySpan(m *kafka.Message, ev *chatevent.Event, recipients func() int) 
 	_, span := tracer.Start(pctx, "deliver "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", m.Topic),
 			attribute.Int("messaging.destination.partition.id", m.Partition), attribute.Int64("messaging.kafka.offset", m.Offset),
-			attribute.String("chat.event_id", ev.ID), attribute.Int("chat.recipients", recipients())))
+			attribute.String("chat.event_id", ev.ID)))
 	return span
 }
 
@@ -143,7 +143,8 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 							s.m.duplicates.Inc()
 							continue
 						}
-						if sp := deliverySpan(m, &d.ev, func() int { return s.recipients(d.ev.Room) }); sp != nil {
+						if sp := deliverySpan(m, &d.ev); sp != nil {
+							sp.SetAttributes(attribute.Int("chat.recipients", s.recipients(d.ev.Room)))
 							spans = append(spans, sp)
 						}
 						if t, err := d.ev.Time(); err == nil {
