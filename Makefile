@@ -72,7 +72,7 @@ bench-analytics: build ## Analytics: JSON lines and log vs an encoding/json base
 	$(GO) run ./cmd/chatbench analytics -chat bin/chat $(BENCHFLAGS)
 
 .PHONY: bench-dm
-bench-dm: build ## Router: DM latency (two log hops) vs room latency at 100 and 1000 msg/s, 1000 users; DMs/s per router core
+bench-dm: build ## Router: DM latency (two log hops) vs room latency at 100, 1000 and 2000 msg/s, 1000 users; DMs/s per router core
 	$(GO) run ./cmd/chatbench dm -chat bin/chat $(BENCHFLAGS)
 
 .PHONY: bench-storm

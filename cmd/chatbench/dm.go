@@ -27,7 +27,7 @@ import (
 func dmBench(args []string) error {
 	fs := flag.NewFlagSet("dm", flag.ExitOnError)
 	k := fs.Int("k", 1000, "connected users")
-	rates := fs.String("rates", "100,1000", "messages per second")
+	rates := fs.String("rates", "100,1000,2000", "messages per second")
 	dur := fs.Duration("step", 5*time.Second, "duration of each step")
 	chatBin := fs.String("chat", "bin/chat", "path of the chat binary")
 	syncWrites := fs.Bool("sync-writes", true, "the embedded broker fsyncs every batch (-broker.sync-writes)")

@@ -49,9 +49,18 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // checking it answers. Its errors never contain the connection string's
 // secrets.
 func Open(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
+	return OpenWith(ctx, rawURL, nil)
+}
+
+// OpenWith is Open with configure applied to the parsed pool configuration
+// (session settings, handlers) before the pool is made.
+func OpenWith(ctx context.Context, rawURL string, configure func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
 		return nil, parseError(rawURL, err)
+	}
+	if configure != nil {
+		configure(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -199,6 +199,10 @@ func insertEach(ctx context.Context, tx pgx.Tx, rows []row) (int64, []deadLetter
 			tag, err = tx.Exec(ctx, insertMessage+` VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`, vals...)
 			if err == nil {
 				inserted += tag.RowsAffected()
+				// Released at once, so savepoints do not nest row after row.
+				if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT one_row"); err != nil {
+					return 0, nil, err
+				}
 				continue
 			}
 			if !perRecord(err) {

@@ -36,7 +36,7 @@ func TestWriteBatchIsolatesRecordsTheDatabaseRefuses(t *testing.T) {
 	dup := mk(12, "alice", "before again", "a1") // a retried send: same user and client_id
 	last := mk(13, "bob", "after", "b1")
 
-	for _, batch := range [][]row{
+	for i, batch := range [][]row{
 		{first, poison, last},      // the direct COPY fails on the poison row
 		{first, dup, poison, last}, // the staging path fails on it too (duplicates first)
 	} {
@@ -47,7 +47,9 @@ func TestWriteBatchIsolatesRecordsTheDatabaseRefuses(t *testing.T) {
 		if len(refused) != 1 || refused[0].offset != 11 || !strings.Contains(refused[0].err, "22021") {
 			t.Fatalf("refused = %+v, want the record at offset 11 with SQLSTATE 22021", refused)
 		}
-		_ = n
+		if want := []int64{2, 0}[i]; n != want { // the second batch holds only rows already stored
+			t.Fatalf("batch %d: inserted %d rows, want %d", i, n, want)
+		}
 	}
 	var rows, dead int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&rows); err != nil {
