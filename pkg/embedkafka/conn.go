@@ -35,6 +35,7 @@ const (
 	keyAddOffsetsToTxn    = 25
 	keyEndTxn             = 26
 	keyTxnOffsetCommit    = 28
+	keyOffsetDelete       = 47 // kfake persists the deletion to groups.log
 	keyAlterConfigs       = 33
 	keyCreatePartitions   = 37
 	keyIncrementalAlter   = 44
@@ -185,7 +186,7 @@ func (c *conn) request(body []byte) {
 			// kfake fails to parse it too and closes the connection.
 			p.durable, p.w.all = true, true
 		}
-	case keyOffsetCommit, keyTxnOffsetCommit:
+	case keyOffsetCommit, keyTxnOffsetCommit, keyOffsetDelete:
 		p.durable, p.w.groups = true, true
 	case keyInitProducerID, keyAddPartitionsToTxn, keyAddOffsetsToTxn:
 		p.durable, p.w.pids = true, true

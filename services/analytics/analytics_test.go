@@ -287,3 +287,21 @@ func FuzzParseEvent(f *testing.F) {
 		}
 	})
 }
+
+// A line longer than the reader's 1 MiB buffer (and the chunk size) is
+// read whole: counted as undecodable, and the lines around it still count.
+func TestHugeLineInJSONLines(t *testing.T) {
+	huge := `{"type":"chat","content":"` + strings.Repeat("x", 3<<20) + "\n"
+	cfg := Config{From: "2026-11-01", To: "2026-11-02", Input: "-"}
+	base, err := Run(context.Background(), cfg, strings.NewReader(handMade+handMade), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), cfg, strings.NewReader(handMade+huge+handMade), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Undecodable != base.Undecodable+1 || res.Events != base.Events {
+		t.Fatalf("undecodable %d, events %d; want %d and %d (the huge line one more undecodable)", res.Undecodable, res.Events, base.Undecodable+1, base.Events)
+	}
+}

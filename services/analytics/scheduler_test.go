@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/kafkaio"
+	chattest "github.com/chatsys/chat/pkg/testutil"
 )
 
 // adminServer serves a scheduler over the log k, with a write timeout as
@@ -123,9 +124,5 @@ func TestAdminRunEmptyRangeNote(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	chattest.Eventually(t, 10*time.Second, what, cond)
 }

@@ -59,7 +59,9 @@ func readJSONLines(ctx context.Context, path string, stdin io.Reader, ws []*work
 			br := bufio.NewReaderSize(r, 1<<20)
 			for {
 				buf := (*pool.Get().(*[]byte))[:0]
-				for len(buf) < chunkSize {
+				// A chunk ends at a line's end: a line longer than the
+				// reader's buffer is appended in pieces until its '\n'.
+				for len(buf) < chunkSize || buf[len(buf)-1] != '\n' {
 					line, err := br.ReadSlice('\n')
 					buf = append(buf, line...)
 					if errors.Is(err, bufio.ErrBufferFull) {
