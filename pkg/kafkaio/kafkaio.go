@@ -227,19 +227,13 @@ func (c *Config) ensureOnce(ctx context.Context, cl *kafka.Client, specs []Topic
 // A failed request is tried up to three times: right after a broker
 // restarts, a pooled connection to its old process fails once (EOF).
 func (c *Config) Offsets(ctx context.Context, topic string, partition int) (first, next int64, err error) {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval = 50*time.Millisecond, 500*time.Millisecond
-	for attempt := 1; ; attempt++ {
-		first, next, err = c.offsetsOnce(ctx, topic, partition)
-		if err == nil || attempt == 3 || ctx.Err() != nil {
-			return first, next, err
-		}
-		select {
-		case <-ctx.Done():
-			return 0, 0, err
-		case <-time.After(bo.NextBackOff()):
-		}
-	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 50*time.Millisecond, 500*time.Millisecond
+	both, err := backoff.Retry(ctx, func() ([2]int64, error) {
+		f, n, err := c.offsetsOnce(ctx, topic, partition)
+		return [2]int64{f, n}, err
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(3), backoff.WithMaxElapsedTime(0))
+	return both[0], both[1], err
 }
 
 func (c *Config) offsetsOnce(ctx context.Context, topic string, partition int) (first, next int64, err error) {

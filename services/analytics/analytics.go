@@ -247,7 +247,6 @@ type Scheduler struct {
 	log    *slog.Logger
 	verify *auth.Verifier
 	runs   *prometheus.CounterVec
-	dbURL  func() string
 
 	// RunTimeout bounds one run (default DefaultRunTimeout).
 	RunTimeout time.Duration
@@ -275,9 +274,6 @@ func NewScheduler(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Sch
 	runs := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "chat_analytics_runs_total", Help: "Analytics runs by trigger and result (ok, error, timeout, canceled, busy)."}, []string{"trigger", "result"})
 	return &Scheduler{cfg: cfg, log: log, verify: v, runs: runs, RunTimeout: DefaultRunTimeout, slot: make(chan struct{}, 1)}, nil
 }
-
-// SetDatabaseURL takes the database URL from fn at run time (single-machine mode).
-func (s *Scheduler) SetDatabaseURL(fn func() string) { s.dbURL = fn }
 
 // Name returns "analytics".
 func (s *Scheduler) Name() string { return "analytics" }
@@ -336,9 +332,6 @@ func (s *Scheduler) run(ctx context.Context, trigger, from, to string, wait bool
 	defer cancel()
 	cfg := s.cfg
 	cfg.From, cfg.To, cfg.Out, cfg.Input, cfg.Progress = from, to, "", "", nil
-	if s.dbURL != nil {
-		cfg.DatabaseURL = s.dbURL()
-	}
 	res, err := Run(ctx, cfg, nil, s.log)
 	result := "ok"
 	switch {

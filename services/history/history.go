@@ -56,7 +56,6 @@ type History struct {
 
 	dbOK     atomic.Bool // the last database write (or ping) succeeded
 	stopping atomic.Bool
-	dbURL    func() string
 	lagMu    sync.Mutex
 	lag      map[string]int64 // "topic/partition" → records behind
 }
@@ -117,10 +116,6 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*History, err
 	return h, nil
 }
 
-// SetDatabaseURL makes Start take the database URL from fn, for a database
-// that is started in the same process after New (single-machine mode).
-func (h *History) SetDatabaseURL(fn func() string) { h.dbURL = fn }
-
 // Name returns "history".
 func (h *History) Name() string { return "history" }
 
@@ -131,9 +126,6 @@ func (h *History) Start(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	url := h.cfg.DatabaseURL
-	if h.dbURL != nil {
-		url = h.dbURL()
-	}
 	pool, err := openPool(sctx, url, nil)
 	if err != nil {
 		return err
