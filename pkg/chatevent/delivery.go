@@ -5,21 +5,25 @@ import (
 	"fmt"
 )
 
-// Topic chat.deliveries carries private messages to the edges that hold
+// Topic chat.deliveries carries the events of chat.direct (private
+// messages, their edits and deletes, read positions) to the edges that hold
 // their sender or target:
 //
 //	key:     the edge id; an edge reads only the partition its id hashes to
 //	         (murmur2, as every producer) and skips records of other edges.
-//	value:   EncodeDelivery: the private Event JSON with "pos" set to its
-//	         chat.direct position. The edge sends the value to its clients
-//	         as it is: it is the "private" frame.
+//	value:   EncodeDelivery: the Event JSON with "pos" set to its
+//	         chat.direct position (a read keeps its own pos: the position
+//	         read). The edge sends the value to its clients as it is: it is
+//	         the "private" (or "edit", "delete", "read") frame.
 //	headers: as on chat.rooms (the router continues the sender's trace).
 const TopicDeliveries = "chat.deliveries"
 
 // EncodeDelivery returns the chat.deliveries record value of private
 // message ev, read from chat.direct at pos.
 func EncodeDelivery(ev Event, pos Pos) ([]byte, error) {
-	ev.Pos = pos.String()
+	if ev.Type != TypeRead {
+		ev.Pos = pos.String()
+	}
 	return json.Marshal(&ev)
 }
 
@@ -33,8 +37,10 @@ func DecodeDelivery(b []byte) (Event, Pos, error) {
 	if err := ev.Validate(); err != nil {
 		return Event{}, Pos{}, err
 	}
-	if ev.Type != TypePrivate {
-		return Event{}, Pos{}, fmt.Errorf("%w: delivery of type %q, want %q", ErrInvalidEvent, ev.Type, TypePrivate)
+	switch ev.Type {
+	case TypePrivate, TypeEdit, TypeDelete, TypeRead:
+	default:
+		return Event{}, Pos{}, fmt.Errorf("%w: delivery of type %q", ErrInvalidEvent, ev.Type)
 	}
 	pos, err := ParsePos(ev.Pos)
 	if err != nil {

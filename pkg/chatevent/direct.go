@@ -1,6 +1,8 @@
 package chatevent
 
-// Topic chat.direct carries private messages (type "private").
+// Topic chat.direct carries private messages (type "private"), their edits
+// and deletes (keyed like the message), and read positions (type "read"):
+// a DM read is keyed like the conversation, a room read by ReadKey.
 //
 // Record format:
 //
@@ -18,11 +20,16 @@ func DMKey(a, b string) string {
 	return "dm:" + a + ":" + b
 }
 
+// ReadKey is the chat.direct key of a room read position: the reader's, so
+// the router delivers it to the reader's connections.
+func ReadKey(username string) string { return "read:" + username }
+
 // Conversation returns the conversation an event belongs to: "room:<name>"
-// for room events, DMKey for private messages, "" for a broadcast.
+// for room events, DMKey for private messages (and their edits, deletes
+// and reads), "" for a broadcast.
 func Conversation(e *Event) string {
 	switch {
-	case e.Type == TypePrivate:
+	case e.Target != "" && e.Type != TypeSystem:
 		return DMKey(e.Username, e.Target)
 	case e.Room != "":
 		return "room:" + e.Room
@@ -30,7 +37,18 @@ func Conversation(e *Event) string {
 	return ""
 }
 
-// MayMessage is the policy deciding who may send a private message to
-// whom, enforced by the edge: any signed-in user may write to any other
-// well-formed username (to themselves too: a note to self).
-func MayMessage(from, to string) bool { return ValidUsername(from) && ValidUsername(to) }
+// Blocks answers whether blocker has blocked blocked (see ACL).
+type Blocks interface {
+	Blocked(blocker, blocked string) bool
+}
+
+// MayMessage is the policy deciding who may send a private message (or a
+// typing notice) to whom, enforced by the edge: a signed-in user may write
+// to any well-formed username (to themselves too: a note to self) that has
+// not blocked them. blocks may be nil (nobody blocked anyone).
+func MayMessage(from, to string, blocks Blocks) bool {
+	if !ValidUsername(from) || !ValidUsername(to) {
+		return false
+	}
+	return blocks == nil || !blocks.Blocked(to, from)
+}

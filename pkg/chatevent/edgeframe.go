@@ -72,3 +72,29 @@ func mustMarshal(v any) []byte {
 	}
 	return b
 }
+
+// TypingFrame says Username is typing in Room, or to the receiving user
+// (Target is then the receiver). Clients show it for TypingTTL unless
+// another one follows.
+type TypingFrame struct {
+	Type     string `json:"type"` // TypeTyping
+	Room     string `json:"room,omitempty"`
+	Target   string `json:"target,omitempty"`
+	Username string `json:"username"`
+}
+
+// Encode returns the frame's JSON.
+func (f TypingFrame) Encode() []byte { f.Type = TypeTyping; return mustMarshal(f) }
+
+// MemberFrame reports a change of Username's membership of Room: Action is
+// one of the Action* constants, By who made it.
+type MemberFrame struct {
+	Type     string `json:"type"` // TypeMember
+	Room     string `json:"room"`
+	Username string `json:"username"`
+	Action   string `json:"action"`
+	By       string `json:"by,omitempty"`
+}
+
+// Encode returns the frame's JSON.
+func (f MemberFrame) Encode() []byte { f.Type = TypeMember; return mustMarshal(f) }

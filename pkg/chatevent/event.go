@@ -34,6 +34,16 @@ const (
 	TypeSystem  = "system"  // an announcement by an admin, to one room or to everyone
 	TypeJoin    = "join"
 	TypeLeave   = "leave"
+	// TypeEdit replaces the content of message ID (a chat or private event)
+	// by its author; it lives in the message's conversation (same key).
+	TypeEdit = "edit"
+	// TypeDelete removes message ID (by its author, or in a room by a
+	// moderator); it lives in the message's conversation (same key).
+	TypeDelete = "delete"
+	// TypeRead records how far Username has read a conversation: Pos is the
+	// position of the last event read (for reads only, Pos is part of the
+	// stored event). It lives in chat.direct (see ReadKey).
+	TypeRead = "read"
 )
 
 // Frame types only the edge sends.
@@ -43,6 +53,11 @@ const (
 	TypeLeft    = "left"
 	TypeAck     = "ack"
 	TypeError   = "error"
+	// TypeTyping says a user is typing in a room or to a target; it travels
+	// through chat.typing and is never stored (see TypingFrame).
+	TypeTyping = "typing"
+	// TypeMember reports a membership change of a room (see MemberFrame).
+	TypeMember = "member"
 )
 
 // TimeLayout is the timestamp format on the wire: RFC 3339, UTC, milliseconds.
@@ -78,8 +93,13 @@ type Event struct {
 	Content   string `json:"content,omitempty"`
 	Timestamp string `json:"timestamp"`
 	ClientID  string `json:"client_id,omitempty"`
+	// EditedAt is set on an edit event (when it was made) and on a history
+	// row whose content an edit replaced.
+	EditedAt string `json:"edited_at,omitempty"`
 	// Pos is the log position "<partition>:<offset>". It is empty in the
-	// log itself and set when the event is delivered or read from history.
+	// log itself and set when the event is delivered or read from history;
+	// a read event is the exception: its Pos is the position read up to,
+	// stored with it.
 	Pos string `json:"pos,omitempty"`
 }
 
@@ -103,7 +123,9 @@ func (e *Event) Time() (time.Time, error) { return time.Parse(time.RFC3339Nano, 
 // dropped: the position is assigned by the log).
 func (e *Event) Encode() ([]byte, error) {
 	c := *e
-	c.Pos = ""
+	if c.Type != TypeRead {
+		c.Pos = ""
+	}
 	return json.Marshal(&c)
 }
 
@@ -141,6 +163,26 @@ func (e *Event) Validate() error {
 	case TypePrivate:
 		if !ValidUsername(e.Target) {
 			return bad("target %q is not a valid username", e.Target)
+		}
+	case TypeEdit, TypeDelete, TypeRead:
+		if (e.Room == "") == (e.Target == "") {
+			return bad("%s needs exactly one of room and target", e.Type)
+		}
+		if e.Room != "" && !ValidRoom(e.Room) {
+			return bad("room %q is not a valid room name", e.Room)
+		}
+		if e.Target != "" && !ValidUsername(e.Target) {
+			return bad("target %q is not a valid username", e.Target)
+		}
+		if e.Type == TypeRead {
+			if _, err := ParsePos(e.Pos); err != nil {
+				return bad("read: %v", err)
+			}
+		}
+		if e.Type == TypeEdit {
+			if _, err := time.Parse(time.RFC3339Nano, e.EditedAt); err != nil {
+				return bad("edited_at %q is not RFC 3339", e.EditedAt)
+			}
 		}
 	case TypeSystem:
 		if e.Room != "" && !ValidRoom(e.Room) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/google/uuid"
 )
 
 // Frame is a frame a client sends to the edge. Which fields are required
@@ -18,6 +19,10 @@ import (
 //	leave   {room}
 //	chat    {room, content, client_id}
 //	private {target, content, client_id}
+//	typing  {room} or {target}
+//	read    {room, pos} or {target, pos}   pos of the last event read
+//	edit    {id, content, client_id}        id of the author's message
+//	delete  {id, client_id}
 //
 // A "username" in the frame is ignored: the username always comes from the
 // token.
@@ -28,6 +33,8 @@ type Frame struct {
 	Content  string `json:"content,omitempty"`
 	ClientID string `json:"client_id,omitempty"`
 	Since    string `json:"since,omitempty"`
+	ID       string `json:"id,omitempty"`
+	Pos      string `json:"pos,omitempty"`
 }
 
 // FrameError is a frame that was rejected. Code is the stable error code sent
@@ -49,6 +56,7 @@ const (
 	CodeForbidden      = "forbidden"       // the user may not do this
 	CodeUnavailable    = "unavailable"     // the log did not acknowledge the write; not acked, retry
 	CodeTooManyRooms   = "too_many_rooms"  // the connection joined the maximum number of rooms
+	CodeNotFound       = "not_found"       // edit/delete: no such message, or not one this user may change
 	// CodeTooManyConnections answers a WebSocket handshake (HTTP 429) over
 	// the per-user or per-address connection limit.
 	CodeTooManyConnections = "too_many_connections"
@@ -70,7 +78,7 @@ func (l Limits) maxContent() int {
 // frameNames are the member names DecodeFrame knows; a frame may carry
 // other members (ignored, for forward compatibility) but no case variant of
 // these.
-var frameNames = []string{"type", "room", "target", "content", "client_id", "since", "username"}
+var frameNames = []string{"type", "room", "target", "content", "client_id", "since", "username", "id", "pos"}
 
 // decodeStrict decodes b into f with the JSON v2 semantics the contract
 // needs: duplicate names, case variants of known names and invalid UTF-8
@@ -152,6 +160,40 @@ func DecodeFrame(b []byte, lim Limits) (Frame, error) {
 		}
 		if err := checkContent(f.Content, lim.maxContent()); err != "" {
 			return invalid(cid, "%s", err)
+		}
+		if f.ClientID == "" {
+			return invalid(cid, "client_id is required")
+		}
+	case TypeTyping, TypeRead:
+		if (f.Room == "") == (f.Target == "") {
+			return invalid(cid, "%s needs exactly one of room and target", f.Type)
+		}
+		if f.Room != "" {
+			if err := checkRoom(f.Room); err != "" {
+				return invalid(cid, "%s", err)
+			}
+		} else if !ValidUsername(f.Target) {
+			return invalid(cid, "target %q is not a valid username", f.Target)
+		}
+		if f.Type == TypeRead {
+			if f.Pos == "" {
+				return invalid(cid, "pos is required")
+			}
+			if _, err := ParsePos(f.Pos); err != nil {
+				return invalid(cid, "pos: %v", err)
+			}
+		}
+	case TypeEdit, TypeDelete:
+		if f.ID == "" {
+			return invalid(cid, "id is required")
+		}
+		if _, err := uuid.Parse(f.ID); err != nil || len(f.ID) != 36 {
+			return invalid(cid, "id %q is not a message id", f.ID)
+		}
+		if f.Type == TypeEdit {
+			if err := checkContent(f.Content, lim.maxContent()); err != "" {
+				return invalid(cid, "%s", err)
+			}
 		}
 		if f.ClientID == "" {
 			return invalid(cid, "client_id is required")

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +39,11 @@ type Config struct {
 	PresenceTopic   string
 	DeliveriesTopic string
 	SmallPartitions int
+	// ACLTopic carries rooms, memberships and blocks (default chat.acl;
+	// created with one partition, compacted); TypingTopic typing notices
+	// (default chat.typing; SmallPartitions, one minute of retention).
+	ACLTopic    string
+	TypingTopic string
 	// RoomsPartitions is the partition count of chat.rooms when this process
 	// creates it (default 12). An existing topic keeps its count.
 	RoomsPartitions int
@@ -60,6 +67,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.DirectPartitions, "kafka.direct-partitions", 12, "partitions of the private-message topic when it is created")
 	fs.StringVar(&c.PresenceTopic, "kafka.topic-presence", chatevent.TopicPresence, "topic of presence events")
 	fs.StringVar(&c.DeliveriesTopic, "kafka.topic-deliveries", chatevent.TopicDeliveries, "topic of private-message deliveries to edges")
+	fs.StringVar(&c.ACLTopic, "kafka.topic-acl", chatevent.TopicACL, "topic of rooms, memberships and blocks (compacted)")
+	fs.StringVar(&c.TypingTopic, "kafka.topic-typing", chatevent.TopicTyping, "topic of typing notices (short retention, not fsynced)")
 	fs.IntVar(&c.SmallPartitions, "kafka.presence-partitions", 12, "partitions of the presence and deliveries topics when they are created")
 	fs.IntVar(&c.RoomsPartitions, "kafka.rooms-partitions", 12, "partitions of chat.rooms when it is created")
 	fs.IntVar(&c.ReplicationFactor, "kafka.replication-factor", 1, "replication factor of created topics")
@@ -78,6 +87,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PresenceTopic == "" || c.DeliveriesTopic == "" || c.SmallPartitions < 1 {
 		return errors.New("kafka.topic-presence, kafka.topic-deliveries and kafka.presence-partitions must be set")
+	}
+	if c.ACLTopic == "" || c.TypingTopic == "" {
+		return errors.New("kafka.topic-acl and kafka.topic-typing must not be empty")
 	}
 	if c.DirectPartitions < 1 {
 		return errors.New("kafka.direct-partitions must be at least 1")
@@ -109,8 +121,13 @@ func (c *Config) AllTopics() []TopicSpec {
 		{Name: c.DirectTopic, Partitions: c.DirectPartitions},
 		{Name: c.PresenceTopic, Partitions: c.SmallPartitions},
 		{Name: c.DeliveriesTopic, Partitions: c.SmallPartitions},
+		{Name: c.ACLTopic, Partitions: 1, Configs: map[string]string{"cleanup.policy": "compact"}},
+		{Name: c.TypingTopic, Partitions: c.SmallPartitions, Configs: map[string]string{"retention.ms": strconv.Itoa(typingRetentionMS)}},
 	}
 }
+
+// typingRetentionMS is chat.typing's retention: a notice is worth seconds.
+const typingRetentionMS = 60_000
 
 // Balancer is the partitioner of every writer: murmur2 of the key, as the
 // Java client, so every producer agrees on a key's partition.
@@ -154,6 +171,9 @@ func (c *Config) Client() *kafka.Client {
 type TopicSpec struct {
 	Name       string
 	Partitions int
+	// Configs are topic configs set at creation; without retention.ms or
+	// cleanup.policy the Config's Retention applies.
+	Configs map[string]string
 }
 
 // EnsureTopics creates the topics that do not exist yet and returns the
@@ -201,8 +221,13 @@ func (c *Config) ensureOnce(ctx context.Context, cl *kafka.Client, specs []Topic
 			continue
 		}
 		tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: max(c.ReplicationFactor, 1)}
-		if c.Retention > 0 {
+		_, ownRetention := s.Configs["retention.ms"]
+		_, compact := s.Configs["cleanup.policy"]
+		if c.Retention > 0 && !ownRetention && !compact {
 			tc.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: strconv.FormatInt(c.Retention.Milliseconds(), 10)}}
+		}
+		for _, k := range slices.Sorted(maps.Keys(s.Configs)) {
+			tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: s.Configs[k]})
 		}
 		create = append(create, tc)
 	}

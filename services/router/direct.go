@@ -220,7 +220,7 @@ func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]ka
 	var spans []trace.Span
 	for _, m := range batch {
 		ev, err := chatevent.Decode(m.Value)
-		if err != nil || ev.Type != chatevent.TypePrivate || !chatevent.MayMessage(ev.Username, ev.Target) {
+		if err != nil || ev.Type != chatevent.TypePrivate || !chatevent.MayMessage(ev.Username, ev.Target, nil) {
 			continue
 		}
 		// Continue the sender's trace: this span's context travels on
