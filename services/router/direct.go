@@ -118,7 +118,7 @@ func (r *Router) initGroupOffsets(ctx context.Context, partitions int) (int64, e
 }
 
 // route consumes chat.direct and writes a delivery record per edge that
-// holds the sender or the target. Offsets are committed after the
+// holds a recipient of the event (see recipients). Offsets are committed after the
 // deliveries are acknowledged; a redelivery duplicates records that clients
 // drop by id. It starts once presence has caught up, so no message is
 // routed by a half-built table.
@@ -209,25 +209,32 @@ func endSpans(spans []trace.Span) {
 	}
 }
 
-// deliveriesFor is the targeting decision: for each private message of
-// batch the sender may send, one delivery record per edge that holds the
-// sender or the target, keyed by the edge id, the event with its
-// chat.direct pos as value. Records that do not decode, other types and
-// messages the policy refuses are skipped. It returns the spans it started
-// (one per routed message) for the caller to end.
+// deliveriesFor is the targeting decision: for each event of batch, one
+// delivery record per edge that holds one of its recipients (see
+// recipients), keyed by the edge id, the event with its chat.direct pos as
+// value (a read keeps its own pos: the position read). Records that do not
+// decode and other types are skipped. Blocks are not checked here: the edge
+// refuses a blocked user's message before appending it, and a block made
+// after that does not unsend it. It returns the spans it started (one per
+// routed event) for the caller to end.
 func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]kafka.Message, []trace.Span) {
 	var out []kafka.Message
 	var spans []trace.Span
 	for _, m := range batch {
 		ev, err := chatevent.Decode(m.Value)
-		if err != nil || ev.Type != chatevent.TypePrivate || !chatevent.MayMessage(ev.Username, ev.Target, nil) {
+		if err != nil {
+			continue
+		}
+		users := recipients(&ev)
+		if len(users) == 0 {
 			continue
 		}
 		// Continue the sender's trace: this span's context travels on
 		// in the delivery records' headers.
 		mctx := otel.GetTextMapPropagator().Extract(ctx, kafkaio.HeaderCarrier{Headers: &m.Headers})
 		mctx, span := tracer.Start(mctx, "route "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
-			trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
+			trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID),
+				attribute.String("chat.event_type", ev.Type)))
 		spans = append(spans, span)
 		headers := []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}}
 		otel.GetTextMapPropagator().Inject(mctx, kafkaio.HeaderCarrier{Headers: &headers})
@@ -237,7 +244,7 @@ func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]ka
 			span.RecordError(err)
 			continue
 		}
-		edges := r.t.edgesOf(ev.Username, ev.Target)
+		edges := r.t.edgesOf(users...)
 		span.SetAttributes(attribute.Int("chat.edges", len(edges)))
 		for _, edge := range edges {
 			out = append(out, kafka.Message{Key: []byte(edge), Value: b, Headers: headers})
@@ -245,6 +252,36 @@ func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]ka
 		r.routed.Inc()
 	}
 	return out, spans
+}
+
+// recipients returns the users whose edges get a chat.direct event
+// (decoded, so its usernames are valid), or nil for one that is not
+// routed:
+//
+//   - private: the sender and the target;
+//   - edit, delete of a private message (with a target): the one who made
+//     it (Username) and the peer (Target);
+//   - read of a DM (with a target): the reader and the peer (a receipt);
+//     read of a room (with a room; key chatevent.ReadKey): the reader only,
+//     for their other connections.
+//
+// A room's edits and deletes live in chat.rooms; one found here is not
+// routed.
+func recipients(ev *chatevent.Event) []string {
+	switch ev.Type {
+	case chatevent.TypePrivate:
+		return []string{ev.Username, ev.Target}
+	case chatevent.TypeEdit, chatevent.TypeDelete:
+		if ev.Target != "" {
+			return []string{ev.Username, ev.Target}
+		}
+	case chatevent.TypeRead:
+		if ev.Target != "" {
+			return []string{ev.Username, ev.Target}
+		}
+		return []string{ev.Username}
+	}
+	return nil
 }
 
 // commitQueue hands routed batches to a committing goroutine, merging the

@@ -72,6 +72,7 @@ func testKafka(t testing.TB, broker string) kafkaio.Config {
 	k.Brokers = broker
 	k.RoomsTopic, k.DirectTopic = "rooms."+name, "direct."+name
 	k.PresenceTopic, k.DeliveriesTopic = "presence."+name, "deliveries."+name
+	k.ACLTopic, k.TypingTopic = "acl."+name, "typing."+name
 	k.RoomsPartitions, k.DirectPartitions, k.SmallPartitions = 4, 4, 4
 	return k
 }
@@ -254,17 +255,29 @@ type apiError struct {
 // returns the status.
 func getJSON(t testing.TB, url, user string, out any) int {
 	t.Helper()
+	st, body := get(t, url, token(t, user))
+	if err := json.Unmarshal(body, out); err != nil {
+		t.Fatalf("GET %s: body is not JSON: %v", url, err)
+	}
+	return st
+}
+
+// get calls the router API with bearer token tok and returns the status
+// and the body.
+func get(t testing.TB, url, tok string) (int, []byte) {
+	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+token(t, user))
+	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		t.Fatalf("GET %s: body is not JSON: %v", url, err)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
 	}
-	return resp.StatusCode
+	return resp.StatusCode, body
 }
 
 // readAll returns every record of topic (all partitions) up to its current end.

@@ -14,9 +14,9 @@ import (
 )
 
 // TestDeliveriesFor checks the targeting decision: one delivery record per
-// edge holding the sender or the target, keyed by the edge, carrying the
-// event with its chat.direct pos; nothing for what is not a private
-// message one may send.
+// edge holding the sender or the target (a room read: the reader), keyed by
+// the edge, carrying the event with its chat.direct pos (a read: the
+// position read); nothing for what is not a valid chat.direct event.
 func TestDeliveriesFor(t *testing.T) {
 	cfg := testConfig(testKafka(t, "127.0.0.1:1")) // no I/O: the decision only
 	r, err := New(cfg, nil, prometheus.NewRegistry())
@@ -46,6 +46,17 @@ func TestDeliveriesFor(t *testing.T) {
 		}
 		return kafka.Message{Topic: "chat.direct", Partition: 3, Offset: offset, Key: []byte(chatevent.DMKey(from, to)), Value: b}
 	}
+	ev := func(e chatevent.Event, offset int64) kafka.Message {
+		e.ID, e.Timestamp, e.ClientID = chatevent.NewID(), chatevent.FormatTime(t0), fmt.Sprint("c", offset)
+		if e.Type == chatevent.TypeEdit {
+			e.Content = "hi"
+		}
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kafka.Message{Topic: "chat.direct", Partition: 3, Offset: offset, Value: b}
+	}
 	for _, tc := range []struct {
 		name string
 		in   kafka.Message
@@ -58,6 +69,11 @@ func TestDeliveriesFor(t *testing.T) {
 		{"both offline", msg(chatevent.TypePrivate, "dave", "erin", 14), ""},
 		{"invalid target (policy refuses)", msg(chatevent.TypePrivate, "alice", "not valid!", 15), ""},
 		{"not a private message", msg(chatevent.TypeChat, "alice", "bob", 16), ""},
+		{"edit of a DM", ev(chatevent.Event{Type: chatevent.TypeEdit, Username: "carol", Target: "bob", EditedAt: chatevent.FormatTime(t0)}, 30), "e2@3:30 e3@3:30"},
+		{"delete of a DM", ev(chatevent.Event{Type: chatevent.TypeDelete, Username: "alice", Target: "dave"}, 31), "e1@3:31"},
+		{"DM read receipt", ev(chatevent.Event{Type: chatevent.TypeRead, Username: "bob", Target: "alice", Pos: "2:5"}, 32), "e1@2:5 e2@2:5 e3@2:5"},
+		{"room read", ev(chatevent.Event{Type: chatevent.TypeRead, Username: "bob", Room: "general", Pos: "1:9"}, 33), "e2@1:9 e3@1:9"},
+		{"room edit (lives in chat.rooms)", ev(chatevent.Event{Type: chatevent.TypeEdit, Username: "bob", Room: "general", EditedAt: chatevent.FormatTime(t0)}, 34), ""},
 		{"undecodable", kafka.Message{Topic: "chat.direct", Partition: 3, Offset: 17, Value: []byte("{oops")}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,7 +81,7 @@ func TestDeliveriesFor(t *testing.T) {
 			endSpans(spans)
 			var got []string
 			for _, m := range out {
-				ev, err := chatevent.Decode(m.Value)
+				ev, _, err := chatevent.DecodeDelivery(m.Value)
 				if err != nil {
 					t.Fatalf("delivery value does not decode: %v", err)
 				}

@@ -8,6 +8,9 @@
 // an edge's heartbeat stops while the router reads presence without
 // trouble, leave events on chat.rooms for the room members it held.
 //
+// Also follows chat.acl (rooms, memberships, blocks: chatacl.Follower) so
+// that the member list of a private room is shown only to its members.
+//
 // HTTP (JWT-authenticated): GET /v1/presence?user=…, GET /v1/rooms/{room}/members.
 package router
 
@@ -29,6 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/chatacl"
 	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/pkg/observe"
@@ -84,6 +88,7 @@ type Router struct {
 	log    *slog.Logger
 	verify *auth.Verifier
 	t      *table
+	acl    *chatacl.Follower
 
 	// Set by Start, read-only after.
 	started      time.Time
@@ -115,6 +120,7 @@ type Router struct {
 	snapshotCheck time.Duration // how often to consider writing a snapshot
 
 	routed           prometheus.Counter
+	aclBad           prometheus.Counter
 	records          prometheus.Counter
 	expired          prometheus.Counter
 	snapshotsWritten prometheus.Counter
@@ -150,7 +156,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 	r := &Router{cfg: cfg, log: log, verify: v, t: newTable(), caughtUpCh: make(chan struct{}),
 		probeEvery:       min(max(cfg.EdgeTimeout/10, 100*time.Millisecond), time.Second),
 		snapshotCheck:    5 * time.Second,
-		routed:           f.NewCounter(prometheus.CounterOpts{Name: "chat_router_dms_routed_total", Help: "Private messages routed to edges."}),
+		routed:           f.NewCounter(prometheus.CounterOpts{Name: "chat_router_dms_routed_total", Help: "chat.direct events (private messages, their edits and deletes, read positions) routed to edges."}),
+		aclBad:           f.NewCounter(prometheus.CounterOpts{Name: "chat_router_acl_bad_records_total", Help: "chat.acl records skipped because they do not decode."}),
 		records:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_deliveries_total", Help: "Delivery records written (one per edge per message)."}),
 		expired:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_edges_expired_total", Help: "Edges expired for a missed heartbeat."}),
 		snapshotsWritten: f.NewCounter(prometheus.CounterOpts{Name: "chat_router_presence_snapshots_total", Help: "Presence snapshots written."}),
@@ -176,16 +183,17 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 			}))
 		}
 	}
+	r.acl = chatacl.New(cfg.Kafka, log, r.aclBad.Inc)
 	return r, nil
 }
 
 // Name returns "router".
 func (r *Router) Name() string { return "router" }
 
-// Start creates the topics, fixes where catching up on presence ends, makes
-// sure the group has offsets for every private-message partition and joins
-// the group.
-func (r *Router) Start(ctx context.Context) error {
+// Start creates the topics, loads chat.acl (and keeps following it), fixes
+// where catching up on presence ends, makes sure the group has offsets for
+// every private-message partition and joins the group.
+func (r *Router) Start(ctx context.Context) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	k := r.cfg.Kafka
@@ -194,6 +202,14 @@ func (r *Router) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.acl.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			r.acl.Close()
+		}
+	}()
 	r.started = time.Now()
 	r.lastSnapshot.Store(r.started.UnixNano())
 	n := counts[k.PresenceTopic]
@@ -262,12 +278,13 @@ func (r *Router) Stop(ctx context.Context) error {
 			errs = append(errs, w.Close())
 		}
 	}
+	errs = append(errs, r.acl.Close())
 	return errors.Join(errs...)
 }
 
 // Routes registers the presence API on mux.
 func (r *Router) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/presence", r.authed(func(w http.ResponseWriter, req *http.Request) {
+	mux.HandleFunc("GET /v1/presence", r.authed(func(w http.ResponseWriter, req *http.Request, _ auth.Identity) {
 		users := req.URL.Query()["user"]
 		if len(users) == 0 || len(users) > 200 {
 			httpError(w, http.StatusBadRequest, "invalid_user", "give 1 to 200 user parameters")
@@ -283,19 +300,44 @@ func (r *Router) Routes(mux *http.ServeMux) {
 		}
 		writeJSON(w, map[string]any{"users": out})
 	}))
-	mux.HandleFunc("GET /v1/rooms/{room}/members", r.authed(func(w http.ResponseWriter, req *http.Request) {
+	mux.HandleFunc("GET /v1/rooms/{room}/members", r.authed(func(w http.ResponseWriter, req *http.Request, id auth.Identity) {
 		room := req.PathValue("room")
 		if !chatevent.ValidRoom(room) {
 			httpError(w, http.StatusBadRequest, "invalid_room", strconv.Quote(room)+" is not a valid room name")
 			return
 		}
-		writeJSON(w, map[string]any{"room": room, "members": r.t.members(room)})
+		members, ok := r.roomMembers(room, id)
+		if !ok { // the state may lag: sync before refusing, then look again
+			r.acl.SyncBriefly(req.Context(), 2*time.Second)
+			members, ok = r.roomMembers(room, id)
+		}
+		if !ok {
+			httpError(w, http.StatusNotFound, "not_found", "room not found") // the same for every room: no hint
+			return
+		}
+		writeJSON(w, map[string]any{"room": room, "members": members})
 	}))
 }
 
-func (r *Router) authed(h http.HandlerFunc) http.HandlerFunc {
+// roomMembers returns the users online in room, and false when id may not
+// read it (a private room id is not a member of) or it does not exist (no
+// room record and nobody online in it): the two look the same.
+func (r *Router) roomMembers(room string, id auth.Identity) ([]string, bool) {
+	acl := r.acl.ACL()
+	if !acl.MayRead(room, id.Username, id.Admin) {
+		return nil, false
+	}
+	members := r.t.members(room)
+	if _, ok := acl.Room(room); !ok && len(members) == 0 {
+		return nil, false
+	}
+	return members, true
+}
+
+func (r *Router) authed(h func(http.ResponseWriter, *http.Request, auth.Identity)) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
-		if _, err := r.verify.VerifyRequest(req); err != nil {
+		id, err := r.verify.VerifyRequest(req)
+		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
 			httpError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid token")
 			return
@@ -304,7 +346,7 @@ func (r *Router) authed(h http.HandlerFunc) http.HandlerFunc {
 			httpError(w, http.StatusServiceUnavailable, "unavailable", "presence is still being rebuilt from the log")
 			return
 		}
-		h(w, req)
+		h(w, req, id)
 	}
 }
 
