@@ -1,5 +1,6 @@
 // Command chatctl is the chat's command-line tool: mint development tokens,
-// announce as admin, and chat from a terminal.
+// announce as admin, chat from a terminal, manage rooms, members and
+// blocks, see unread counts, edit and delete messages.
 //
 // Flags fall back to the same environment variables as the server
 // (CHAT_DATA_DIR, CHAT_JWT_SECRET, CHAT_HTTP_ADDR) and to CHAT_SERVER and
@@ -79,7 +80,8 @@ func newRoot() *cobra.Command {
 			g.secret = env("CHAT_JWT_SECRET", "")
 		}
 	}
-	root.AddCommand(tokenCmd(g), announceCmd(g), chatCmd(g), historyCmd(g), searchCmd(g), analyticsCmd(g), presenceCmd(g), dmCmd(g))
+	root.AddCommand(tokenCmd(g), announceCmd(g), chatCmd(g), historyCmd(g), searchCmd(g), analyticsCmd(g), presenceCmd(g), dmCmd(g),
+		roomCmd(g), blockCmd(g, true), blockCmd(g, false), blocksCmd(g), unreadCmd(g), editCmd(g), deleteCmd(g))
 	return root
 }
 
@@ -120,7 +122,7 @@ func (g *globals) tokenFor(user string, admin bool) (string, error) {
 }
 
 // request calls the server with a bearer token, body (if not nil) as
-// JSON, and returns the body of a 200 answer. An error answer becomes an
+// JSON, and returns the body of a 2xx answer. An error answer becomes an
 // error "code: message" when the server sent {"error":{code,message}}.
 func (g *globals) request(ctx context.Context, method, path, tok string, body any) ([]byte, error) {
 	var rd io.Reader
@@ -148,7 +150,7 @@ func (g *globals) request(ctx context.Context, method, path, tok string, body an
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 {
 		var e struct {
 			Error struct{ Code, Message string }
 		}
