@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -48,14 +49,27 @@ func badRequest(code, format string, args ...any) *apiError {
 var (
 	errUnauthorized = &apiError{status: http.StatusUnauthorized, code: "unauthorized", message: "missing or invalid token"}
 	errStarting     = &apiError{status: http.StatusServiceUnavailable, code: "unavailable", message: "history is starting: the database is not connected yet"}
+	// errNotFound is the one answer for what does not exist and for what
+	// the caller may not see: the two are indistinguishable.
+	errNotFound  = &apiError{status: http.StatusNotFound, code: "not_found", message: "not found"}
+	errForbidden = &apiError{status: http.StatusForbidden, code: "forbidden", message: "not allowed"}
+	errConflict  = &apiError{status: http.StatusConflict, code: "conflict", message: "the room already exists"}
 )
 
-// Routes registers the API on mux.
+func invalidRequest(format string, args ...any) *apiError {
+	return badRequest("invalid_request", format, args...)
+}
+
+// Routes registers the API on mux. In a single-process deployment every
+// service shares one mux: the router serves GET /v1/rooms/{room}/members
+// and GET /v1/presence, the edge GET /ws, POST /v1/admin/announce and
+// GET /; none of these patterns overlaps them.
 func (h *History) Routes(mux *http.ServeMux) {
-	mux.Handle("GET /v1/rooms/{room}/messages", h.handle("/v1/rooms/{room}/messages", h.roomMessages))
-	mux.Handle("GET /v1/dm/{peer}/messages", h.handle("/v1/dm/{peer}/messages", h.dmMessages))
-	mux.Handle("GET /v1/search", h.handle("/v1/search", h.search))
-	mux.Handle("GET /v1/dm", h.handle("/v1/dm", h.dmSince))
+	for _, r := range h.routes() {
+		// The metrics label is the path, with the method when not GET.
+		label := strings.TrimPrefix(r.pattern, "GET ")
+		mux.Handle(r.pattern, h.handleWith(label, r.timeout, r.fn))
+	}
 	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(openapiDoc)
@@ -69,7 +83,9 @@ type handlerFunc func(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any,
 // Before Start has connected and migrated it answers 503 unavailable; fn's
 // database work is bounded by DBTimeout (waiting for a pooled connection
 // included), and a database error or timeout is 503 unavailable.
-func (h *History) handle(route string, fn handlerFunc) http.Handler {
+//
+// timeout is DBTimeout for reads; routes that append to the log get longer.
+func (h *History) handleWith(route string, timeout time.Duration, fn handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t0 := time.Now()
 		status := http.StatusOK
@@ -79,7 +95,7 @@ func (h *History) handle(route string, fn handlerFunc) http.Handler {
 		}()
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.DBTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		r = r.WithContext(ctx)
 		var body any
@@ -107,12 +123,16 @@ func (h *History) handle(route string, fn handlerFunc) http.Handler {
 			json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": ae.code, "message": ae.message}})
 			return
 		}
+		if c, ok := body.(created); ok {
+			status, body = http.StatusCreated, c.body
+			w.WriteHeader(status)
+		}
 		json.NewEncoder(w).Encode(body)
 	})
 }
 
 type messagesResponse struct {
-	Messages []chatevent.Event `json:"messages"`
+	Messages []Message `json:"messages"`
 }
 
 // parseLimit reads a limit parameter: 1..MaxLimit, DefaultLimit when empty.
@@ -153,7 +173,9 @@ func pageParams(r *http.Request) (page, error) {
 	return p, nil
 }
 
-func (h *History) roomMessages(r *http.Request, _ auth.Identity, db *pgxpool.Pool) (any, error) {
+// roomMessages answers a page of a room the caller may read; a room that
+// does not exist and one the caller may not read are both 404 not_found.
+func (h *History) roomMessages(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any, error) {
 	room := r.PathValue("room")
 	if !chatevent.ValidRoom(room) {
 		return nil, badRequest("invalid_room", "room %q is not valid: want [a-z0-9][a-z0-9_-]{0,63}", room)
@@ -162,10 +184,18 @@ func (h *History) roomMessages(r *http.Request, _ auth.Identity, db *pgxpool.Poo
 	if err != nil {
 		return nil, err
 	}
+	if !h.mayRead(r.Context(), room, id) {
+		return nil, errNotFound
+	}
 	p.conversation = "room:" + room
 	msgs, err := queryPage(r.Context(), db, p)
 	if err != nil {
 		return nil, err
+	}
+	if len(msgs) == 0 {
+		if err := h.roomExists(r.Context(), db, room); err != nil {
+			return nil, err
+		}
 	}
 	return messagesResponse{Messages: msgs}, nil
 }
@@ -201,7 +231,23 @@ func (h *History) search(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := search(r.Context(), db, id.Username, text, room, limit)
+	hidden := []string{} // private rooms the caller may not read
+	if room != "" {
+		if !h.mayRead(r.Context(), room, id) {
+			return nil, errNotFound
+		}
+		if err := h.roomExists(r.Context(), db, room); err != nil {
+			return nil, err
+		}
+	} else if !id.Admin {
+		acl := h.acl.ACL()
+		for _, ri := range acl.Rooms(id.Username, true) {
+			if ri.Private && !acl.MayRead(ri.Room, id.Username, false) {
+				hidden = append(hidden, ri.Room)
+			}
+		}
+	}
+	msgs, err := search(r.Context(), db, id.Username, text, room, hidden, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -210,9 +256,9 @@ func (h *History) search(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 
 // Conversation is one of the caller's private conversations with news.
 type Conversation struct {
-	Peer   string          `json:"peer"`
-	Count  int             `json:"count"`  // messages after since
-	Latest chatevent.Event `json:"latest"` // the newest of them
+	Peer   string  `json:"peer"`
+	Count  int     `json:"count"`  // messages after since
+	Latest Message `json:"latest"` // the newest of them
 }
 
 // dmSince answers GET /v1/dm?since=ID: the caller's conversations with

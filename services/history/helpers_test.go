@@ -49,6 +49,7 @@ func topics(t testing.TB, broker string) kafkaio.Config {
 	k := history.Defaults().Kafka
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
 	k.Brokers, k.RoomsTopic, k.DirectTopic = broker, "rooms."+name, "direct."+name
+	k.ACLTopic, k.TypingTopic = "acl."+name, "typing."+name
 	k.RoomsPartitions, k.DirectPartitions = 4, 4
 	return k
 }

@@ -1,7 +1,10 @@
 // Package history writes the log into PostgreSQL and serves the history API.
 //
-// Consumes chat.rooms and chat.direct as one consumer group (-history.group),
-// from the earliest offset for a new group. Records are written in batches,
+// Consumes chat.rooms, chat.direct and chat.acl as one consumer group
+// (-history.group), from the earliest offset for a new group: messages are
+// inserted, edits, deletes and read positions applied to them and to
+// read_state, and chat.acl records (rooms, memberships, blocks) stored in
+// their tables. A chatacl.Follower of chat.acl authorizes the API. Records are written in batches,
 // one transaction each, idempotently (a redelivered event or a retried send
 // adds no row); offsets are committed only after the database commit, so a
 // crash or a database outage loses nothing. Undecodable records, and records
@@ -9,7 +12,10 @@
 // are skipped, so no record can stall its partition.
 //
 // HTTP (JWT-authenticated): GET /v1/rooms/{room}/messages,
-// GET /v1/dm/{peer}/messages, GET /v1/search, and GET /v1/openapi.yaml.
+// GET /v1/dm/{peer}/messages, GET /v1/search, GET /v1/openapi.yaml, and
+// the conversation API of docs/conversations.md (rooms, memberships,
+// blocks, unread counts, edits and deletes), which appends to chat.acl,
+// chat.rooms and chat.direct.
 package history
 
 import (
@@ -32,6 +38,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/chatacl"
 	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/pkg/observe"
@@ -54,6 +61,13 @@ type History struct {
 	// stats is reader for the metrics collector, which may run before Start.
 	stats atomic.Pointer[kafka.Reader]
 
+	// acl follows chat.acl for authorization (started in Start); appender
+	// appends its records; rooms and direct append edits and deletes.
+	acl      *chatacl.Follower
+	appender *chatacl.Appender
+	rooms    *eventWriter
+	direct   *eventWriter
+
 	dbOK     atomic.Bool // the last database write (or ping) succeeded
 	stopping atomic.Bool
 	lagMu    sync.Mutex
@@ -68,6 +82,8 @@ type metrics struct {
 	writeErrs  prometheus.Counter
 	lag        *prometheus.GaugeVec
 	dead       prometheus.Counter
+	ops        prometheus.Counter
+	aclBad     prometheus.Counter
 	requests   *prometheus.CounterVec
 	reqSecs    *prometheus.HistogramVec
 }
@@ -82,6 +98,8 @@ func newMetrics(reg prometheus.Registerer, group string) *metrics {
 		writeErrs:  f.NewCounter(prometheus.CounterOpts{Name: "chat_history_write_errors_total", Help: "Failed batch transactions (retried)."}),
 		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "chat_history_consumer_lag_records", Help: "Records between the last one written and the partition's end.", ConstLabels: prometheus.Labels{"group": group}}, []string{"topic", "partition"}),
 		dead:       f.NewCounter(prometheus.CounterOpts{Name: "chat_history_dead_letters_total", Help: "Records moved to dead_letters: undecodable, or refused by the database for their own data."}),
+		ops:        f.NewCounter(prometheus.CounterOpts{Name: "chat_history_ops_applied_total", Help: "Edits, deletes, read positions and chat.acl records applied to the tables."}),
+		aclBad:     f.NewCounter(prometheus.CounterOpts{Name: "chat_history_acl_undecodable_total", Help: "chat.acl records the authorization follower skipped because they do not decode."}),
 		requests:   f.NewCounterVec(prometheus.CounterOpts{Name: "chat_history_http_requests_total", Help: "History API requests by route and status."}, []string{"route", "status"}),
 		reqSecs:    f.NewHistogramVec(prometheus.HistogramOpts{Name: "chat_history_http_request_duration_seconds", Help: "History API latency by route.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, 1}}, []string{"route"}),
 	}
@@ -100,6 +118,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*History, err
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &History{cfg: cfg, log: log, m: newMetrics(reg, cfg.GroupID), verify: v, lag: map[string]int64{}}
+	h.acl = chatacl.New(cfg.Kafka, log, h.m.aclBad.Inc)
 	if reg != nil {
 		// kafka-go's reader statistics and both pools' (pool="writer", "api").
 		reg.MustRegister(
@@ -140,20 +159,32 @@ func (h *History) Start(ctx context.Context) error {
 		return err
 	}
 	k := h.cfg.Kafka
-	if _, err := k.EnsureTopics(sctx,
-		kafkaio.TopicSpec{Name: k.RoomsTopic, Partitions: k.RoomsPartitions},
-		kafkaio.TopicSpec{Name: k.DirectTopic, Partitions: k.DirectPartitions}); err != nil {
+	var specs []kafkaio.TopicSpec
+	for _, s := range k.AllTopics() {
+		if s.Name == k.RoomsTopic || s.Name == k.DirectTopic || s.Name == k.ACLTopic {
+			specs = append(specs, s)
+		}
+	}
+	if _, err := k.EnsureTopics(sctx, specs...); err != nil {
 		pool.Close()
 		api.Close()
 		return err
 	}
+	// The authorization state is loaded before the API serves.
+	if err := h.acl.Start(sctx); err != nil {
+		pool.Close()
+		api.Close()
+		return err
+	}
+	h.appender = chatacl.NewAppender(k, h.acl)
+	h.rooms, h.direct = newEventWriter(k, k.RoomsTopic), newEventWriter(k, k.DirectTopic)
 	h.dbOK.Store(true)
 	h.pool.Store(pool)
 	h.api.Store(api)
 	h.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers:         k.BrokerList(),
 		GroupID:         h.cfg.GroupID,
-		GroupTopics:     []string{k.RoomsTopic, k.DirectTopic},
+		GroupTopics:     []string{k.RoomsTopic, k.DirectTopic, k.ACLTopic},
 		StartOffset:     kafka.FirstOffset,
 		MinBytes:        1,
 		MaxBytes:        16 << 20,
@@ -208,7 +239,7 @@ func (h *History) Run(ctx context.Context) error {
 				return nil // ctx ended or Stop closed the reader
 			}
 			select {
-			case batches <- decode(msgs):
+			case batches <- decode(msgs, h.cfg.Kafka.ACLTopic):
 			case <-ctx.Done():
 				return nil
 			}
@@ -228,19 +259,37 @@ func (h *History) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// decoded is a fetched batch split into rows and dead letters.
+// decoded is a fetched batch split into rows to insert, operations to
+// apply after them (edits, deletes, read positions, chat.acl records, in
+// log order) and dead letters.
 type decoded struct {
 	msgs []kafka.Message
 	rows []row
+	ops  []op
 	dead []deadLetter
 }
 
-func decode(msgs []kafka.Message) *decoded {
+func decode(msgs []kafka.Message, aclTopic string) *decoded {
 	d := &decoded{msgs: msgs, rows: make([]row, 0, len(msgs))}
 	for _, m := range msgs {
+		src := source{topic: m.Topic, partition: m.Partition, offset: m.Offset, key: m.Key, value: m.Value, at: m.Time}
+		if m.Topic == aclTopic {
+			r, err := chatevent.DecodeACL(m.Value)
+			if err != nil {
+				d.dead = append(d.dead, src.dead(err.Error()))
+				continue
+			}
+			d.ops = append(d.ops, op{source: src, acl: &r})
+			continue
+		}
 		ev, err := chatevent.Decode(m.Value)
 		if err != nil {
-			d.dead = append(d.dead, deadLetter{topic: m.Topic, partition: m.Partition, offset: m.Offset, key: m.Key, value: m.Value, err: err.Error()})
+			d.dead = append(d.dead, src.dead(err.Error()))
+			continue
+		}
+		switch ev.Type {
+		case chatevent.TypeEdit, chatevent.TypeDelete, chatevent.TypeRead:
+			d.ops = append(d.ops, op{source: src, ev: ev})
 			continue
 		}
 		if chatevent.Conversation(&ev) == "" {
@@ -284,22 +333,29 @@ const writeTimeout = 30 * time.Second
 // store writes a batch, retrying with backoff while the database is away.
 // It returns only on success or when ctx ends.
 func (h *History) store(ctx context.Context, b *decoded) error {
-	rows, dead, batch := b.rows, b.dead, b.msgs
+	rows, ops, dead, batch := b.rows, b.ops, b.dead, b.msgs
 	pool := h.pool.Load()
 	return retry(ctx, func() error {
 		t0 := time.Now()
 		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 		defer cancel()
-		n, refused, err := writeBatch(wctx, pool, rows, dead)
+		n, refused, err := writeBatch(wctx, pool, rows, ops, dead)
 		if err != nil {
 			return err
+		}
+		refusedRows := 0
+		for _, d := range refused {
+			if !d.op {
+				refusedRows++
+			}
 		}
 		dead := append(dead[:len(dead):len(dead)], refused...)
 		h.dbOK.Store(true)
 		h.m.writeSecs.Observe(time.Since(t0).Seconds())
 		h.m.batchSize.Observe(float64(len(batch)))
 		h.m.rows.Add(float64(n))
-		h.m.duplicates.Add(float64(int64(len(rows)-len(refused)) - n))
+		h.m.duplicates.Add(float64(int64(len(rows)-refusedRows) - n))
+		h.m.ops.Add(float64(len(ops) - (len(refused) - refusedRows)))
 		if len(dead) > 0 {
 			h.m.dead.Add(float64(len(dead)))
 			h.log.Warn("records moved to dead_letters", "count", len(dead), "topic", dead[0].topic, "partition", dead[0].partition, "offset", dead[0].offset, "err", dead[0].err)
@@ -388,14 +444,18 @@ func (h *History) Ready(ctx context.Context) error {
 // Stop leaves the consumer group and closes the database pools.
 func (h *History) Stop(context.Context) error {
 	h.stopping.Store(true)
-	var err error
+	var errs []error
 	if h.reader != nil {
-		err = h.reader.Close()
+		errs = append(errs, h.reader.Close())
 	}
+	if h.appender != nil {
+		errs = append(errs, h.appender.Close(), h.rooms.Close(), h.direct.Close())
+	}
+	errs = append(errs, h.acl.Close())
 	for _, p := range []*pgxpool.Pool{h.pool.Load(), h.api.Load()} {
 		if p != nil {
 			p.Close()
 		}
 	}
-	return err
+	return errors.Join(errs...)
 }

@@ -108,7 +108,8 @@ func TestAPIErrors(t *testing.T) {
 		{"bad peer", "a", "/v1/dm/bad%20peer/messages", nil, 400, "invalid_user"},
 		{"empty search", "a", "/v1/search", nil, 400, "invalid_query"},
 		{"search bad room", "a", "/v1/search", []string{"q", "x", "room", "NO"}, 400, "invalid_room"},
-		{"ok empty room", "a", "/v1/rooms/empty/messages", nil, 200, ""},
+		{"missing room", "a", "/v1/rooms/empty/messages", nil, 404, "not_found"},
+		{"search missing room", "a", "/v1/search", []string{"q", "x", "room", "empty"}, 404, "not_found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := get(t, h.URL, tc.user, tc.path, vals(tc.q...))

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -38,13 +39,14 @@ type row struct {
 	key, value []byte
 }
 
-// deadLetter is a record that could not be decoded.
+// deadLetter is a record that could not be decoded or stored.
 type deadLetter struct {
 	topic      string
 	partition  int
 	offset     int64
 	key, value []byte
 	err        string
+	op         bool // an operation (edit, delete, read, acl record), not a message row
 }
 
 var messageColumns = []string{"id", "type", "conversation", "room", "username", "target", "content", "client_id", "created_at", "topic", "log_partition", "log_offset"}
@@ -69,7 +71,12 @@ func nullable(s string) any {
 // each under its own savepoint, and each refused row becomes a dead letter:
 // no single record can stall its partition. Any other error (the database
 // is away, the transaction failed) fails the whole batch, to be retried.
-func writeBatch(ctx context.Context, pool *pgxpool.Pool, rows []row, dead []deadLetter) (inserted int64, refused []deadLetter, err error) {
+//
+// Then ops (edits, deletes, read positions and chat.acl records) are applied
+// in log order, after every row of the batch is in (an edit of a message
+// of the same batch finds its row); an op the database refuses for its own
+// data becomes a dead letter the same way.
+func writeBatch(ctx context.Context, pool *pgxpool.Pool, rows []row, ops []op, dead []deadLetter) (inserted int64, refused []deadLetter, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		inserted, refused = 0, nil
 		if len(rows) > 0 {
@@ -78,6 +85,13 @@ func writeBatch(ctx context.Context, pool *pgxpool.Pool, rows []row, dead []dead
 				return err
 			}
 			inserted, refused = n, bad
+		}
+		if len(ops) > 0 {
+			bad, err := applyOps(ctx, tx, ops)
+			if err != nil {
+				return err
+			}
+			refused = append(refused, bad...)
 		}
 		for _, d := range append(dead[:len(dead):len(dead)], refused...) {
 			if _, err := tx.Exec(ctx, `INSERT INTO dead_letters (topic, log_partition, log_offset, key, value, error)
@@ -226,7 +240,7 @@ type page struct {
 }
 
 const selectMessage = `SELECT id::text, type, coalesce(room, ''), coalesce(target, ''), username, content,
-	coalesce(client_id, ''), created_at, log_partition, log_offset FROM messages `
+	coalesce(client_id, ''), created_at, log_partition, log_offset, edited_at, deleted FROM messages `
 
 // Page queries pick the page's ids with an ordered (index-only) scan of
 // (conversation, id), then fetch those rows by primary key. Written as one
@@ -241,23 +255,63 @@ const (
 		selectMessage + `WHERE id IN (SELECT id FROM p) ORDER BY id ASC`
 )
 
-func scanMessages(rows pgx.Rows) ([]chatevent.Event, error) {
-	out := []chatevent.Event{}
+// Message is a stored message as the API serves it: an event with its log
+// position, edited_at once edited; a deleted one is a tombstone (see
+// MarshalJSON).
+type Message struct {
+	ID        string `json:"id"`
+	Type      string `json:"type"`
+	Room      string `json:"room,omitempty"`
+	Target    string `json:"target,omitempty"`
+	Username  string `json:"username"`
+	Content   string `json:"content,omitempty"`
+	Timestamp string `json:"timestamp"`
+	ClientID  string `json:"client_id,omitempty"`
+	EditedAt  string `json:"edited_at,omitempty"`
+	Deleted   bool   `json:"deleted,omitempty"`
+	Pos       string `json:"pos"`
+}
+
+// MarshalJSON encodes a deleted message as a tombstone: id, type, room or
+// target, timestamp, pos and "deleted": true; no content, author or
+// client_id.
+func (m Message) MarshalJSON() ([]byte, error) {
+	type plain Message
+	if !m.Deleted {
+		return json.Marshal(plain(m))
+	}
+	return json.Marshal(struct {
+		ID        string `json:"id"`
+		Type      string `json:"type"`
+		Room      string `json:"room,omitempty"`
+		Target    string `json:"target,omitempty"`
+		Timestamp string `json:"timestamp"`
+		Deleted   bool   `json:"deleted"`
+		Pos       string `json:"pos"`
+	}{m.ID, m.Type, m.Room, m.Target, m.Timestamp, true, m.Pos})
+}
+
+func scanMessages(rows pgx.Rows) ([]Message, error) {
+	out := []Message{}
 	for rows.Next() {
-		var e chatevent.Event
+		var e Message
 		var t time.Time
+		var edited *time.Time
 		var p chatevent.Pos
-		if err := rows.Scan(&e.ID, &e.Type, &e.Room, &e.Target, &e.Username, &e.Content, &e.ClientID, &t, &p.Partition, &p.Offset); err != nil {
+		if err := rows.Scan(&e.ID, &e.Type, &e.Room, &e.Target, &e.Username, &e.Content, &e.ClientID, &t, &p.Partition, &p.Offset, &edited, &e.Deleted); err != nil {
 			return nil, err
 		}
 		e.Timestamp = chatevent.FormatTime(t)
+		if edited != nil {
+			e.EditedAt = chatevent.FormatTime(*edited)
+		}
 		e.Pos = p.String()
 		out = append(out, e)
 	}
 	return out, rows.Err()
 }
 
-func queryPage(ctx context.Context, pool *pgxpool.Pool, p page) ([]chatevent.Event, error) {
+func queryPage(ctx context.Context, pool *pgxpool.Pool, p page) ([]Message, error) {
 	var rows pgx.Rows
 	var err error
 	switch {
@@ -274,19 +328,21 @@ func queryPage(ctx context.Context, pool *pgxpool.Pool, p page) ([]chatevent.Eve
 	return scanMessages(rows)
 }
 
-// search runs a websearch-syntax full-text query over the rooms and the
-// caller's own private conversations, best match first, newest first on ties.
-func search(ctx context.Context, pool *pgxpool.Pool, caller, q, room string, limit int) ([]chatevent.Event, error) {
+// search runs a websearch-syntax full-text query over the rooms (but the
+// hidden ones) and the caller's own private conversations, best match
+// first, newest first on ties. Deleted messages never match.
+func search(ctx context.Context, pool *pgxpool.Pool, caller, q, room string, hidden []string, limit int) ([]Message, error) {
 	conv := ""
 	if room != "" {
 		conv = "room:" + room
 	}
 	rows, err := pool.Query(ctx, selectMessage+`, websearch_to_tsquery('simple', $1) q
-		WHERE search @@ q
+		WHERE search @@ q AND NOT deleted
 		  AND (conversation LIKE 'room:%' OR username = $2 OR target = $2)
 		  AND ($3 = '' OR conversation = $3)
+		  AND (room IS NULL OR room <> ALL($5::text[]))
 		ORDER BY ts_rank(search, q) DESC, id DESC
-		LIMIT $4`, q, caller, conv, limit)
+		LIMIT $4`, q, caller, conv, limit, hidden)
 	if err != nil {
 		return nil, err
 	}

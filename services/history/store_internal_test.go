@@ -40,7 +40,7 @@ func TestWriteBatchIsolatesRecordsTheDatabaseRefuses(t *testing.T) {
 		{first, poison, last},      // the direct COPY fails on the poison row
 		{first, dup, poison, last}, // the staging path fails on it too (duplicates first)
 	} {
-		n, refused, err := writeBatch(ctx, pool, batch, nil)
+		n, refused, err := writeBatch(ctx, pool, batch, nil, nil)
 		if err != nil {
 			t.Fatalf("writeBatch: %v", err)
 		}
