@@ -42,8 +42,13 @@ func TestConversationCommandsLive(t *testing.T) {
 	if out := must("bob", "room", "list"); strings.Contains(out, "design") {
 		t.Errorf("room list as a non-member shows the private room:\n%s", out)
 	}
+	// The router's member list hides it too.
+	fails("bob", "not_found", "presence", "--room", "design")
 	if out := must("alice", "room", "invite", "design", "bob"); out != "#design bob: invite (member)\n" {
 		t.Errorf("room invite printed %q", out)
+	}
+	if out := must("bob", "presence", "--room", "design"); out != "#design: \n" {
+		t.Errorf("presence --room design as the invited member printed %q, want an empty list", out)
 	}
 	if out := must("bob", "room", "show", "design"); !strings.HasPrefix(out, "#design private, owner alice, your role member\n") ||
 		!strings.Contains(out, "  bob: member\n") || !strings.Contains(out, "  alice: owner\n") {
