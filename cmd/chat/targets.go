@@ -252,6 +252,9 @@ func (a *app) initEdge() (lifecycle.Component, error) {
 		cfg.ID += "-" + port
 		o.edge.ID = cfg.ID
 	}
+	if cfg.HistoryURL == "" && slices.Contains(a.t.modules, "history") {
+		cfg.HistoryHandler = a.mux // edit and delete frames: history is in this process
+	}
 	return edge.New(cfg, a.log.With("component", "edge"), a.reg)
 }
 

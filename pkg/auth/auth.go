@@ -78,6 +78,9 @@ type Identity struct {
 	// Expires is the token's exp: a connection authenticated by it is
 	// closed then (1008), and the client reconnects with a new token.
 	Expires time.Time
+	// Token is the verified token itself, for a service that calls another
+	// on the user's behalf (the edge relays edits to history).
+	Token string
 }
 
 // Errors returned by Verify; all mean HTTP 401.
@@ -134,7 +137,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if !chatevent.ValidUsername(c.Subject) {
 		return Identity{}, fmt.Errorf("%w: sub %q is not a valid username", ErrInvalidToken, c.Subject)
 	}
-	id := Identity{Username: c.Subject, Admin: slices.Contains(c.Roles, RoleAdmin)}
+	id := Identity{Username: c.Subject, Admin: slices.Contains(c.Roles, RoleAdmin), Token: token}
 	if c.ExpiresAt != nil {
 		id.Expires = c.ExpiresAt.Time
 	}

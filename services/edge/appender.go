@@ -35,6 +35,7 @@ type appender struct {
 	client  *kafka.Client
 	topic   string
 	timeout time.Duration // one produce attempt
+	acks    kafka.RequiredAcks
 	parts   []*partAppender
 }
 
@@ -67,7 +68,7 @@ type partAppender struct {
 var errAppenderClosed = errors.New("appender closed")
 
 func newAppender(k kafkaio.Config, topic string, partitions int) *appender {
-	a := &appender{client: k.Client(), topic: topic, timeout: k.WriteTimeout}
+	a := &appender{client: k.Client(), topic: topic, timeout: k.WriteTimeout, acks: kafka.RequireAll}
 	a.client.Timeout = k.WriteTimeout
 	for p := 0; p < partitions; p++ {
 		a.parts = append(a.parts, &partAppender{a: a, partition: p})
@@ -145,7 +146,7 @@ func (pa *partAppender) produce(batch []appendReq) (int64, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 		defer cancel()
 		res, err := a.client.Produce(ctx, &kafka.ProduceRequest{
-			Topic: a.topic, Partition: pa.partition, RequiredAcks: kafka.RequireAll,
+			Topic: a.topic, Partition: pa.partition, RequiredAcks: a.acks,
 			Records: kafka.NewRecordReader(recs...),
 		})
 		if err == nil && res.Error != nil {
@@ -186,7 +187,10 @@ type pendingAppend struct {
 // partition are written and completed in the order they were queued.
 func (e *Edge) appendAsync(ctx context.Context, ev *chatevent.Event, done func(error)) {
 	ap, topic, key := e.writer, e.cfg.Kafka.RoomsTopic, chatevent.RoomKey(ev.Room)
-	if ev.Type == chatevent.TypePrivate {
+	switch {
+	case ev.Type == chatevent.TypeRead && ev.Room != "":
+		ap, topic, key = e.direct, e.cfg.Kafka.DirectTopic, chatevent.ReadKey(ev.Username)
+	case ev.Target != "":
 		ap, topic, key = e.direct, e.cfg.Kafka.DirectTopic, chatevent.DMKey(ev.Username, ev.Target)
 	}
 	ctx, span := tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),

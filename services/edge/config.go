@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -81,6 +82,14 @@ type Config struct {
 	// TrustedProxies lists the proxies (CIDRs) whose X-Forwarded-For names
 	// the client address for MaxConnsPerIP. Empty: the TCP peer address.
 	TrustedProxies []netip.Prefix
+	// HistoryURL is the base URL of the history service (its HTTP API),
+	// which serves the edit and delete frames: the edge relays them with
+	// the user's token. Empty: those frames answer unavailable. The
+	// single-machine mode sets it to its own listener.
+	HistoryURL string
+	// HistoryHandler, when set, serves those requests in the process
+	// instead (single-machine mode: history's handlers are on the same mux).
+	HistoryHandler http.Handler
 }
 
 // RegisterFlags registers the edge.* flags with their defaults.
@@ -114,6 +123,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DedupeWindow, "edge.dedupe-window", 10*time.Minute, "how long a send's client_id is remembered: a resend within it gets the first send's ack")
 	fs.IntVar(&c.MaxConnsPerUser, "edge.max-conns-per-user", 50, "open connections per user on this edge; more are refused with HTTP 429")
 	fs.IntVar(&c.MaxConnsPerIP, "edge.max-conns-per-ip", 0, "open connections per client address on this edge (0: no limit); see -edge.trusted-proxies")
+	fs.StringVar(&c.HistoryURL, "edge.history-url", "", "base URL of the history service's HTTP API, for edit and delete frames (single-machine mode: its own listener)")
 	fs.Func("edge.trusted-proxies", "comma-separated CIDRs of proxies whose X-Forwarded-For names the client address for -edge.max-conns-per-ip", func(s string) error {
 		c.TrustedProxies = nil
 		for _, p := range strings.Split(s, ",") {

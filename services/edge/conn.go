@@ -61,6 +61,7 @@ type conn struct {
 	// them will flush them (so a fan-out lists the connection once).
 	flushPending bool
 
+	typing   typingGate    // typing notices forwarded per conversation
 	inFlight chan struct{} // appends awaiting the broker; made on first use
 	expiry   *time.Timer   // closes the connection at the token's exp
 

@@ -89,17 +89,29 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		e.join(ctx, c, f)
 	case chatevent.TypeLeave:
 		if s := c.rooms[f.Room]; s != nil {
-			e.hub.removeSub(s)
 			delete(c.rooms, f.Room)
-			e.presence.left(c.id.Username, f.Room)
+			if !s.revoked.Load() {
+				e.hub.removeSub(s)
+				e.presence.left(c.id.Username, f.Room)
+			}
 		}
 		c.sendWait(ctx, chatevent.LeftFrame{Room: f.Room}.Encode(), chatevent.TypeLeft)
+	case chatevent.TypeTyping:
+		e.handleTyping(ctx, c, f)
+	case chatevent.TypeRead:
+		e.handleRead(ctx, c, f)
+	case chatevent.TypeEdit, chatevent.TypeDelete:
+		e.handleEdit(ctx, c, f)
 	case chatevent.TypeChat, chatevent.TypePrivate:
 		if !c.id.Expires.IsZero() && !time.Now().Before(c.id.Expires) {
 			return // the expiry timer is closing the connection: nothing more is appended
 		}
-		if f.Type == chatevent.TypePrivate && !chatevent.MayMessage(c.id.Username, f.Target, nil) {
+		if f.Type == chatevent.TypePrivate && !chatevent.MayMessage(c.id.Username, f.Target, e.aclState()) {
 			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), f.ClientID)
+			return
+		}
+		if f.Type == chatevent.TypeChat && !e.allowed(ctx, c, func() bool { return e.aclState().MayWrite(f.Room, c.id.Username, c.id.Admin) }) {
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", f.Room), f.ClientID)
 			return
 		}
 		cid := f.ClientID

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/chatacl"
 	"github.com/chatsys/chat/pkg/chatevent"
 )
 
@@ -51,6 +52,12 @@ type Edge struct {
 	drainOnce sync.Once
 	drainMu   sync.Mutex     // orders wg.Add in handshakes before the drain's Wait
 	wg        sync.WaitGroup // connection handlers
+
+	acl           *chatacl.Follower // rooms, memberships, blocks (chat.acl)
+	loading       atomic.Bool       // the ACL is loading: no member frames yet
+	typingSrc     *typingSource
+	typingOut     *appender // chat.typing, acks=1
+	historyClient *http.Client
 
 	sends       *sends        // recent sends by (username, client_id)
 	replaySlots chan struct{} // one per resume reading the log
@@ -116,6 +123,9 @@ func (e *Edge) Start(ctx context.Context) error {
 	e.writer = newAppender(k, k.RoomsTopic, src.partitions)
 	e.direct = newAppender(k, k.DirectTopic, counts[k.DirectTopic])
 	e.presence = newPresence(e, k)
+	if err := e.startConversations(ctx, counts); err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
 	return nil
 }
 
@@ -126,6 +136,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	g.Go(func() error { e.presence.beat(ctx, e.cfg.Heartbeat); return nil })
 	g.Go(func() error { return e.dsrc.Run(ctx, e.hub.deliverDirect) })
 	g.Go(func() error { return e.src.Run(ctx, e.hub.deliver) })
+	g.Go(func() error { return e.runTyping(ctx) })
 	return g.Wait()
 }
 
@@ -202,7 +213,10 @@ func (e *Edge) drain(ctx context.Context) {
 func (e *Edge) Stop(ctx context.Context) error {
 	e.Drain(ctx)
 	var errs []error
-	for _, a := range []*appender{e.writer, e.direct} {
+	if e.acl != nil {
+		errs = append(errs, e.acl.Close())
+	}
+	for _, a := range []*appender{e.writer, e.direct, e.typingOut} {
 		if a != nil {
 			a.close()
 		}

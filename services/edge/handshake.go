@@ -103,8 +103,10 @@ func (e *Edge) connLoop(c *conn) {
 		}
 		rooms := make([]string, 0, len(c.rooms))
 		for room, s := range c.rooms {
-			e.hub.removeSub(s)
-			rooms = append(rooms, room)
+			if !s.revoked.Load() {
+				e.hub.removeSub(s)
+				rooms = append(rooms, room)
+			}
 		}
 		e.hub.removeConn(c)
 		e.presence.disconnected(c.id.Username, rooms)

@@ -63,6 +63,7 @@ func startEdge(t testing.TB, broker string, mods ...func(*edge.Config)) *testEdg
 	cfg.Kafka.RoomsPartitions = 4
 	cfg.Kafka.RoomsTopic = topicFor(t) // unique per test; shared by the edges of one test
 	cfg.Kafka.DirectTopic, cfg.Kafka.PresenceTopic, cfg.Kafka.DeliveriesTopic = topicFor(t)+".direct", topicFor(t)+".presence", topicFor(t)+".deliveries"
+	cfg.Kafka.ACLTopic, cfg.Kafka.TypingTopic = topicFor(t)+".acl", topicFor(t)+".typing"
 	cfg.Kafka.SmallPartitions, cfg.Kafka.DirectPartitions = 4, 4
 	cfg.Auth = auth.Config{Secret: testSecret}
 	cfg.DrainDuration = 200 * time.Millisecond
@@ -210,8 +211,17 @@ func (c *client) nextOf(typ string) map[string]any {
 func (c *client) join(room string) {
 	c.t.Helper()
 	c.send(map[string]any{"type": "join", "room": room})
-	if m := c.nextOf("joined"); m["room"] != room {
-		c.t.Fatalf("joined = %v, want room %s", m, room)
+	for {
+		m := c.next()
+		if m["type"] == "error" {
+			c.t.Fatalf("%s: join %s: %v", c.user, room, m)
+		}
+		if m["type"] == "joined" {
+			if m["room"] != room {
+				c.t.Fatalf("joined = %v, want room %s", m, room)
+			}
+			return
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package edge
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/chatsys/chat/pkg/chatevent"
 )
@@ -238,6 +239,10 @@ const maxPending = 10000
 type sub struct {
 	c    *conn
 	room string
+
+	// revoked: the member lost access (chat.acl); the hub no longer holds
+	// the subscription and the reader drops it from c.rooms.
+	revoked atomic.Bool
 
 	mu        sync.Mutex
 	replaying bool        // live deliveries are buffered in pending

@@ -18,6 +18,12 @@ const replayQueueWait = 2 * time.Minute
 // while the replay runs, then drops every event at or before the last one
 // replayed.
 func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
+	c.dropRevoked()
+	if !e.allowed(ctx, c, func() bool { return e.aclState().MayJoin(f.Room, c.id.Username, c.id.Admin) }) {
+		// The same answer whether the room is private, or the user banned.
+		e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not join room %q", f.Room), f.ClientID)
+		return
+	}
 	if old := c.rooms[f.Room]; old != nil {
 		e.hub.removeSub(old) // a re-join: the membership stays
 	} else if len(c.rooms) >= e.cfg.MaxRooms {

@@ -21,6 +21,7 @@ type metrics struct {
 	resends        prometheus.Counter
 	replaysWaiting prometheus.Gauge
 	duplicates     prometheus.Counter
+	typingDropped  prometheus.Counter
 
 	framesOutByType map[string]prometheus.Counter // resolved once: hot path
 }
@@ -57,6 +58,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		badRecords:     f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_bad_records_total", Help: "Log records that could not be decoded and were skipped."}),
 		replaysWaiting: f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_replays_waiting", Help: "Resumes (join with since) waiting for a turn to read the log."}),
 		resends:        f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_resends_total", Help: "Sends of a known client_id answered with the first send's ack instead of appended again."}),
+		typingDropped:  f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_typing_dropped_total", Help: "Typing notices dropped because the connection sent one for the conversation less than a second before."}),
 		duplicates:     f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_duplicate_records_total", Help: "Log records not delivered because an event with the same id was just delivered (a retried append)."}),
 		presenceGone:   f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_presence_repairs_pending", Help: "Disconnects and leaves whose presence records failed, to repeat once the log acknowledges writes again."}),
 		presenceErrs:   f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_presence_write_errors_total", Help: "Presence records the log did not acknowledge (republished once it does)."}),

@@ -1,0 +1,373 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chatsys/chat/pkg/chatacl"
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/kafkaio"
+)
+
+// The conversation features at the edge (docs/conversations.md): the
+// access state of chat.acl enforced on join, chat, private and typing;
+// typing notices through chat.typing; read positions appended to
+// chat.direct; edits and deletes relayed to history, which owns the
+// messages; member changes reported to the room and the member.
+
+// aclSyncWait bounds how long a refusal first waits for the local copy of
+// chat.acl to catch up with the log (an invitation made a moment ago on
+// another process).
+const aclSyncWait = 2 * time.Second
+
+// allowed reports whether ok() holds, re-checking after syncing the ACL with
+// the log when it does not. The sync costs a request to the broker, so a
+// connection over its rate gets the refusal without one.
+func (e *Edge) allowed(ctx context.Context, c *conn, ok func() bool) bool {
+	if ok() {
+		return true
+	}
+	if e.acl == nil || !c.limiter.Allow() {
+		return false
+	}
+	e.acl.SyncBriefly(ctx, aclSyncWait)
+	return ok()
+}
+
+// onACL applies the consequences of a chat.acl record at this edge: a
+// member record is reported to the room's subscribers and the member's own
+// connections, and a member who may no longer join the room loses their
+// subscriptions of it (they get left {room}).
+func (e *Edge) onACL(r chatevent.ACLRecord) {
+	if r.Type != chatevent.ACLMember || e.loading.Load() {
+		return
+	}
+	frame := chatevent.MemberFrame{Room: r.Room, Username: r.Username, Action: r.Action, By: r.By}.Encode()
+	acl := e.acl.ACL()
+	revoke := !acl.MayJoin(r.Room, r.Username, false)
+	touched := getTouched()
+	var revoked []*sub
+	e.hub.mu.RLock()
+	seen := map[*conn]bool{}
+	for s := range e.hub.rooms[r.Room] {
+		if s.c.id.Username == r.Username && revoke && !s.c.id.Admin {
+			revoked = append(revoked, s)
+		}
+		if !seen[s.c] {
+			seen[s.c] = true
+			if s.c.push(frame, chatevent.TypeMember) {
+				*touched = append(*touched, s.c)
+			}
+		}
+	}
+	for c := range e.hub.users[r.Username] {
+		if !seen[c] {
+			seen[c] = true
+			if c.push(frame, chatevent.TypeMember) {
+				*touched = append(*touched, c)
+			}
+		}
+	}
+	e.hub.mu.RUnlock()
+	for _, s := range revoked {
+		if s.revoked.CompareAndSwap(false, true) {
+			e.hub.removeSub(s)
+			e.presence.left(s.c.id.Username, s.room)
+			if s.c.push(chatevent.LeftFrame{Room: s.room}.Encode(), chatevent.TypeLeft) {
+				*touched = append(*touched, s.c)
+			}
+		}
+	}
+	flushTouched(touched)
+}
+
+// dropRevoked forgets the subscriptions the ACL revoked (called by the
+// reader goroutine, which owns c.rooms).
+func (c *conn) dropRevoked() {
+	for room, s := range c.rooms {
+		if s.revoked.Load() {
+			delete(c.rooms, room)
+		}
+	}
+}
+
+// typingGate remembers when each conversation last forwarded a typing
+// notice from one connection.
+type typingGate struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// typingInterval is the least time between two forwarded typing notices of
+// one connection in one conversation; the ones between are dropped.
+const typingInterval = time.Second
+
+func (g *typingGate) allow(conv string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last == nil {
+		g.last = map[string]time.Time{}
+	}
+	if t, ok := g.last[conv]; ok && now.Sub(t) < typingInterval {
+		return false
+	}
+	if len(g.last) >= 64 { // a connection types in a few conversations at once
+		for k, t := range g.last {
+			if now.Sub(t) >= typingInterval {
+				delete(g.last, k)
+			}
+		}
+	}
+	g.last[conv] = now
+	return true
+}
+
+func (e *Edge) handleTyping(ctx context.Context, c *conn, f chatevent.Frame) {
+	user := c.id.Username
+	var key string
+	if f.Room != "" {
+		if s := c.rooms[f.Room]; s == nil || s.revoked.Load() {
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("join room %q before typing in it", f.Room), "")
+			return
+		}
+		if !e.allowed(ctx, c, func() bool { return e.aclState().MayWrite(f.Room, user, c.id.Admin) }) {
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", f.Room), "")
+			return
+		}
+		key = chatevent.RoomKey(f.Room)
+	} else {
+		if !chatevent.MayMessage(user, f.Target, e.aclState()) {
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), "")
+			return
+		}
+		key = chatevent.DMKey(user, f.Target)
+	}
+	if !c.typing.allow(key, time.Now()) {
+		e.m.typingDropped.Inc()
+		return
+	}
+	frame := chatevent.TypingFrame{Room: f.Room, Target: f.Target, Username: user}.Encode()
+	e.typingOut.append([]byte(key), frame, nil, func(_ int64, err error) {
+		if err != nil {
+			e.log.Debug("typing notice not appended", "err", err)
+		}
+	})
+}
+
+// typingSource tails every partition of chat.typing from the end.
+type typingSource struct {
+	k     kafkaio.Config
+	start []int64
+}
+
+func newTypingSource(ctx context.Context, k kafkaio.Config, partitions int) (*typingSource, error) {
+	s := &typingSource{k: k, start: make([]int64, partitions)}
+	for p := range s.start {
+		_, next, err := k.Offsets(ctx, k.TypingTopic, p)
+		if err != nil {
+			return nil, err
+		}
+		s.start[p] = next
+	}
+	return s, nil
+}
+
+// runTyping delivers typing notices: a room's to its subscribers other than
+// the typer, a DM's to the target's connections. Notices older than
+// chatevent.TypingTTL are dropped.
+func (e *Edge) runTyping(ctx context.Context) error {
+	s := e.typingSrc
+	done := make(chan error, len(s.start))
+	for p, off := range s.start {
+		go func() {
+			done <- tailPartition(ctx, s.k, s.k.TypingTopic, p, off, e.log, e.deliverTyping)
+		}()
+	}
+	var err error
+	for range s.start {
+		if e := <-done; e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+func (e *Edge) deliverTyping(msgs []kafka.Message) {
+	now := time.Now()
+	touched := getTouched()
+	h := e.hub
+	h.mu.RLock()
+	for i := range msgs {
+		m := &msgs[i]
+		if !m.Time.IsZero() && now.Sub(m.Time) > chatevent.TypingTTL {
+			continue
+		}
+		var t chatevent.TypingFrame
+		if json.Unmarshal(m.Value, &t) != nil || t.Type != chatevent.TypeTyping || !chatevent.ValidUsername(t.Username) {
+			e.m.badRecords.Inc()
+			continue
+		}
+		if t.Room != "" {
+			for s := range h.rooms[t.Room] {
+				if s.c.id.Username != t.Username && !s.revoked.Load() && s.c.push(m.Value, chatevent.TypeTyping) {
+					*touched = append(*touched, s.c)
+				}
+			}
+		} else if t.Target != t.Username {
+			for c := range h.users[t.Target] {
+				if c.push(m.Value, chatevent.TypeTyping) {
+					*touched = append(*touched, c)
+				}
+			}
+		}
+	}
+	h.mu.RUnlock()
+	flushTouched(touched)
+}
+
+func (e *Edge) handleRead(ctx context.Context, c *conn, f chatevent.Frame) {
+	user := c.id.Username
+	if f.Room != "" && !e.allowed(ctx, c, func() bool { return e.aclState().MayRead(f.Room, user, c.id.Admin) }) {
+		e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not read room %q", f.Room), "")
+		return
+	}
+	ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeRead, Room: f.Room, Target: f.Target, Username: user,
+		Timestamp: chatevent.FormatTime(time.Now()), Pos: f.Pos}
+	e.appendAsync(ctx, &ev, func(err error) {
+		if err != nil {
+			e.m.errors.WithLabelValues(chatevent.CodeUnavailable).Inc()
+			c.send(chatevent.ErrorFrame{Code: chatevent.CodeUnavailable,
+				Message: "the read position was not recorded; send it again"}.Encode(), chatevent.TypeError)
+		}
+	})
+}
+
+// handleEdit relays an edit or delete frame to history, which owns the
+// messages: it checks that the message exists and that the user may change
+// it, and appends the edit or delete event to the message's conversation.
+// The answer is an ack with the message's id, or not_found, forbidden or
+// unavailable.
+func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
+	cid := f.ClientID
+	if e.cfg.HistoryURL == "" && e.cfg.HistoryHandler == nil {
+		e.sendError(ctx, c, chatevent.CodeUnavailable, "edits are not available on this edge (no -edge.history-url)", cid)
+		return
+	}
+	if !c.limiter.Allow() {
+		e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), cid)
+		return
+	}
+	method, body := http.MethodDelete, []byte(nil)
+	if f.Type == chatevent.TypeEdit {
+		method = http.MethodPatch
+		body, _ = json.Marshal(map[string]string{"content": f.Content, "client_id": cid})
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	base := strings.TrimRight(e.cfg.HistoryURL, "/")
+	if e.cfg.HistoryHandler != nil {
+		base = "http://in-process"
+	}
+	u := base + "/v1/messages/" + url.PathEscape(f.ID)
+	req, err := http.NewRequestWithContext(rctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		e.sendError(ctx, c, chatevent.CodeUnavailable, "cannot reach history", cid)
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+c.id.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := e.historyClient.Do(req)
+	if err != nil {
+		e.log.Warn("edit relay failed", "err", err)
+		e.sendError(ctx, c, chatevent.CodeUnavailable, "history did not answer; the message was not changed, retry", cid)
+		return
+	}
+	defer res.Body.Close()
+	var answer struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	json.Unmarshal(b, &answer)
+	switch {
+	case res.StatusCode == http.StatusOK || res.StatusCode == http.StatusCreated:
+		c.send(chatevent.AckFrame{ClientID: cid, ID: f.ID}.Encode(), chatevent.TypeAck)
+	case res.StatusCode == http.StatusNotFound:
+		e.sendError(ctx, c, chatevent.CodeNotFound, fmt.Sprintf("no message %s that you may change", f.ID), cid)
+	case res.StatusCode == http.StatusForbidden:
+		msg := answer.Error.Message
+		if msg == "" {
+			msg = "you may not change this message"
+		}
+		e.sendError(ctx, c, chatevent.CodeForbidden, msg, cid)
+	case res.StatusCode == http.StatusBadRequest:
+		msg := answer.Error.Message
+		if msg == "" {
+			msg = "history refused the change"
+		}
+		e.sendError(ctx, c, chatevent.CodeInvalidMessage, msg, cid)
+	default:
+		e.log.Warn("edit relay: history answered", "status", res.StatusCode, "code", answer.Error.Code)
+		e.sendError(ctx, c, chatevent.CodeUnavailable, "history could not change the message; retry", cid)
+	}
+}
+
+// aclState returns the ACL the edge enforces (empty until Start).
+func (e *Edge) aclState() *chatevent.ACL {
+	if e.acl == nil {
+		return emptyACL
+	}
+	return e.acl.ACL()
+}
+
+var emptyACL = chatevent.NewACL()
+
+// startConversations loads chat.acl and opens the typing topic's producer
+// and tail.
+func (e *Edge) startConversations(ctx context.Context, counts map[string]int) error {
+	k := e.cfg.Kafka
+	f := chatacl.New(k, e.log, func() { e.m.badRecords.Inc() })
+	e.loading.Store(true)
+	f.OnApply = e.onACL
+	if err := f.Start(ctx); err != nil {
+		return err
+	}
+	e.loading.Store(false)
+	e.acl = f
+	src, err := newTypingSource(ctx, k, counts[k.TypingTopic])
+	if err != nil {
+		return err
+	}
+	e.typingSrc = src
+	e.typingOut = newAppender(k, k.TypingTopic, counts[k.TypingTopic])
+	e.typingOut.acks = kafka.RequireOne
+	e.historyClient = &http.Client{Timeout: 10 * time.Second}
+	if e.cfg.HistoryHandler != nil {
+		e.historyClient.Transport = handlerTransport{e.cfg.HistoryHandler}
+	}
+	return nil
+}
+
+// handlerTransport serves requests with a handler of this process.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}

@@ -1,0 +1,321 @@
+package edge_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/services/edge"
+)
+
+// These tests play history's part for chat.acl: they append the records
+// history's management API appends (docs/conversations.md), through a real
+// broker, and check what two edges sharing it enforce.
+
+func aclTopic(t testing.TB) string { return topicFor(t) + ".acl" }
+
+func appendACL(t testing.TB, broker string, recs ...chatevent.ACLRecord) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: aclTopic(t), Balancer: kafkaio.Balancer(), RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	msgs := make([]kafka.Message, len(recs))
+	for i, r := range recs {
+		r.Timestamp = chatevent.FormatTime(time.Now())
+		msgs[i] = kafka.Message{Key: []byte(r.Key()), Value: r.Encode()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func member(room, user, action, by string) chatevent.ACLRecord {
+	var m chatevent.Membership
+	m = m.After(action)
+	return chatevent.ACLRecord{Type: chatevent.ACLMember, Room: room, Username: user, Action: action, By: by, Role: m.Role, Muted: m.Muted, Banned: m.Banned}
+}
+
+// expectError reads until an error frame and checks its code.
+func (c *client) expectError(code string) map[string]any {
+	c.t.Helper()
+	m := c.nextOf("error")
+	if m["code"] != code {
+		c.t.Fatalf("%s: error %v, want code %s", c.user, m, code)
+	}
+	return m
+}
+
+// c2chan reads c's frames on a goroutine until the connection ends.
+func c2chan(c *client) <-chan map[string]any {
+	ch := make(chan map[string]any, 256)
+	go func() {
+		defer close(ch)
+		for {
+			m, err := c.read(time.Minute)
+			if err != nil {
+				return
+			}
+			ch <- m
+		}
+	}()
+	return ch
+}
+
+// quiet fails if a frame of type typ arrives within d. The read deadline
+// that ends it ends the client too (gorilla/websocket): use it last.
+func (c *client) quiet(typ string, d time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Until(deadline) > 0 {
+		m, err := c.read(time.Until(deadline))
+		if err != nil {
+			return
+		}
+		if m["type"] == typ {
+			c.t.Fatalf("%s: unexpected %s frame %v", c.user, typ, m)
+		}
+	}
+}
+
+func TestPrivateRoomMembershipOnTwoEdges(t *testing.T) {
+	broker := testBroker(t)
+	e1 := startEdge(t, broker)
+	e2 := startEdge(t, broker)
+	alice := dial(t, e1.srv.URL, "alice")
+	bob := dial(t, e2.srv.URL, "bob")
+
+	appendACL(t, broker, chatevent.ACLRecord{Type: chatevent.ACLRoom, Room: "design", Username: "alice", Private: true, By: "alice"})
+	alice.join("design") // the owner
+
+	// A non-member is refused with the answer a banned user gets: nothing
+	// says the room is private.
+	bob.send(map[string]any{"type": "join", "room": "design"})
+	refused := bob.expectError(chatevent.CodeForbidden)
+	if strings.Contains(fmt.Sprint(refused["message"]), "private") {
+		t.Fatalf("refusal %v tells the room is private", refused)
+	}
+	bob.send(map[string]any{"type": "chat", "room": "design", "content": "let me in", "client_id": "b1"})
+	bob.expectError(chatevent.CodeForbidden)
+
+	// Invited (on another process, a moment ago): the join succeeds at once.
+	appendACL(t, broker, member("design", "bob", chatevent.ActionInvite, "alice"))
+	bob.join("design")
+	if m := alice.nextOf("member"); m["username"] != "bob" || m["action"] != "invite" || m["by"] != "alice" {
+		t.Fatalf("alice got %v, want the invite of bob", m)
+	}
+	id := bob.say("design", "hello", "b2")
+	if m := alice.nextOf("chat"); m["id"] != id {
+		t.Fatalf("alice got %v, want bob's message %s", m, id)
+	}
+
+	// Muted: reads, may not write.
+	appendACL(t, broker, chatevent.ACLRecord{Type: chatevent.ACLMember, Room: "design", Username: "bob", Action: chatevent.ActionMute, Role: chatevent.RoleMember, Muted: true, By: "alice"})
+	if m := bob.nextOf("member"); m["action"] != "mute" {
+		t.Fatalf("bob got %v, want his mute", m)
+	}
+	bob.send(map[string]any{"type": "chat", "room": "design", "content": "muted?", "client_id": "b3"})
+	bob.expectError(chatevent.CodeForbidden)
+	alice.say("design", "you can still read", "a1")
+	if m := bob.nextOf("chat"); m["content"] != "you can still read" {
+		t.Fatalf("muted bob got %v", m)
+	}
+
+	// Removed: bob's subscription ends on his edge, and he cannot rejoin.
+	appendACL(t, broker, member("design", "bob", chatevent.ActionRemove, "alice"))
+	if m := bob.nextOf("left"); m["room"] != "design" {
+		t.Fatalf("bob got %v, want left design", m)
+	}
+	bob.send(map[string]any{"type": "join", "room": "design"})
+	bob.expectError(chatevent.CodeForbidden)
+	alice.say("design", "bob is gone", "a2")
+	bob.quiet("chat", 500*time.Millisecond)
+
+	// A restarted edge rebuilds the same state from the log.
+	e2.stop()
+	e3 := startEdge(t, broker)
+	bob2 := dial(t, e3.srv.URL, "bob")
+	bob2.send(map[string]any{"type": "join", "room": "design"})
+	bob2.expectError(chatevent.CodeForbidden)
+	alice2 := dial(t, e3.srv.URL, "alice")
+	alice2.join("design")
+}
+
+func TestBanInAPublicRoom(t *testing.T) {
+	broker := testBroker(t)
+	e1 := startEdge(t, broker)
+	mallory := dial(t, e1.srv.URL, "mallory")
+	mallory.join("lobby")
+	appendACL(t, broker, member("lobby", "mallory", chatevent.ActionBan, "root"))
+	if m := mallory.nextOf("left"); m["room"] != "lobby" {
+		t.Fatalf("mallory got %v, want left lobby", m)
+	}
+	mallory.send(map[string]any{"type": "join", "room": "lobby"})
+	mallory.expectError(chatevent.CodeForbidden)
+	mallory.send(map[string]any{"type": "chat", "room": "lobby", "content": "spam", "client_id": "m1"})
+	mallory.expectError(chatevent.CodeForbidden)
+	mallory.join("elsewhere") // the connection stays usable
+
+	appendACL(t, broker, member("lobby", "mallory", chatevent.ActionUnban, "root"))
+	eventually(t, 5*time.Second, "mallory may join after the unban", func() bool {
+		mallory.send(map[string]any{"type": "join", "room": "lobby"})
+		for {
+			m := mallory.next()
+			switch m["type"] {
+			case "joined":
+				return true
+			case "error":
+				return false
+			}
+		}
+	})
+}
+
+func TestBlockRefusesPrivateMessagesAndAppendsNothing(t *testing.T) {
+	broker := testBroker(t)
+	e1 := startEdge(t, broker)
+	alice := dial(t, e1.srv.URL, "alice")
+	appendACL(t, broker, chatevent.ACLRecord{Type: chatevent.ACLBlock, Username: "bob", Target: "alice", Blocked: true})
+	k := kafkaio.Config{Brokers: broker}
+	directEnd := func() (n int64) {
+		for p := range 4 {
+			_, next, err := k.Offsets(context.Background(), topicFor(t)+".direct", p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += next
+		}
+		return n
+	}
+	before := directEnd()
+	eventually(t, 5*time.Second, "the block is enforced", func() bool {
+		alice.send(map[string]any{"type": "private", "target": "bob", "content": "hi", "client_id": fmt.Sprint("p", time.Now().UnixNano())})
+		for {
+			m := alice.next()
+			switch m["type"] {
+			case "error":
+				return m["code"] == chatevent.CodeForbidden
+			case "ack":
+				before++ // sent before the edge applied the block
+				return false
+			}
+		}
+	})
+	alice.send(map[string]any{"type": "typing", "target": "bob"})
+	alice.expectError(chatevent.CodeForbidden)
+	alice.send(map[string]any{"type": "private", "target": "carol", "content": "hi carol", "client_id": "c1"})
+	alice.nextOf("ack")
+	if got := directEnd(); got != before+1 {
+		t.Fatalf("chat.direct grew by %d, want 1 (only the message to carol)", got-before)
+	}
+}
+
+func TestTypingReachesTheOtherEdgeAndIsRateLimited(t *testing.T) {
+	broker := testBroker(t)
+	e1 := startEdge(t, broker)
+	e2 := startEdge(t, broker)
+	alice := dial(t, e1.srv.URL, "alice")
+	bob := dial(t, e2.srv.URL, "bob")
+	alice.join("team")
+	bob.join("team")
+
+	alice.send(map[string]any{"type": "typing", "room": "team"})
+	if m := bob.nextOf("typing"); m["room"] != "team" || m["username"] != "alice" {
+		t.Fatalf("bob got %v, want alice typing in team", m)
+	}
+	// From here on both clients are read by goroutines, so that counting
+	// within a window does not end them (a read deadline does).
+	bobFrames, aliceFrames := c2chan(bob), c2chan(alice)
+	count := func(ch <-chan map[string]any, typ string, d time.Duration) int {
+		n := 0
+		timeout := time.After(d)
+		for {
+			select {
+			case m := <-ch:
+				if m["type"] == typ {
+					n++
+				}
+			case <-timeout:
+				return n
+			}
+		}
+	}
+	// A burst: at most one per second is forwarded; the typer's own
+	// connections get none.
+	for range 20 {
+		alice.send(map[string]any{"type": "typing", "room": "team"})
+	}
+	if got := count(bobFrames, "typing", 1500*time.Millisecond); got > 2 {
+		t.Fatalf("bob got %d typing notices from a burst of 20 within 1.5 s, want at most 2", got)
+	}
+	if n := e1.metric(t, "chat_edge_typing_dropped_total"); n < 18 {
+		t.Fatalf("dropped %v typing notices, want at least 18", n)
+	}
+	if got := count(aliceFrames, "typing", 100*time.Millisecond); got != 0 {
+		t.Fatalf("alice got %d of her own typing notices", got)
+	}
+	// A DM notice reaches the target.
+	bob.send(map[string]any{"type": "typing", "target": "alice"})
+	if got := count(aliceFrames, "typing", 2*time.Second); got != 1 {
+		t.Fatalf("alice got %d notices of bob typing to her, want 1", got)
+	}
+	// Typing in a room not joined on this connection is refused.
+	alice.send(map[string]any{"type": "typing", "room": "other"})
+	if m := <-aliceFrames; m["type"] != "error" || m["code"] != chatevent.CodeForbidden {
+		t.Fatalf("typing in a room not joined: %v, want forbidden", m)
+	}
+	// Nothing of it is in the durable topics.
+	k := kafkaio.Config{Brokers: broker}
+	for _, topic := range []string{topicFor(t), topicFor(t) + ".direct"} {
+		for p := range 4 {
+			_, next, err := k.Offsets(context.Background(), topic, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if next != 0 {
+				t.Fatalf("%s/%d has %d records after typing only", topic, p, next)
+			}
+		}
+	}
+}
+
+func TestConversationFramesBadInputKeepsTheConnection(t *testing.T) {
+	broker := testBroker(t)
+	e1 := startEdge(t, broker)
+	c := dial(t, e1.srv.URL, "alice")
+	for _, f := range []string{
+		`{"type":"typing"}`,
+		`{"type":"typing","room":"a","target":"bob"}`,
+		`{"type":"typing","room":"Bad Room"}`,
+		`{"type":"read","room":"a"}`,
+		`{"type":"read","room":"a","pos":"x"}`,
+		`{"type":"read","target":"bob","pos":"1:-2"}`,
+		`{"type":"edit","id":"nope","content":"x","client_id":"e1"}`,
+		`{"type":"edit","id":"01936c4e-8a3b-7cde-8f00-0123456789ab","client_id":"e2"}`,
+		`{"type":"edit","id":"01936c4e-8a3b-7cde-8f00-0123456789ab","content":"x"}`,
+		`{"type":"delete","client_id":"d1"}`,
+		`{"type":"delete","id":"01936c4e-8a3b-7cde-8f00-0123456789ab","client_id":"d2","ID":"x"}`,
+	} {
+		c.send(f)
+		if m := c.nextOf("error"); m["code"] != chatevent.CodeInvalidMessage {
+			t.Fatalf("%s: got %v, want invalid_message", f, m)
+		}
+	}
+	c.join("still-here")
+}
+
+func TestEditWithoutHistoryIsUnavailable(t *testing.T) {
+	broker := testBroker(t)
+	e1 := startEdge(t, broker, func(c *edge.Config) { c.HistoryURL = "" })
+	c := dial(t, e1.srv.URL, "alice")
+	c.send(map[string]any{"type": "delete", "id": "01936c4e-8a3b-7cde-8f00-0123456789ab", "client_id": "d1"})
+	if m := c.expectError(chatevent.CodeUnavailable); m["client_id"] != "d1" {
+		t.Fatalf("error %v does not name the client_id", m)
+	}
+}
