@@ -490,7 +490,7 @@ func checkTopicsJob(t *testing.T, c *cluster) {
 	if want := strconv.FormatInt(parseDur(t, env["CHAT_KAFKA_RETENTION"]).Milliseconds(), 10); env["TOPIC_RETENTION_MS"] != want {
 		t.Errorf("TOPIC_RETENTION_MS = %q, want %s (CHAT_KAFKA_RETENTION %s)", env["TOPIC_RETENTION_MS"], want, env["CHAT_KAFKA_RETENTION"])
 	}
-	if !strings.Contains(script, `--replication-factor "$CHAT_KAFKA_REPLICATION_FACTOR"`) || !strings.Contains(script, `retention.ms="$TOPIC_RETENTION_MS"`) {
+	if !strings.Contains(script, `--replication-factor "$CHAT_KAFKA_REPLICATION_FACTOR"`) || !strings.Contains(script, `retention.ms=$TOPIC_RETENTION_MS`) {
 		t.Error("the topics Job does not use the configured replication factor and retention")
 	}
 	// The topics and partition counts are the chat's.
@@ -506,9 +506,11 @@ func checkTopicsJob(t *testing.T, c *cluster) {
 		cfg["kafka.topic-presence"]:                "$CHAT_KAFKA_PRESENCE_PARTITIONS",
 		cfg["kafka.topic-deliveries"]:              "$CHAT_KAFKA_PRESENCE_PARTITIONS",
 		cfg["kafka.topic-presence"] + ".snapshots": "1", // the router's snapshots
+		cfg["kafka.topic-acl"]:                     "1",
+		cfg["kafka.topic-typing"]:                  "$CHAT_KAFKA_PRESENCE_PARTITIONS",
 	}
 	got := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^\s*create (\S+) "?([^"\s]+)"?\s*$`).FindAllStringSubmatch(script, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^\s*create (\S+) "?([^"\s]+)"?(?:\s+\S+=\S+)?\s*(?:#.*)?$`).FindAllStringSubmatch(script, -1) {
 		got[m[1]] = m[2]
 	}
 	if !reflect.DeepEqual(got, want) {
