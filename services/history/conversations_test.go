@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ func call(t testing.TB, base, method, user, path string, body any) reply {
 	req, _ := http.NewRequest(method, base+path, rd)
 	if user != "" {
 		admin := false
-		if u, ok := cutPrefix(user, "admin:"); ok {
+		if u, ok := strings.CutPrefix(user, "admin:"); ok {
 			user, admin = u, true
 		}
 		req.Header.Set("Authorization", "Bearer "+testutil.Token(t, testSecret, user, admin))
@@ -65,13 +66,6 @@ func call(t testing.TB, base, method, user, path string, body any) reply {
 		t.Fatalf("%s %s: body is not a JSON object: %v: %s", method, path, err, raw)
 	}
 	return r
-}
-
-func cutPrefix(s, p string) (string, bool) {
-	if len(s) >= len(p) && s[:len(p)] == p {
-		return s[len(p):], true
-	}
-	return s, false
 }
 
 // must calls and fails unless the status is want.
@@ -250,9 +244,9 @@ func TestManagePermissions(t *testing.T) {
 		status                 int
 		code                   string
 	}{
-		{"bob", "mute", "carol", 403, "forbidden"},  // a member does not moderate
-		{"dave", "mod", "bob", 403, "forbidden"},    // mod is the owner's
-		{"dave", "ban", "alice", 403, "forbidden"},  // nobody touches the owner
+		{"bob", "mute", "carol", 403, "forbidden"}, // a member does not moderate
+		{"dave", "mod", "bob", 403, "forbidden"},   // mod is the owner's
+		{"dave", "ban", "alice", 403, "forbidden"}, // nobody touches the owner
 		{"alice", "remove", "alice", 403, "forbidden"},
 		{"eve", "invite", "eve", 404, "not_found"}, // eve may not even see the room
 		{"bob", "promote", "carol", 404, "not_found"},
