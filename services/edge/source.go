@@ -139,7 +139,7 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 						continue // no local subscriber: not worth decoding
 					}
 					if d := s.decode(*m); d != nil {
-						if !recent.add(d.ev.ID) {
+						if !changes(&d.ev) && !recent.add(d.ev.ID) {
 							s.m.duplicates.Inc()
 							continue
 						}
@@ -229,7 +229,7 @@ func (s *logSource) Replay(ctx context.Context, room string, after, end chateven
 				continue
 			}
 			m := kafka.Message{Topic: s.topic, Partition: after.Partition, Offset: r.Offset, Key: k, Value: v}
-			if d := s.decode(m); d != nil && d.ev.Room == room && recent.add(d.ev.ID) {
+			if d := s.decode(m); d != nil && d.ev.Room == room && (changes(&d.ev) || recent.add(d.ev.ID)) {
 				if s.seen != nil {
 					s.seen(&d.ev)
 				}
@@ -249,3 +249,10 @@ func (s *logSource) Replay(ctx context.Context, room string, after, end chateven
 }
 
 var errClosed = errors.New("connection closed")
+
+// changes reports whether ev is an edit or a delete: it carries the id of
+// the message it changes, so several with one id are not duplicates (and
+// one applied twice changes nothing).
+func changes(ev *chatevent.Event) bool {
+	return ev.Type == chatevent.TypeEdit || ev.Type == chatevent.TypeDelete
+}

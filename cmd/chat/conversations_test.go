@@ -1,0 +1,367 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/pkg/pgutil/pgtest"
+)
+
+// apiDo sends a JSON request as user and returns the status and the body.
+func apiDo(t *testing.T, method, addr, user, path string, body any) (int, map[string]any) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+addr+path, r)
+	req.Header.Set("Authorization", "Bearer "+mpToken(t, user))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// wsAs dials an edge as user and collects its frames.
+func wsAs(t *testing.T, p *proc, user string) (*websocket.Conn, *collector) {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+p.addr+"/ws?token="+mpToken(t, user), nil)
+	if err != nil {
+		t.Fatalf("dial %s as %s: %v", p.name, user, err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	c := collect(ws)
+	waitFor(t, 10*time.Second, user+" welcomed", func() bool { return len(c.ofType("welcome")) == 1 })
+	return ws, c
+}
+
+// lastOf returns the newest frame of typ matching pred, or nil.
+func (c *collector) lastOf(typ string, pred func(map[string]any) bool) map[string]any {
+	fs := c.ofType(typ)
+	for i := len(fs) - 1; i >= 0; i-- {
+		if pred == nil || pred(fs[i]) {
+			return fs[i]
+		}
+	}
+	return nil
+}
+
+func field(k, v string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return m[k] == v }
+}
+
+// answered waits for the ack or error naming clientID and returns it.
+func answered(t *testing.T, c *collector, clientID string) map[string]any {
+	t.Helper()
+	var got map[string]any
+	waitFor(t, 10*time.Second, "an answer to "+clientID, func() bool {
+		got = c.lastOf("ack", field("client_id", clientID))
+		if got == nil {
+			got = c.lastOf("error", field("client_id", clientID))
+		}
+		return got != nil
+	})
+	return got
+}
+
+// joinAnswer sends join room and returns "joined" or the error code.
+func joinAnswer(t *testing.T, ws *websocket.Conn, c *collector, room, clientID string) string {
+	t.Helper()
+	before := len(c.ofType("joined"))
+	ws.WriteJSON(map[string]string{"type": "join", "room": room, "client_id": clientID})
+	var res string
+	waitFor(t, 10*time.Second, "an answer to the join of "+room, func() bool {
+		if js := c.ofType("joined"); len(js) > before && js[len(js)-1]["room"] == room {
+			res = "joined"
+		} else if e := c.lastOf("error", field("client_id", clientID)); e != nil {
+			res = e["code"].(string)
+		}
+		return res != ""
+	})
+	return res
+}
+
+// TestConversationsAcrossProcesses drives issue 12's features through real
+// WebSocket clients on two edges sharing a broker, with the router and
+// history each in their own process.
+func TestConversationsAcrossProcesses(t *testing.T) {
+	dir := dataDir(t)
+	brokerAddr := freeAddr(t)
+	env := []string{"CHAT_KAFKA_BROKERS=" + brokerAddr, "CHAT_JWT_SECRET=" + mpSecret, "CHAT_DATA_DIR=" + dir,
+		"CHAT_EDGE_HEARTBEAT=300ms", "CHAT_EDGE_PRESENCE_GRACE=300ms", "CHAT_KAFKA_PRESENCE_PARTITIONS=4", "CHAT_EDGE_DRAIN_DURATION=100ms"}
+	startProc(t, env, "broker", "-target=broker", "-broker.addr="+brokerAddr)
+	router := startProc(t, env, "router", "-target=router")
+	hist := startProc(t, append(env, "CHAT_DATABASE_URL="+pgtest.NewDatabase(t)), "history", "-target=history", "-history.batch-wait=20ms")
+	env = append(env, "CHAT_EDGE_HISTORY_URL=http://"+hist.addr)
+	edge1 := startProc(t, env, "edge1", "-target=edge", "-edge.id=edge1")
+	edge2 := startProc(t, env, "edge2", "-target=edge", "-edge.id=edge2")
+
+	aliceWS, alice := wsAs(t, edge1, "alice")
+	alice2WS, alice2 := wsAs(t, edge2, "alice") // alice's second device
+	bobWS, bob := wsAs(t, edge2, "bob")
+
+	// Answers for a room that does not exist: a private room must look the same.
+	missing := map[string]int{}
+	for _, probe := range []struct{ addr, path string }{
+		{hist.addr, "/v1/rooms/%s/messages"}, {hist.addr, "/v1/search?q=plans&room=%s"}, {hist.addr, "/v1/rooms/%s"}, {router.addr, "/v1/rooms/%s/members"},
+	} {
+		code, body := apiDo(t, "GET", probe.addr, "bob", fmt.Sprintf(probe.path, "nowhere"), nil)
+		missing[probe.path] = code
+		if code != 404 || body["error"].(map[string]any)["code"] != "not_found" {
+			t.Fatalf("GET %s of a missing room: %d %v, want 404 not_found", probe.path, code, body)
+		}
+	}
+	invisible := func(t *testing.T, user string) {
+		t.Helper()
+		for _, probe := range []struct{ addr, path string }{
+			{hist.addr, "/v1/rooms/%s/messages"}, {hist.addr, "/v1/search?q=plans&room=%s"}, {hist.addr, "/v1/rooms/%s"}, {router.addr, "/v1/rooms/%s/members"},
+		} {
+			code, body := apiDo(t, "GET", probe.addr, user, fmt.Sprintf(probe.path, "design"), nil)
+			_, missingBody := apiDo(t, "GET", probe.addr, user, fmt.Sprintf(probe.path, "nowhere"), nil)
+			if code != missing[probe.path] || fmt.Sprint(body) != fmt.Sprint(missingBody) {
+				t.Fatalf("GET %s of the private room as %s: %d %v; a missing room: %d %v", probe.path, user, code, body, missing[probe.path], missingBody)
+			}
+		}
+	}
+
+	t.Run("private room", func(t *testing.T) {
+		if code, body := apiDo(t, "POST", hist.addr, "alice", "/v1/rooms/design", map[string]any{"private": true}); code != 201 {
+			t.Fatalf("create: %d %v", code, body)
+		}
+		if got := joinAnswer(t, aliceWS, alice, "design", "j1"); got != "joined" {
+			t.Fatalf("the owner's join: %s", got)
+		}
+		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "design", "content": "secret plans", "client_id": "c1"})
+		if a := answered(t, alice, "c1"); a["type"] != "ack" {
+			t.Fatalf("owner's chat: %v", a)
+		}
+		if got := joinAnswer(t, bobWS, bob, "design", "j2"); got != "forbidden" {
+			t.Fatalf("a non-member's join: %s, want forbidden", got)
+		}
+		invisible(t, "bob")
+
+		if code, body := apiDo(t, "POST", hist.addr, "alice", "/v1/rooms/design/invite", map[string]string{"username": "bob"}); code != 200 {
+			t.Fatalf("invite: %d %v", code, body)
+		}
+		if got := joinAnswer(t, bobWS, bob, "design", "j3"); got != "joined" {
+			t.Fatalf("the invited member's join: %s", got)
+		}
+		var page struct{ Messages []map[string]any }
+		if code := apiGet(t, hist.addr, "bob", "/v1/rooms/design/messages", &page); code != 200 || len(page.Messages) != 1 {
+			t.Fatalf("member reads history: %d %v", code, page)
+		}
+		var found struct{ Messages []map[string]any }
+		waitFor(t, 5*time.Second, "the member's search finds the room's message", func() bool {
+			return apiGet(t, hist.addr, "bob", "/v1/search?q=plans&room=design", &found) == 200 && len(found.Messages) == 1
+		})
+
+		// Muted: may read, may not write.
+		apiDo(t, "POST", hist.addr, "alice", "/v1/rooms/design/mute", map[string]string{"username": "bob"})
+		bobWS.WriteJSON(map[string]string{"type": "chat", "room": "design", "content": "can I talk?", "client_id": "c2"})
+		if a := answered(t, bob, "c2"); a["code"] != "forbidden" {
+			t.Fatalf("a muted member's chat: %v, want forbidden", a)
+		}
+		if code := apiGet(t, hist.addr, "bob", "/v1/rooms/design/messages", &page); code != 200 {
+			t.Fatalf("a muted member reads history: %d", code)
+		}
+		apiDo(t, "POST", hist.addr, "alice", "/v1/rooms/design/unmute", map[string]string{"username": "bob"})
+
+		// Removed: the subscription ends and the room is invisible again.
+		if code, body := apiDo(t, "POST", hist.addr, "alice", "/v1/rooms/design/remove", map[string]string{"username": "bob"}); code != 200 {
+			t.Fatalf("remove: %d %v", code, body)
+		}
+		waitFor(t, 5*time.Second, "bob's subscription of design ends", func() bool { return bob.lastOf("left", field("room", "design")) != nil })
+		if m := alice.lastOf("member", field("action", "remove")); m == nil || m["username"] != "bob" {
+			waitFor(t, 5*time.Second, "alice sees the removal", func() bool { return alice.lastOf("member", field("action", "remove")) != nil })
+		}
+		invisible(t, "bob")
+
+		// Banned from a public room: cannot rejoin.
+		if code, body := apiDo(t, "POST", hist.addr, "root", "/v1/rooms/lobby", nil); code != 201 {
+			t.Fatalf("create lobby: %d %v", code, body)
+		}
+		if got := joinAnswer(t, bobWS, bob, "lobby", "j4"); got != "joined" {
+			t.Fatalf("join lobby: %s", got)
+		}
+		apiDo(t, "POST", hist.addr, "root", "/v1/rooms/lobby/ban", map[string]string{"username": "bob"})
+		waitFor(t, 5*time.Second, "bob is put out of lobby", func() bool { return bob.lastOf("left", field("room", "lobby")) != nil })
+		if got := joinAnswer(t, bobWS, bob, "lobby", "j5"); got != "forbidden" {
+			t.Fatalf("a banned user's join: %s", got)
+		}
+
+		// A restarted edge enforces the same state.
+		edge3 := startProc(t, env, "edge3", "-target=edge", "-edge.id=edge3")
+		bob3WS, bob3 := wsAs(t, edge3, "bob")
+		if got := joinAnswer(t, bob3WS, bob3, "design", "j6"); got != "forbidden" {
+			t.Fatalf("bob joins design on a new edge: %s", got)
+		}
+		if got := joinAnswer(t, bob3WS, bob3, "lobby", "j7"); got != "forbidden" {
+			t.Fatalf("banned bob joins lobby on a new edge: %s", got)
+		}
+	})
+
+	t.Run("typing crosses edges and never reaches history", func(t *testing.T) {
+		for _, c := range []struct {
+			ws *websocket.Conn
+			cl *collector
+		}{{aliceWS, alice}, {bobWS, bob}} {
+			if got := joinAnswer(t, c.ws, c.cl, "general", fmt.Sprint("g", time.Now().UnixNano())); got != "joined" {
+				t.Fatal(got)
+			}
+		}
+		aliceWS.WriteJSON(map[string]string{"type": "typing", "room": "general"})
+		waitFor(t, 5*time.Second, "bob sees alice typing", func() bool { return bob.lastOf("typing", field("username", "alice")) != nil })
+		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "after typing", "client_id": "t1"})
+		answered(t, alice, "t1")
+		var page struct{ Messages []map[string]any }
+		waitFor(t, 5*time.Second, "history has the message", func() bool {
+			return apiGet(t, hist.addr, "bob", "/v1/rooms/general/messages", &page) == 200 && len(page.Messages) == 1
+		})
+		for _, m := range page.Messages {
+			if m["type"] != "chat" {
+				t.Fatalf("history of general holds %v", m)
+			}
+		}
+	})
+
+	t.Run("read positions reach the other device and the peer; unread agrees", func(t *testing.T) {
+		var poss []string
+		for i := range 2 {
+			bobWS.WriteJSON(map[string]string{"type": "private", "target": "alice", "content": fmt.Sprint("dm ", i), "client_id": fmt.Sprint("dm", i)})
+			answered(t, bob, fmt.Sprint("dm", i))
+		}
+		waitFor(t, 10*time.Second, "alice gets both DMs", func() bool { return len(alice.ofType("private")) == 2 })
+		for _, f := range alice.ofType("private") {
+			poss = append(poss, f["pos"].(string))
+		}
+		aliceWS.WriteJSON(map[string]string{"type": "read", "target": "bob", "pos": poss[0]})
+		waitFor(t, 10*time.Second, "alice's other device and bob get the read position", func() bool {
+			return alice2.lastOf("read", field("pos", poss[0])) != nil && bob.lastOf("read", field("pos", poss[0])) != nil
+		})
+		if r := bob.lastOf("read", nil); r["username"] != "alice" || r["target"] != "bob" {
+			t.Fatalf("bob's read receipt: %v", r)
+		}
+		unreadFrom := func(peer string) (float64, string) {
+			code, body := apiDo(t, "GET", hist.addr, "alice", "/v1/unread", nil)
+			if code != 200 {
+				t.Fatalf("unread: %d %v", code, body)
+			}
+			for _, c := range body["conversations"].([]any) {
+				c := c.(map[string]any)
+				if c["peer"] == peer {
+					lr, _ := c["last_read"].(string)
+					return c["unread"].(float64), lr
+				}
+			}
+			return -1, ""
+		}
+		waitFor(t, 5*time.Second, "history has the read position", func() bool { n, lr := unreadFrom("bob"); return n == 1 && lr == poss[0] })
+		bobWS.WriteJSON(map[string]string{"type": "private", "target": "alice", "content": "one more", "client_id": "dm2"})
+		answered(t, bob, "dm2")
+		waitFor(t, 5*time.Second, "unread counts the later message", func() bool { n, _ := unreadFrom("bob"); return n == 2 })
+
+		// A room read reaches the reader's devices only.
+		pos := alice.lastOf("chat", field("client_id", "t1"))["pos"].(string)
+		aliceWS.WriteJSON(map[string]string{"type": "read", "room": "general", "pos": pos})
+		waitFor(t, 10*time.Second, "alice's other device gets the room read", func() bool { return alice2.lastOf("read", field("room", "general")) != nil })
+		if bob.lastOf("read", field("room", "general")) != nil {
+			t.Fatal("bob got alice's room read position")
+		}
+		_ = alice2WS
+	})
+
+	t.Run("edit and delete through the WebSocket", func(t *testing.T) {
+		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "teh typo", "client_id": "e0"})
+		id := answered(t, alice, "e0")["id"].(string)
+		bobWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "hijack", "client_id": "e1"})
+		if a := answered(t, bob, "e1"); a["code"] != "not_found" {
+			t.Fatalf("bob edits alice's message: %v, want not_found", a)
+		}
+		// The edit may reach history before the message: retry until it is there.
+		waitFor(t, 10*time.Second, "alice's edit is acknowledged", func() bool {
+			cid := fmt.Sprint("e2-", time.Now().UnixNano())
+			aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "the fixed text", "client_id": cid})
+			return answered(t, alice, cid)["type"] == "ack"
+		})
+		waitFor(t, 10*time.Second, "bob sees the edit in place", func() bool {
+			e := bob.lastOf("edit", field("id", id))
+			return e != nil && e["content"] == "the fixed text" && e["edited_at"] != nil && e["pos"] != nil && e["room"] == "general"
+		})
+		var found struct{ Messages []map[string]any }
+		waitFor(t, 10*time.Second, "history serves the new text, search finds it and not the old", func() bool {
+			var old struct{ Messages []map[string]any }
+			return apiGet(t, hist.addr, "bob", "/v1/search?q=fixed&room=general", &found) == 200 && len(found.Messages) == 1 &&
+				found.Messages[0]["edited_at"] != nil &&
+				apiGet(t, hist.addr, "bob", "/v1/search?q=typo&room=general", &old) == 200 && len(old.Messages) == 0
+		})
+
+		aliceWS.WriteJSON(map[string]string{"type": "delete", "id": id, "client_id": "d1"})
+		if a := answered(t, alice, "d1"); a["type"] != "ack" || a["id"] != id {
+			t.Fatalf("delete: %v", a)
+		}
+		waitFor(t, 10*time.Second, "bob sees the delete", func() bool { return bob.lastOf("delete", field("id", id)) != nil })
+		waitFor(t, 10*time.Second, "history holds a tombstone and search forgets the text", func() bool {
+			var page struct{ Messages []map[string]any }
+			if apiGet(t, hist.addr, "bob", "/v1/rooms/general/messages", &page) != 200 {
+				return false
+			}
+			for _, m := range page.Messages {
+				if m["id"] == id {
+					_, hasContent := m["content"]
+					return m["deleted"] == true && !hasContent &&
+						apiGet(t, hist.addr, "bob", "/v1/search?q=fixed&room=general", &found) == 200 && len(found.Messages) == 0
+				}
+			}
+			return false
+		})
+	})
+
+	t.Run("a block stops DMs and appends nothing", func(t *testing.T) {
+		if code, body := apiDo(t, "PUT", hist.addr, "carol", "/v1/blocks/alice", nil); code != 200 {
+			t.Fatalf("block: %d %v", code, body)
+		}
+		k := kafkaio.Config{Brokers: brokerAddr}
+		end := func() (n int64) {
+			for p := range 12 {
+				_, next, err := k.Offsets(context.Background(), "chat.direct", p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += next
+			}
+			return n
+		}
+		before := end()
+		aliceWS.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "hello?", "client_id": "b1"})
+		if a := answered(t, alice, "b1"); a["code"] != "forbidden" {
+			t.Fatalf("a DM to a user who blocked the sender: %v, want forbidden", a)
+		}
+		if got := end(); got != before {
+			t.Fatalf("chat.direct grew by %d records", got-before)
+		}
+		apiDo(t, "DELETE", hist.addr, "carol", "/v1/blocks/"+url.PathEscape("alice"), nil)
+		waitFor(t, 5*time.Second, "the unblock is enforced", func() bool {
+			cid := fmt.Sprint("b2-", time.Now().UnixNano())
+			aliceWS.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "hello again", "client_id": cid})
+			return answered(t, alice, cid)["type"] == "ack"
+		})
+	})
+}
