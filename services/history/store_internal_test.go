@@ -66,3 +66,48 @@ func TestWriteBatchIsolatesRecordsTheDatabaseRefuses(t *testing.T) {
 		t.Fatalf("alice's row = %q, %v; want the earliest send kept", content, err)
 	}
 }
+
+// Ops apply after the batch's rows; one the database refuses (an edit
+// with NUL, which Decode would have refused) becomes a dead letter and the
+// others still apply, in log order.
+func TestApplyOpsIsolatesRefusedOps(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := pgutil.Open(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	now := chatevent.FormatTime(time.Now())
+	msg := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: "general", Username: "alice", Content: "draft", Timestamp: now}
+	b, _ := msg.Encode()
+	rows := []row{{ev: msg, topic: "chat.rooms", partition: 0, offset: 1, value: b}}
+	edit := func(offset int64, content string) op {
+		return op{source: source{topic: "chat.rooms", partition: 0, offset: offset, value: []byte(content)},
+			ev: chatevent.Event{ID: msg.ID, Type: chatevent.TypeEdit, Room: "general", Username: "alice", Content: content, Timestamp: now, EditedAt: now}}
+	}
+	read := op{source: source{topic: "chat.direct", partition: 2, offset: 7},
+		ev: chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeRead, Room: "general", Username: "bob", Timestamp: now, Pos: "0:1"}}
+	ops := []op{edit(2, "bad\x00edit"), edit(3, "second"), edit(4, "third"), read}
+	n, refused, err := writeBatch(ctx, pool, rows, ops, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || len(refused) != 1 || refused[0].offset != 2 || !refused[0].op {
+		t.Fatalf("inserted %d, refused %+v; want 1 row and the op at offset 2", n, refused)
+	}
+	var content string
+	var reads int
+	if err := pool.QueryRow(ctx, "SELECT content FROM messages WHERE id = $1 AND edited_at IS NOT NULL", msg.ID).Scan(&content); err != nil || content != "third" {
+		t.Fatalf("content = %q, %v; want the last edit", content, err)
+	}
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM read_state WHERE username = 'bob' AND conversation = 'room:general' AND log_offset = 1").Scan(&reads); err != nil || reads != 1 {
+		t.Fatalf("read_state = %d, %v", reads, err)
+	}
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM dead_letters WHERE log_offset = 2").Scan(&reads); err != nil || reads != 1 {
+		t.Fatalf("dead letters = %d, %v", reads, err)
+	}
+}
