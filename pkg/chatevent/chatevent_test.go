@@ -25,6 +25,9 @@ func TestEventWireFormat(t *testing.T) {
 		{"chat", Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ab", Type: TypeChat, Room: "general", Username: "alice", Content: "hello <b>world</b> & \"you\"", Timestamp: "2026-11-27T10:11:12.345Z", ClientID: "c-1"}},
 		{"system_broadcast", Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ac", Type: TypeSystem, Username: "root", Content: "maintenance at noon", Timestamp: "2026-11-27T10:11:12.000Z"}},
 		{"private", Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ad", Type: TypePrivate, Target: "bob", Username: "alice", Content: "psst", Timestamp: "2026-11-27T10:11:12.001Z", ClientID: "c-2"}},
+		{"edit", Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ab", Type: TypeEdit, Room: "general", Username: "alice", Content: "hello world", Timestamp: "2026-11-27T10:12:00.000Z", EditedAt: "2026-11-27T10:12:00.000Z", ClientID: "c-3"}},
+		{"delete_dm", Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ad", Type: TypeDelete, Target: "bob", Username: "alice", Timestamp: "2026-11-27T10:13:00.000Z", ClientID: "c-4"}},
+		{"read_room", Event{ID: "01936c4e-8a3b-7cde-8f00-0123456789ae", Type: TypeRead, Room: "general", Username: "alice", Timestamp: "2026-11-27T10:14:00.000Z", Pos: "5:42"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.ev.Encode()
@@ -104,6 +107,18 @@ func TestDecodeFrame(t *testing.T) {
 		{"case variant Content", `{"type":"chat","room":"a","Content":"x","content":"hi","client_id":"1"}`, true, Frame{}},
 		{"unknown member ignored", `{"type":"join","room":"a","future":{"x":1}}`, false, Frame{Type: "join", Room: "a"}},
 		{"NUL in client_id", `{"type":"chat","room":"general","content":"hi","client_id":"a\u0000"}`, true, Frame{}},
+		{"typing room", `{"type":"typing","room":"general"}`, false, Frame{Type: "typing", Room: "general"}},
+		{"typing target", `{"type":"typing","target":"bob"}`, false, Frame{Type: "typing", Target: "bob"}},
+		{"typing both", `{"type":"typing","room":"general","target":"bob"}`, true, Frame{}},
+		{"read room", `{"type":"read","room":"general","pos":"3:17"}`, false, Frame{Type: "read", Room: "general", Pos: "3:17"}},
+		{"read without pos", `{"type":"read","target":"bob"}`, true, Frame{}},
+		{"edit", `{"type":"edit","id":"01936c4e-8a3b-7cde-8f00-0123456789ab","content":"fixed","client_id":"e"}`, false,
+			Frame{Type: "edit", ID: "01936c4e-8a3b-7cde-8f00-0123456789ab", Content: "fixed", ClientID: "e"}},
+		{"edit empty", `{"type":"edit","id":"01936c4e-8a3b-7cde-8f00-0123456789ab","content":"","client_id":"e"}`, true, Frame{}},
+		{"delete", `{"type":"delete","id":"01936c4e-8a3b-7cde-8f00-0123456789ab","client_id":"d"}`, false,
+			Frame{Type: "delete", ID: "01936c4e-8a3b-7cde-8f00-0123456789ab", ClientID: "d"}},
+		{"delete braces id", `{"type":"delete","id":"{01936c4e-8a3b-7cde-8f00-0123456789ab}","client_id":"d"}`, true, Frame{}},
+		{"case variant Pos", `{"type":"read","room":"a","Pos":"1:2","pos":"1:2"}`, true, Frame{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := DecodeFrame([]byte(tc.in), Limits{})

@@ -30,6 +30,10 @@ func TestEventWireFormatEdgeFrames(t *testing.T) {
 			&ErrorFrame{Type: TypeError, Code: CodeInvalidMessage, Message: `room "General" is not valid: <a-z>`, ClientID: "c-1"}},
 		{"error_no_client_id", ErrorFrame{Code: CodeInvalidMessage, Message: "frame must be a JSON object"}.Encode(), &ErrorFrame{},
 			&ErrorFrame{Type: TypeError, Code: CodeInvalidMessage, Message: "frame must be a JSON object"}},
+		{"typing_room", TypingFrame{Room: "general", Username: "bob"}.Encode(), &TypingFrame{}, &TypingFrame{Type: TypeTyping, Room: "general", Username: "bob"}},
+		{"typing_dm", TypingFrame{Target: "alice", Username: "bob"}.Encode(), &TypingFrame{}, &TypingFrame{Type: TypeTyping, Target: "alice", Username: "bob"}},
+		{"member", MemberFrame{Room: "design", Username: "bob", Action: ActionInvite, By: "alice"}.Encode(), &MemberFrame{},
+			&MemberFrame{Type: TypeMember, Room: "design", Username: "bob", Action: ActionInvite, By: "alice"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			golden(t, "frame_"+tc.name+".json", append(tc.got, '\n'))
@@ -115,5 +119,101 @@ func TestEventWireFormatDelivery(t *testing.T) {
 		if _, _, err := DecodeDelivery([]byte(in)); !errors.Is(err, ErrInvalidEvent) {
 			t.Errorf("%s: DecodeDelivery(%s) error = %v, want ErrInvalidEvent", name, in, err)
 		}
+	}
+}
+
+func TestEventWireFormatACL(t *testing.T) {
+	const ts = "2026-11-27T10:11:12.345Z"
+	for _, tc := range []struct {
+		name, key string
+		r         ACLRecord
+	}{
+		{"room", "room:design", ACLRecord{Type: ACLRoom, Room: "design", Username: "alice", Private: true, By: "alice", Timestamp: ts}},
+		{"member", "member:design:bob", ACLRecord{Type: ACLMember, Room: "design", Username: "bob", Action: ActionMute, Role: RoleMember, Muted: true, By: "alice", Timestamp: ts}},
+		{"block", "block:bob:mallory", ACLRecord{Type: ACLBlock, Username: "bob", Target: "mallory", Blocked: true, Timestamp: ts}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := tc.r.Encode()
+			golden(t, "acl_"+tc.name+".json", append(b, '\n'))
+			if k := tc.r.Key(); k != tc.key {
+				t.Errorf("Key() = %q, want %q", k, tc.key)
+			}
+			back, err := DecodeACL(b)
+			if err != nil || back != tc.r {
+				t.Fatalf("DecodeACL(Encode(x)) = %+v, %v; want %+v", back, err, tc.r)
+			}
+		})
+	}
+	for _, in := range []string{`x`, `{"type":"member","room":"design","username":"bob","action":"promote","timestamp":"x"}`,
+		`{"type":"room","room":"Design","username":"alice"}`, `{"type":"block","username":"bob"}`, `{"type":"owner","username":"bob"}`} {
+		if _, err := DecodeACL([]byte(in)); !errors.Is(err, ErrInvalidEvent) {
+			t.Errorf("DecodeACL(%s) error = %v, want ErrInvalidEvent", in, err)
+		}
+	}
+}
+
+func TestACLPolicy(t *testing.T) {
+	a := NewACL()
+	apply := func(r ACLRecord) { a.Apply(r) }
+	member := func(room, user, action string) {
+		m := a.Member(room, user).After(action)
+		apply(ACLRecord{Type: ACLMember, Room: room, Username: user, Action: action, Role: m.Role, Muted: m.Muted, Banned: m.Banned})
+	}
+	// Public and ownerless by default.
+	if !a.MayJoin("lobby", "bob", false) || !a.MayWrite("lobby", "bob", false) || a.MayModerate("lobby", "bob", false) {
+		t.Fatal("an unknown room is not public and ownerless")
+	}
+	apply(ACLRecord{Type: ACLRoom, Room: "design", Username: "alice", Private: true})
+	apply(ACLRecord{Type: ACLRoom, Room: "design", Username: "mallory", Private: false}) // a later creation is ignored
+	if ri, ok := a.Room("design"); !ok || !ri.Private || ri.Owner != "alice" {
+		t.Fatalf("Room(design) = %+v, %v", ri, ok)
+	}
+	for _, c := range []struct {
+		name string
+		got  bool
+		want bool
+	}{
+		{"owner reads", a.MayRead("design", "alice", false), true},
+		{"stranger reads", a.MayRead("design", "bob", false), false},
+		{"admin reads", a.MayRead("design", "root", true), true},
+		{"owner manages", a.MayManage("design", "alice", ActionInvite, "bob", false), true},
+		{"stranger manages", a.MayManage("design", "bob", ActionInvite, "bob", false), false},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	member("design", "bob", ActionInvite)
+	member("design", "carol", ActionMod)
+	if !a.MayJoin("design", "bob", false) || !a.MayModerate("design", "carol", false) {
+		t.Fatal("invited member or mod lacks access")
+	}
+	if !a.MayManage("design", "carol", ActionMute, "bob", false) || a.MayManage("design", "carol", ActionMod, "bob", false) ||
+		a.MayManage("design", "carol", ActionBan, "alice", false) || a.MayManage("design", "bob", ActionMute, "carol", false) {
+		t.Fatal("mod powers are wrong")
+	}
+	member("design", "bob", ActionMute)
+	if !a.MayRead("design", "bob", false) || a.MayWrite("design", "bob", false) {
+		t.Fatal("a muted member must read and not write")
+	}
+	member("design", "bob", ActionBan)
+	if a.MayJoin("design", "bob", false) || a.MayRead("design", "bob", false) {
+		t.Fatal("a banned user keeps access")
+	}
+	member("lobby", "eve", ActionBan)
+	if a.MayJoin("lobby", "eve", false) || !a.MayRead("lobby", "eve", false) {
+		t.Fatal("a user banned from a public room may rejoin, or may not read it")
+	}
+	member("design", "carol", ActionRemove)
+	if a.MayRead("design", "carol", false) {
+		t.Fatal("a removed member keeps access")
+	}
+	apply(ACLRecord{Type: ACLBlock, Username: "bob", Target: "eve", Blocked: true})
+	if MayMessage("eve", "bob", a) || !MayMessage("bob", "eve", a) || !MayMessage("eve", "bob", nil) {
+		t.Fatal("MayMessage does not follow blocks")
+	}
+	apply(ACLRecord{Type: ACLBlock, Username: "bob", Target: "eve", Blocked: false})
+	if !MayMessage("eve", "bob", a) {
+		t.Fatal("an unblock is not applied")
 	}
 }
