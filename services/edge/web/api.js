@@ -24,7 +24,11 @@ export function decodeToken(token) {
     const json = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
     const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(json, (c) => c.charCodeAt(0))));
     if (typeof claims !== "object" || claims === null) return null;
-    return { sub: typeof claims.sub === "string" ? claims.sub : "", exp: typeof claims.exp === "number" ? claims.exp * 1000 : 0 };
+    return {
+      sub: typeof claims.sub === "string" ? claims.sub : "",
+      exp: typeof claims.exp === "number" ? claims.exp * 1000 : 0,
+      admin: Array.isArray(claims.roles) && claims.roles.includes("admin"),
+    };
   } catch {
     return null;
   }
@@ -37,14 +41,24 @@ export class Api {
 
   // get answers the decoded JSON body; it throws ApiError for an HTTP
   // error and TypeError when the server cannot be reached.
-  async get(path, params) {
+  get(path, params) {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(params || {})) {
       if (Array.isArray(v)) for (const x of v) q.append(k, x);
       else if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
     }
-    const url = q.toString() ? `${path}?${q}` : path;
-    const res = await fetch(url, { headers: { Authorization: "Bearer " + this.getToken() }, cache: "no-store" });
+    return this.request("GET", q.toString() ? `${path}?${q}` : path);
+  }
+
+  // request sends one call with an optional JSON body.
+  async request(method, url, payload) {
+    const headers = { Authorization: "Bearer " + this.getToken() };
+    const init = { method, headers, cache: "no-store" };
+    if (payload !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(payload);
+    }
+    const res = await fetch(url, init);
     let body = null;
     try { body = await res.json(); } catch { /* not JSON */ }
     if (!res.ok) {
@@ -70,6 +84,29 @@ export class Api {
   }
   presence(users) {
     return this.get("/v1/presence", { user: users }).then((b) => b.users || []);
+  }
+  // The conversation API (docs/conversations.md): rooms with owners and
+  // members, moderation, blocks and unread counts.
+  rooms() {
+    return this.get("/v1/rooms").then((b) => b.rooms || []);
+  }
+  createRoom(room, isPrivate) {
+    return this.request("POST", `/v1/rooms/${encodeURIComponent(room)}`, { private: !!isPrivate });
+  }
+  room(room) {
+    return this.get(`/v1/rooms/${encodeURIComponent(room)}`);
+  }
+  manage(room, action, username) {
+    return this.request("POST", `/v1/rooms/${encodeURIComponent(room)}/${encodeURIComponent(action)}`, { username });
+  }
+  blocks() {
+    return this.get("/v1/blocks").then((b) => b.blocked || []);
+  }
+  setBlock(user, blocked) {
+    return this.request(blocked ? "PUT" : "DELETE", `/v1/blocks/${encodeURIComponent(user)}`);
+  }
+  unread() {
+    return this.get("/v1/unread").then((b) => b.conversations || []);
   }
   members(room) {
     return this.get(`/v1/rooms/${encodeURIComponent(room)}/members`).then((b) => b.members || []);

@@ -4,16 +4,18 @@
 
 import { Api, ApiError, decodeToken, ROOM_RE, USER_RE } from "./api.js";
 import { Connection } from "./conn.js";
-import { messageElement, setState, el, mentions } from "./render.js";
+import { messageElement, setState, el, mentions, setContent, markDeleted } from "./render.js";
 
 const PAGE = 50;        // messages per history page
 const MAX_DOM = 300;    // messages kept in the DOM per conversation
 const MAX_BUFFER = 500; // live events held while a conversation shows older history
 const MAX_CHARS = 4000; // the edge's content limit (characters)
+const TYPING_EVERY = 3000; // least time between two typing notices sent per conversation
+const TYPING_SHOWN = 5000; // how long a typing notice shows (chatevent.TypingTTL)
 
 const $ = (id) => document.getElementById(id);
 
-let token = "", me = "", api = null, conn = null, expiryTimer = null;
+let token = "", me = "", admin = false, api = null, conn = null, expiryTimer = null;
 const convs = new Map();  // "#room" or "@peer" -> conversation
 const outbox = new Map(); // client_id -> {frame, key, li, attempt, timer, state}
 const seenBroadcasts = new Set();
@@ -21,6 +23,11 @@ let current = null;       // the open conversation
 let readMarks = {};       // key -> id of the newest message read
 let dmCursor = "";        // newest private message id seen
 let countdown = null;
+let readPos = {};         // key -> pos of the newest message read (sent in read frames)
+let blocked = new Set();  // users the signed-in user blocks
+let serverUnread = new Map(); // key -> {unread, last_read} from GET /v1/unread
+let unreadReady = Promise.resolve();
+const ops = new Map();    // client_id -> {kind: "edit"|"delete", c, li, id, content}
 
 // --- per-user storage: joined rooms and read positions survive reloads.
 function load(k, def) {
@@ -29,7 +36,7 @@ function load(k, def) {
 function save(k, v) {
   try { localStorage.setItem(`chat:${me}:${k}`, JSON.stringify(v)); } catch { /* storage full or off */ }
 }
-const saveRooms = () => save("rooms", [...convs.values()].filter((c) => c.kind === "room").map((c) => c.name));
+const saveRooms = () => save("rooms", [...convs.values()].filter((c) => c.kind === "room" && c.member).map((c) => c.name));
 
 // --- conversations
 
@@ -44,6 +51,10 @@ function conv(kind, name) {
     loaded: false, loading: null, noOlder: false, detached: false, buffer: [],
     lastPos: "", joined: false, unread: 0, mentioned: 0, latest: "",
     scrollTop: null, online: null, item: null,
+    // conversations (docs/conversations.md)
+    member: kind === "room", // remembered as joined (a listed room is not until opened)
+    private: false, role: "", owner: "", muted: false, revoked: false, notice: "",
+    readPos: readPos[key] || "", peerRead: "", typers: new Map(), typingSentAt: 0, typingOff: 0,
   };
   convs.set(key, c);
   sidebarItem(c);
@@ -55,7 +66,9 @@ function sidebarItem(c) {
   const unread = el("span", { class: "unread", "aria-label": "unread messages" });
   const btn = el("button", { type: "button", class: "open" });
   if (c.kind === "dm") btn.append(el("span", { class: "dot", "aria-hidden": "true" }));
-  btn.append(name, unread);
+  btn.append(name);
+  if (c.kind === "room") btn.append(el("span", { class: "lock", role: "img", "aria-label": "private", title: "private room", text: "🔒", hidden: true }));
+  btn.append(unread);
   btn.addEventListener("click", () => openConv(c));
   c.item = el("li", { "data-key": c.key }, btn);
   c.unreadEl = unread;
@@ -73,9 +86,14 @@ function updateBadge(c) {
   c.item.classList.toggle("current", c === current);
   const dot = c.item.querySelector(".dot");
   if (dot) dot.classList.toggle("online", !!c.online);
-  const label = (c.kind === "room" ? "room " : "conversation with ") + c.name +
+  const lock = c.item.querySelector(".lock");
+  if (lock) lock.hidden = !c.private;
+  c.item.classList.toggle("not-member", c.kind === "room" && !c.member);
+  c.item.classList.toggle("revoked", !!c.revoked);
+  const label = (c.kind === "room" ? (c.private ? "private room " : "room ") : "conversation with ") + c.name +
+    (c.kind === "room" && !c.member ? (c.revoked ? ", no longer a member" : ", not joined") : "") +
     (c.unread ? `, ${c.unread} unread` + (c.mentioned ? ", mentions you" : "") : "") +
-    (c.kind === "dm" ? (c.online ? ", online" : ", offline") : "");
+    (c.kind === "dm" ? (c.online ? ", online" : ", offline") + (blocked.has(c.name) ? ", blocked" : "") : "");
   c.btn.setAttribute("aria-label", label);
   if (c === current) c.btn.setAttribute("aria-current", "true");
   else c.btn.removeAttribute("aria-current");
@@ -113,6 +131,28 @@ function markRead(c) {
     c.mentioned = 0;
   }
   updateBadge(c);
+  sendRead(c);
+}
+
+// newestPos is the log position of the newest message c shows.
+function newestPos(c) {
+  for (let li = c.list.lastElementChild; li; li = li.previousElementSibling) if (li.dataset.pos) return li.dataset.pos;
+  return "";
+}
+
+// sendRead tells the server how far c is read (a read frame) when c is the
+// open conversation, the page is visible and scrolled to the newest
+// message, and the position moves forward.
+function sendRead(c) {
+  if (c !== current || !visible() || c.detached || !c.loaded || !atBottom() || !conn || !conn.online) return;
+  if (c.kind === "room" && !c.member) return;
+  const pos = newestPos(c);
+  if (!pos || (c.readPos && !posAfter(pos, c.readPos))) return;
+  const f = c.kind === "room" ? { type: "read", room: c.name, pos } : { type: "read", target: c.name, pos };
+  if (!conn.send(f)) return;
+  c.readPos = pos;
+  readPos[c.key] = pos;
+  save("readpos", readPos);
 }
 
 // posAfter tells whether log position a ("p:o") is after b.
@@ -144,19 +184,49 @@ function unregister(c, li) {
 // the outbox keeps its delivery state.
 function render(c, ev) {
   const li = messageElement(ev, me);
-  if (ev.username === me && ev.type !== "system") {
+  if (ev.username === me && ev.type !== "system" && !ev.deleted) {
     const o = ev.client_id && outbox.get(ev.client_id);
     if (o) { o.li = li; setState(li, o.state, o.detail); } else setState(li, "sent");
   }
+  decorate(c, li);
   return li;
+}
+
+// mayModerate tells whether the user may delete others' messages in c.
+const mayModerate = (c) => c.kind === "room" && (admin || c.role === "owner" || c.role === "mod");
+
+// decorate gives li the actions the user may take on it: Edit and Delete on
+// their own messages, Delete on others' in a room they moderate. (The
+// actions of a message still pending show once it has an id.)
+function decorate(c, li) {
+  const old = li.querySelector(":scope > .head > .actions");
+  if (old) old.remove();
+  const head = li.querySelector(":scope > .head");
+  if (!head || !li.dataset.user || li.classList.contains("deleted") || li.classList.contains("announcement")) return;
+  const mine = li.dataset.user === me;
+  if (!mine && !mayModerate(c)) return;
+  const who = mine ? "your message" : `the message from ${li.dataset.user}`;
+  const box = el("span", { class: "actions" });
+  if (mine) box.append(el("button", { type: "button", class: "act", "data-act": "edit", "aria-label": `Edit ${who}`, text: "Edit" }));
+  box.append(el("button", { type: "button", class: "act", "data-act": "delete", "aria-label": `Delete ${who}`, text: "Delete" }));
+  head.append(box);
+}
+
+function redecorate(c) {
+  for (const li of c.list.children) decorate(c, li);
 }
 
 // seen reports whether c already shows ev (by id, or by sender and
 // client_id), upgrading one of the user's pending messages in place.
 function seen(c, ev) {
-  if (ev.id && c.ids.has(ev.id)) return true;
+  if (ev.id && c.ids.has(ev.id)) {
+    const li = c.ids.get(ev.id);
+    if (ev.pos && !li.dataset.pos) li.dataset.pos = ev.pos;
+    return true;
+  }
   const li = ev.client_id && ev.username && c.cids.get(cidKey(ev.username, ev.client_id));
   if (li) {
+    if (ev.pos && !li.dataset.pos && (!li.dataset.id || li.dataset.id === ev.id)) li.dataset.pos = ev.pos;
     if (ev.username === me && !li.dataset.id && ev.id) {
       li.dataset.id = ev.id;
       c.ids.set(ev.id, li);
@@ -202,10 +272,11 @@ function live(c, ev) {
   }
   if (append(c, ev)) countUnread(c, ev);
   if (c.kind === "dm") bumpDM(c);
+  if (ev.username && c.typers.has(ev.username)) stopTyping(c, ev.username);
 }
 
 function countUnread(c, ev) {
-  if (ev.username === me) return;
+  if (ev.username === me || ev.deleted) return;
   if (c === current && visible()) { markRead(c); return; }
   if (ev.id && ev.id <= (readMarks[c.key] || "")) return;
   c.unread++;
@@ -263,6 +334,7 @@ function loadNewest(c) {
     try {
       const msgs = await page(c, { limit: PAGE });
       resetWith(c, msgs.slice().reverse(), true);
+      if (c.peerRead) showSeen(c);
       c.noOlder = msgs.length < PAGE;
       c.loaded = true;
       if (msgs.length) {
@@ -271,13 +343,24 @@ function loadNewest(c) {
       }
       return msgs;
     } catch (e) {
+      if (e instanceof ApiError && e.status === 404) {
+        // No messages yet (or a room this user may not read: the join says).
+        resetWith(c, [], true);
+        c.noOlder = true;
+        c.loaded = true;
+        return [];
+      }
       if (e instanceof ApiError && e.status === 401) authFailed("rejected");
       else note(c, "History is not available right now; showing new messages only.");
       c.loaded = true;
       return null;
     } finally {
       c.loading = null;
-      if (c === current) { showConvChrome(); log.scrollTop = log.scrollHeight; }
+      if (c === current) {
+        showConvChrome();
+        log.scrollTop = log.scrollHeight;
+        if (visible()) sendRead(c);
+      }
     }
   })();
   return c.loading;
@@ -346,13 +429,26 @@ function showConvChrome() {
   $("older").hidden = !c || c.noOlder || !c.loaded;
   $("newer").hidden = !c || !c.detached;
   $("leave").hidden = !c || c.kind !== "room";
-  $("content").disabled = !c;
-  $("send").disabled = !c;
-  if (!c) return;
+  $("details").hidden = !c || c.kind !== "room";
+  $("block").hidden = !c || c.kind !== "dm" || c.name === me;
+  const closed = !!c && c.kind === "room" && c.revoked;
+  $("content").disabled = !c || closed;
+  $("send").disabled = !c || closed;
+  if (!$("panel").hidden && (!c || c.kind !== "room" || c.name !== panelRoom)) closePanel(false);
+  showTyping();
+  if (!c) { $("conv-notice").textContent = ""; return; }
   $("conv-title").textContent = c.kind === "room" ? "# " + c.name : c.name;
   $("content").placeholder = (c.kind === "room" ? `Message #${c.name}` : `Message ${c.name}`) + " (Enter sends, Shift+Enter: new line)";
-  $("conv-presence").textContent = c.kind === "dm" ? (c.online === null ? "" : c.online ? "online" : "offline") : "";
+  $("conv-presence").textContent = c.kind === "dm" ? (c.online === null ? "" : c.online ? "online" : "offline") : (c.private ? "🔒 private room" : "");
   if (c.kind !== "room") $("members").textContent = "";
+  if (c.kind === "dm") {
+    const isBlocked = blocked.has(c.name);
+    $("block").textContent = isBlocked ? "Unblock" : "Block";
+    $("block").setAttribute("aria-label", (isBlocked ? "Unblock " : "Block ") + c.name);
+    $("block").setAttribute("aria-pressed", String(isBlocked));
+  }
+  $("conv-notice").textContent = c.notice ||
+    (c.kind === "dm" && blocked.has(c.name) ? `You block ${c.name}: their messages to you are refused.` : "");
 }
 
 function openConv(c, opts = {}) {
@@ -365,12 +461,22 @@ function openConv(c, opts = {}) {
   c.list.id = "msgs";
   if (prev && prev !== c) prev.list.removeAttribute("id");
   $("composer-error").textContent = "";
+  // Opening a listed room that is not joined yet joins it (not one the
+  // user was removed or banned from: the join form does that).
+  let rejoin = false;
+  if (c.kind === "room" && !c.member && !c.revoked) {
+    c.member = true;
+    c.notice = "";
+    saveRooms();
+    updateBadge(c);
+    rejoin = true;
+  }
   showConvChrome();
   closeSidebar();
   if (!c.loaded && !opts.noLoad) {
     if (c.kind === "dm") loadNewest(c);
     else if (conn && conn.online) startRoom(c);
-  }
+  } else if (rejoin && conn && conn.online) sendJoin(c);
   log.scrollTop = c.scrollTop === null ? log.scrollHeight : c.scrollTop;
   if (visible()) markRead(c);
   refreshMembers();
@@ -383,12 +489,14 @@ function openConv(c, opts = {}) {
 async function startRoom(c) {
   if (!c.loaded) {
     const msgs = await loadNewest(c);
-    if (msgs) {
+    await unreadReady;
+    if (msgs && !c.serverCounted) {
       const mark = readMarks[c.key];
       if (!mark) markRead(c);
       else if (c !== current || !visible()) {
-        c.unread = msgs.filter((m) => m.id > mark && m.username !== me).length;
-        c.mentioned = msgs.filter((m) => m.id > mark && m.username !== me && mentions(m.content, me)).length;
+        const theirs = msgs.filter((m) => m.id > mark && m.username && m.username !== me && !m.deleted);
+        c.unread = theirs.length;
+        c.mentioned = theirs.filter((m) => mentions(m.content, me)).length;
         updateBadge(c);
       }
     }
@@ -406,9 +514,17 @@ function sendJoin(c) {
 
 function joinRoom(name, opts = {}) {
   const c = conv("room", name);
+  const wasOut = !c.member || c.revoked;
+  c.member = true;
+  if (wasOut) {
+    c.revoked = false;
+    c.notice = "";
+    updateBadge(c);
+  }
   saveRooms();
   if (!opts.noOpen) openConv(c, opts);
   else if (!c.loaded && conn && conn.online) startRoom(c);
+  if (wasOut && c.loaded && !c.joined && conn && conn.online) sendJoin(c);
   return c;
 }
 
@@ -419,7 +535,8 @@ function leaveRoom(c) {
   delete readMarks[c.key];
   save("read", readMarks);
   saveRooms();
-  const next = [...convs.values()][0];
+  if (panelRoom === c.name) closePanel(false);
+  const next = [...convs.values()].find((x) => x.kind === "dm" || x.member);
   if (next) openConv(next);
   else {
     current = null;
@@ -482,6 +599,8 @@ function flushOutbox() {
 }
 
 function onAck(f) {
+  const op = ops.get(f.client_id);
+  if (op) return finishOp(f.client_id, op, null);
   const o = outbox.get(f.client_id);
   if (!o) return;
   outbox.delete(f.client_id);
@@ -500,11 +619,23 @@ function onError(f) {
   if (cid.startsWith("join:")) {
     const c = convs.get("#" + cid.slice(5));
     if (f.code === "unavailable" && c) { setTimeout(() => conn.online && sendJoin(c), 2000 * (1 + Math.random())); return; }
+    if (c && f.code === "forbidden") {
+      // Private (and not invited), or banned: the server does not say which.
+      c.member = false;
+      c.joined = false;
+      c.loaded = false;
+      c.notice = `Could not join #${c.name}: ${msg}`;
+      saveRooms();
+      updateBadge(c);
+      if (c === current) showConvChrome();
+    }
     if (c) note(c, "Could not join: " + msg);
     if (c === current || !c) $("composer-error").textContent = msg;
     $("join-error").textContent = msg;
     return;
   }
+  const op = ops.get(cid);
+  if (op) return finishOp(cid, op, msg);
   const o = outbox.get(cid);
   if (!o) { $("composer-error").textContent = msg; return; }
   if (f.code === "unavailable") {
@@ -535,6 +666,8 @@ function onFrame(f) {
       const c = convs.get("#" + f.room);
       if (!c) break;
       c.joined = true;
+      c.member = true;
+      if (!c.muted && c.notice) { c.notice = ""; if (c === current) showConvChrome(); }
       if (c.fromNow) {
         // Joined without a position (the room's history was empty or not
         // available): whatever was appended between reading history and
@@ -550,7 +683,12 @@ function onFrame(f) {
       if (c === current) refreshMembers();
       break;
     }
-    case "left": break;
+    case "left": onLeft(f); break;
+    case "member": onMember(f); break;
+    case "typing": onTyping(f); break;
+    case "read": onRead(f); break;
+    case "edit":
+    case "delete": onChange(f); break;
     case "chat":
     case "system": {
       if (!f.room) { broadcast(f); break; }
@@ -589,9 +727,12 @@ function onOnline() {
   for (const c of convs.values()) {
     if (c.kind !== "room") continue;
     c.joined = false;
+    if (!c.member) continue;
     if (c.loaded) sendJoin(c);
     else startRoom(c);
   }
+  refreshRooms();
+  loadBlocks();
   syncDMs();
   flushOutbox();
   refreshMembers();
@@ -631,6 +772,8 @@ async function syncDMs(again = true) {
 // countHistoryUnread sets the unread count of a conversation not shown yet
 // from its history after the read mark.
 async function countHistoryUnread(c, latest) {
+  await unreadReady;
+  if (c.serverCounted) return;
   const mark = readMarks[c.key] || "";
   if (!latest || latest.id <= mark || c === current) return;
   try {
@@ -640,6 +783,516 @@ async function countHistoryUnread(c, latest) {
     c.mentioned = theirs.filter((m) => mentions(m.content, me)).length;
     updateBadge(c);
   } catch { /* keep the old count */ }
+}
+
+// --- conversations: rooms with owners, moderation, blocks, typing, read
+// state, edits and deletes (docs/conversations.md)
+
+// refreshRooms merges the rooms the server lists for this user (GET
+// /v1/rooms: rooms with an owner the user may see, private ones only when
+// invited) into the sidebar; a listed room joins when opened.
+let roomsTimer = null;
+async function refreshRooms() {
+  clearTimeout(roomsTimer);
+  roomsTimer = setTimeout(() => conn && conn.online && refreshRooms(), 30000);
+  let list;
+  try {
+    list = await api.rooms();
+  } catch {
+    return; // keep the list as it is
+  }
+  const names = new Set();
+  for (const r of list) {
+    if (!r || !ROOM_RE.test(r.room || "")) continue;
+    names.add(r.room);
+    let c = convs.get("#" + r.room);
+    if (!c) {
+      c = conv("room", r.room);
+      c.member = false;
+    }
+    c.private = !!r.private;
+    c.owner = r.owner || "";
+    setRole(c, r.role || "");
+    updateBadge(c);
+  }
+  for (const c of [...convs.values()]) {
+    if (c.kind === "room" && !c.member && !c.revoked && !names.has(c.name) && c !== current) {
+      convs.delete(c.key);
+      c.item.remove();
+    }
+  }
+  if (current && current.kind === "room") showConvChrome();
+}
+
+function setRole(c, role) {
+  if (c.role === role) return;
+  c.role = role;
+  redecorate(c);
+}
+
+async function createRoom(name, isPrivate) {
+  const err = $("create-error");
+  err.textContent = "";
+  let r;
+  try {
+    r = await api.createRoom(name, isPrivate);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 409) err.textContent = `A room named ${name} already exists: join it instead.`;
+    else if (e instanceof ApiError && e.status === 401) authFailed("rejected");
+    else err.textContent = "Could not create the room: " + (e.message || "the server cannot be reached");
+    return;
+  }
+  $("create-room").value = "";
+  $("create-private").checked = false;
+  const c = conv("room", name);
+  c.private = !!(r && r.private);
+  c.owner = me;
+  setRole(c, "owner");
+  joinRoom(name);
+}
+
+// onMember handles a membership change of a room: the details panel
+// follows, and a change of the user's own membership updates the room.
+function onMember(f) {
+  const room = f.room || "";
+  const c = convs.get("#" + room);
+  const by = f.by && f.by !== me ? f.by : "";
+  if (f.username === me) {
+    if (c) {
+      switch (f.action) {
+        case "mod": setRole(c, "mod"); break;
+        case "unmod": setRole(c, c.role === "owner" ? "owner" : "member"); break;
+        case "mute":
+          c.muted = true;
+          c.notice = `${by || "A moderator"} muted you in #${room}: you can read but not write here.`;
+          break;
+        case "unmute":
+          c.muted = false;
+          if (c.notice.includes("muted")) c.notice = "";
+          break;
+        case "remove":
+          setRole(c, "");
+          c.revokeReason = by ? `${by} removed you from #${room}.` : `You left #${room}.`;
+          break;
+        case "ban":
+          setRole(c, "");
+          c.revokeReason = `${by || "A moderator"} banned you from #${room}: you cannot join it again.`;
+          if (!c.joined) c.notice = c.revokeReason;
+          break;
+        case "invite":
+          if (!c.role) setRole(c, "member");
+          break;
+      }
+      updateBadge(c);
+      if (c === current) showConvChrome();
+    }
+    refreshRooms(); // an invitation makes a private room visible; a removal hides it
+  }
+  if (panelRoom === room) loadPanel();
+}
+
+// onLeft handles a left frame. The page forgets a room before it leaves
+// it, so a left for a room still in the sidebar is one the user did not
+// ask for: removed or banned.
+function onLeft(f) {
+  const c = convs.get("#" + f.room);
+  if (!c || !c.member) return;
+  c.joined = false;
+  c.member = false;
+  c.revoked = true;
+  c.muted = false;
+  c.notice = c.revokeReason || `You are no longer a member of #${c.name}: you cannot read or write here any more.`;
+  note(c, c.notice);
+  saveRooms();
+  updateBadge(c);
+  if (c === current) showConvChrome();
+}
+
+// --- typing
+
+function onTyping(f) {
+  if (!f.username || f.username === me) return;
+  const c = convs.get(f.room ? "#" + f.room : "@" + f.username);
+  if (!c) return;
+  clearTimeout(c.typers.get(f.username));
+  c.typers.set(f.username, setTimeout(() => stopTyping(c, f.username), TYPING_SHOWN));
+  if (c === current) showTyping();
+}
+
+function stopTyping(c, user) {
+  clearTimeout(c.typers.get(user));
+  c.typers.delete(user);
+  if (c === current) showTyping();
+}
+
+function showTyping() {
+  const names = current ? [...current.typers.keys()] : [];
+  const text = names.length === 0 ? "" :
+    names.length === 1 ? `${names[0]} is typing…` :
+    names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : "Several people are typing…";
+  if ($("typing").textContent !== text) $("typing").textContent = text;
+}
+
+// typed sends a typing notice for the open conversation, at most one per
+// TYPING_EVERY.
+function typed() {
+  const c = current;
+  if (!c || !$("content").value.trim() || !conn || !conn.online) return;
+  if (c.kind === "room" && (!c.joined || c.muted || c.revoked)) return;
+  if (c.kind === "dm" && (c.name === me || blocked.has(c.name))) return;
+  const now = Date.now();
+  if (now - c.typingSentAt < TYPING_EVERY) return;
+  c.typingSentAt = now;
+  conn.send(c.kind === "room" ? { type: "typing", room: c.name } : { type: "typing", target: c.name });
+}
+
+// --- read state
+
+// onRead: the user's own read from another connection clears what it
+// read here; a DM peer's read shows "Seen" on the last message they read.
+function onRead(f) {
+  if (!f.pos) return;
+  if (f.username === me) {
+    const key = f.room ? "#" + f.room : "@" + (f.target || "");
+    const c = convs.get(key);
+    if (!c) return;
+    if (!c.readPos || posAfter(f.pos, c.readPos)) {
+      c.readPos = f.pos;
+      readPos[key] = f.pos;
+      save("readpos", readPos);
+    }
+    let after = 0, mentioned = 0;
+    for (const li of c.list.children) {
+      if (!li.dataset.pos || !li.dataset.user || li.dataset.user === me || li.classList.contains("deleted")) continue;
+      if (posAfter(li.dataset.pos, f.pos)) {
+        after++;
+        if (li.classList.contains("mention")) mentioned++;
+      }
+    }
+    c.unread = Math.min(c.unread, after);
+    c.mentioned = Math.min(c.mentioned, mentioned);
+    if (!after && c.latest && (readMarks[key] || "") < c.latest) {
+      readMarks[key] = c.latest;
+      save("read", readMarks);
+    }
+    updateBadge(c);
+  } else if (f.target === me && !f.room) {
+    const c = convs.get("@" + f.username);
+    if (!c) return;
+    if (!c.peerRead || posAfter(f.pos, c.peerRead)) c.peerRead = f.pos;
+    showSeen(c);
+  }
+}
+
+// showSeen marks the last of the user's messages the DM peer has read.
+function showSeen(c) {
+  if (!c.peerRead) return;
+  let target = null;
+  for (let li = c.list.lastElementChild; li; li = li.previousElementSibling) {
+    if (li.classList.contains("mine") && li.dataset.pos && !posAfter(li.dataset.pos, c.peerRead)) { target = li; break; }
+  }
+  for (const x of c.list.querySelectorAll(".seen")) if (x.closest("li") !== target) x.remove();
+  if (target && !target.querySelector(".seen")) {
+    const head = target.querySelector(".head");
+    head.insertBefore(el("span", { class: "seen", title: `${c.name} has read this`, text: "Seen" }), head.querySelector(".actions"));
+  }
+}
+
+// loadUnread seeds unread counts from GET /v1/unread (the server's read
+// positions, so a page that starts cold knows them). A conversation this
+// page has read further than the server knows yet keeps its own count.
+function loadUnread() {
+  unreadReady = (async () => {
+    let list;
+    try {
+      list = await Promise.race([api.unread(), new Promise((_, fail) => setTimeout(() => fail(new Error("timeout")), 4000))]);
+    } catch {
+      return; // 404 from an older server, or unreachable: local counts only
+    }
+    if (!Array.isArray(list)) return;
+    for (const x of list) {
+      if (!x || typeof x.unread !== "number") continue;
+      let c;
+      if (x.room && ROOM_RE.test(x.room)) c = convs.get("#" + x.room);
+      else if (x.peer && USER_RE.test(x.peer) && x.peer !== me) c = conv("dm", x.peer);
+      if (!c) continue;
+      const local = readPos[c.key];
+      if (local && posAfter(local, x.last_read || "")) continue;
+      if (x.last_read && (!c.readPos || posAfter(x.last_read, c.readPos))) c.readPos = x.last_read;
+      c.serverCounted = true;
+      if (c === current && visible()) continue;
+      c.unread = x.unread;
+      c.mentioned = Math.min(c.mentioned, x.unread);
+      updateBadge(c);
+    }
+  })();
+}
+
+// --- edits and deletes
+
+function opTimeout(cid) {
+  const op = ops.get(cid);
+  if (op) finishOp(cid, op, "The server did not answer; the message may not have changed. Try again.");
+}
+
+// sendOp sends an edit or delete frame for li's message.
+function sendOp(c, li, kind, content) {
+  const id = li.dataset.id;
+  if (!id) return;
+  const cid = kind + ":" + crypto.randomUUID();
+  const frame = kind === "edit" ? { type: "edit", id, content, client_id: cid } : { type: "delete", id, client_id: cid };
+  if (!conn || !conn.send(frame)) {
+    opStatus(li, "", "You are offline: try again once connected.");
+    return;
+  }
+  ops.set(cid, { kind, c, li, id, content, timer: setTimeout(() => opTimeout(cid), 20000) });
+  opStatus(li, kind === "edit" ? "saving…" : "deleting…", "");
+}
+
+// finishOp ends an edit or delete: on the ack the change shows at once
+// (the edit or delete frame that follows changes nothing more); an error
+// shows the server's message on the message.
+function finishOp(cid, op, error) {
+  ops.delete(cid);
+  clearTimeout(op.timer);
+  if (error) {
+    opStatus(op.li, "", (op.kind === "edit" ? "Not edited: " : "Not deleted: ") + error);
+    return;
+  }
+  opStatus(op.li, "", "");
+  if (op.kind === "edit") setContent(op.li, op.content, new Date().toISOString());
+  else deleteShown(op.c, op.li);
+}
+
+function opStatus(li, text, error) {
+  let st = li.querySelector(":scope > .op");
+  if (!st) {
+    st = el("span", { class: "op", role: "status" });
+    li.append(st);
+  }
+  st.textContent = text;
+  let er = li.querySelector(":scope > .op-error");
+  if (!er && error) {
+    er = el("p", { class: "op-error error", role: "alert" });
+    li.append(er);
+  }
+  if (er) er.textContent = error;
+}
+
+function deleteShown(c, li) {
+  if (li.classList.contains("deleted")) return;
+  const t = li.querySelector("time");
+  const hadFocus = li.contains(document.activeElement);
+  markDeleted(li, t && t.dateTime);
+  if (hadFocus) { li.tabIndex = -1; li.focus(); }
+  if (c.peerRead) showSeen(c);
+}
+
+// onChange applies an edit or delete frame to the message it names.
+function onChange(f) {
+  if (!f.id) return;
+  const key = f.room ? "#" + f.room : "@" + (f.username === me ? f.target : f.username);
+  const c = convs.get(key);
+  if (!c) return;
+  if (c.kind === "room" && f.pos && posAfter(f.pos, c.lastPos)) c.lastPos = f.pos; // resume covers it
+  for (const ev of c.buffer) {
+    if (ev.id !== f.id) continue;
+    if (f.type === "edit") { ev.content = f.content; ev.edited_at = f.edited_at; } else ev.deleted = true;
+  }
+  const li = c.ids.get(f.id);
+  if (!li) return;
+  if (f.type === "edit") {
+    const editing = li.querySelector("form.edit");
+    setContent(li, f.content, f.edited_at);
+    if (editing) li.querySelector(".body").hidden = true;
+  } else deleteShown(c, li);
+}
+
+function startEdit(c, li) {
+  if (li.querySelector("form.edit") || !li.dataset.id) return;
+  const body = li.querySelector(".body");
+  const before = body.textContent;
+  const id = "edit-" + li.dataset.id;
+  const ta = el("textarea", { id, rows: 2, maxLength: MAX_CHARS * 2 });
+  ta.value = before;
+  const label = el("label", { class: "sr-only", text: "Edit your message" });
+  label.htmlFor = id;
+  const form = el("form", { class: "edit" }, label, ta,
+    el("span", { class: "row" },
+      el("button", { type: "submit", text: "Save" }),
+      el("button", { type: "button", class: "cancel", text: "Cancel" })));
+  const done = () => {
+    form.remove();
+    body.hidden = false;
+    const b = li.querySelector('[data-act="edit"]');
+    if (b) b.focus();
+  };
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = ta.value;
+    if (!text.trim()) { opStatus(li, "", "A message cannot be empty: delete it instead."); return; }
+    if ([...text].length > MAX_CHARS) { opStatus(li, "", `The message is ${[...text].length} characters; the limit is ${MAX_CHARS}.`); return; }
+    done();
+    if (text !== before) sendOp(c, li, "edit", text);
+  });
+  form.querySelector(".cancel").addEventListener("click", done);
+  ta.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); done(); }
+    else if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+  });
+  opStatus(li, "", "");
+  body.hidden = true;
+  body.after(form);
+  ta.focus();
+}
+
+// askDelete asks in place (no dialog) before deleting.
+function askDelete(c, li) {
+  const box = li.querySelector(":scope > .head > .actions");
+  if (!box || box.querySelector(".confirm")) return;
+  const yes = el("button", { type: "button", class: "act confirm", "data-act": "confirm-delete", text: "Delete", "aria-label": "Yes, delete this message" });
+  const no = el("button", { type: "button", class: "act", "data-act": "cancel-delete", text: "Keep" , "aria-label": "No, keep this message" });
+  const saved = [...box.childNodes];
+  box.replaceChildren(el("span", { class: "ask", text: "Delete this message?" }), yes, no);
+  box.restore = () => { box.replaceChildren(...saved); const d = box.querySelector('[data-act="delete"]'); if (d) d.focus(); };
+  yes.focus();
+}
+
+function onAction(e) {
+  const b = e.target.closest("button.act");
+  if (!b || !current) return;
+  const li = b.closest("li.msg");
+  if (!li || !current.list.contains(li)) return;
+  const c = current;
+  switch (b.dataset.act) {
+    case "edit": startEdit(c, li); break;
+    case "delete": askDelete(c, li); break;
+    case "cancel-delete": b.closest(".actions").restore(); break;
+    case "confirm-delete": b.closest(".actions").restore(); sendOp(c, li, "delete"); break;
+  }
+}
+
+// --- blocks
+
+async function loadBlocks() {
+  try {
+    blocked = new Set(await api.blocks());
+  } catch {
+    return;
+  }
+  for (const c of convs.values()) if (c.kind === "dm") updateBadge(c);
+  if (current && current.kind === "dm") showConvChrome();
+}
+
+async function toggleBlock() {
+  const c = current;
+  if (!c || c.kind !== "dm") return;
+  const block = !blocked.has(c.name);
+  $("block").disabled = true;
+  try {
+    await api.setBlock(c.name, block);
+    if (block) blocked.add(c.name); else blocked.delete(c.name);
+    if (c.notice.startsWith("Could not")) c.notice = "";
+  } catch (e) {
+    c.notice = `Could not ${block ? "block" : "unblock"} ${c.name}: ${e.message || "the server cannot be reached"}`;
+  } finally {
+    $("block").disabled = false;
+  }
+  updateBadge(c);
+  if (c === current) showConvChrome();
+}
+
+// --- room details panel
+
+let panelRoom = null;
+
+function openPanel() {
+  const c = current;
+  if (!c || c.kind !== "room") return;
+  panelRoom = c.name;
+  $("panel").hidden = false;
+  $("details").setAttribute("aria-expanded", "true");
+  $("panel-h").textContent = `#${c.name}: details`;
+  $("manage-status").textContent = "";
+  $("manage-error").textContent = "";
+  $("panel-summary").textContent = "Loading…";
+  $("panel-members").replaceChildren();
+  loadPanel();
+  $("panel-h").tabIndex = -1;
+  $("panel-h").focus();
+}
+
+function closePanel(focus = true) {
+  panelRoom = null;
+  $("panel").hidden = true;
+  $("details").setAttribute("aria-expanded", "false");
+  if (focus) $("details").focus();
+}
+
+async function loadPanel() {
+  const room = panelRoom;
+  if (!room) return;
+  const c = convs.get("#" + room);
+  let d;
+  try {
+    d = await api.room(room);
+  } catch (e) {
+    if (panelRoom !== room) return;
+    $("panel-members").replaceChildren();
+    $("manage-form").hidden = !admin;
+    $("panel-summary").textContent = e instanceof ApiError && e.status === 404
+      ? `#${room} is a public room without an owner (or one you may not see): anyone may join; only admins moderate it.`
+      : "Room details are not available right now: " + (e.message || "the server cannot be reached");
+    return;
+  }
+  if (panelRoom !== room) return;
+  if (c) {
+    c.private = !!d.private;
+    c.owner = d.owner || "";
+    setRole(c, d.role || "");
+  }
+  const members = Array.isArray(d.members) ? d.members : [];
+  const mine = members.find((m) => m.username === me);
+  if (c && mine) {
+    c.muted = !!mine.muted;
+    updateBadge(c);
+  }
+  $("panel-summary").textContent = `${d.private ? "🔒 Private" : "Public"} room` +
+    (d.owner ? `, owned by ${d.owner}` : ", without an owner") + `. Your role: ${d.role || "not a member"}.`;
+  $("panel-members").replaceChildren(...(members.length ? members.map((m) => el("li", {
+    "data-user": m.username,
+    text: `${m.username}: ${m.role || "not a member"}` + (m.muted ? ", muted" : "") + (m.banned ? ", banned" : ""),
+  })) : [el("li", { text: "No members recorded." })]));
+  $("manage-form").hidden = !(admin || d.role === "owner" || d.role === "mod");
+  if (c === current) showConvChrome();
+}
+
+async function manage(action) {
+  const room = panelRoom;
+  const input = $("manage-user");
+  const user = input.value.trim().replace(/^@/, "");
+  $("manage-status").textContent = "";
+  $("manage-error").textContent = "";
+  if (!room) return;
+  if (!USER_RE.test(user)) {
+    $("manage-error").textContent = "Usernames are 1 to 64 characters: letters, digits, ., - and _, starting with a letter or digit.";
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    return;
+  }
+  input.removeAttribute("aria-invalid");
+  try {
+    const r = await api.manage(room, action, user);
+    if (panelRoom !== room) return;
+    const state = r ? (r.role ? r.role : "not a member") + (r.muted ? ", muted" : "") + (r.banned ? ", banned" : "") : "";
+    $("manage-status").textContent = `Done: ${action} ${user}` + (state ? ` (now ${state}).` : ".");
+  } catch (e) {
+    if (panelRoom !== room) return;
+    const why = e instanceof ApiError && e.status === 403 ? "you may not do that to this user" :
+      e instanceof ApiError && e.status === 404 ? "no such room, or you may not see it" : "";
+    $("manage-error").textContent = `Could not ${action} ${user}: ${e.message || "the server cannot be reached"}` + (why ? ` (${why}).` : "");
+  }
+  loadPanel();
 }
 
 // --- presence
@@ -801,11 +1454,13 @@ function start() {
   }
   if (claims.exp && Date.now() >= claims.exp - 1000) return authFailed("expired");
   me = claims.sub;
+  admin = !!claims.admin;
   $("me").textContent = me;
   $("signin").hidden = true;
   $("app").hidden = false;
   api = new Api(() => token);
   readMarks = load("read", {});
+  readPos = load("readpos", {});
   for (const r of load("rooms", ["general"])) if (ROOM_RE.test(r)) conv("room", r);
   const saved = convs.get(load("current", "")) || [...convs.values()][0];
   conn = new Connection({ token, exp: claims.exp, user: me, api, onFrame, onState, onAuthFailed: authFailed });
@@ -813,6 +1468,7 @@ function start() {
     const wait = claims.exp - Date.now();
     if (wait < 2 ** 31 - 1) expiryTimer = setTimeout(() => authFailed("expired"), wait);
   }
+  loadUnread();
   if (saved) openConv(saved, { noLoad: true });
   else showConvChrome();
   conn.start();
@@ -845,6 +1501,7 @@ function wire() {
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape") {
       if ($("sidebar").classList.contains("open")) { closeSidebar(); $("menu").focus(); }
+      else if (!$("panel").hidden && $("panel").contains(document.activeElement)) closePanel();
       else if (!$("search-results").hidden) { $("search-results").hidden = true; $("search-q").focus(); }
     }
   });
@@ -875,6 +1532,29 @@ function wire() {
     openConv(conv("dm", name));
   });
   $("leave").addEventListener("click", () => current && current.kind === "room" && leaveRoom(current));
+  $("create-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("create-room").value.trim();
+    if (!ROOM_RE.test(name)) {
+      $("create-error").textContent = "Room names are 1 to 64 characters: lowercase letters, digits, - and _, starting with a letter or digit.";
+      $("create-room").setAttribute("aria-invalid", "true");
+      return;
+    }
+    $("create-room").removeAttribute("aria-invalid");
+    createRoom(name, $("create-private").checked);
+  });
+  $("details").addEventListener("click", () => ($("panel").hidden ? openPanel() : closePanel()));
+  $("panel-close").addEventListener("click", () => closePanel());
+  $("manage-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    manage((e.submitter && e.submitter.dataset.action) || "invite");
+  });
+  for (const b of $("manage-form").querySelectorAll("button[type=button][data-action]")) {
+    b.addEventListener("click", () => manage(b.dataset.action));
+  }
+  $("block").addEventListener("click", toggleBlock);
+  log.addEventListener("click", onAction);
+  $("content").addEventListener("input", typed);
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
     const t = $("content").value;

@@ -53,11 +53,17 @@ export const STATE_TEXT = {
   failed: "not sent",
 };
 
-// messageElement renders one chat, private or system event.
+// messageElement renders one chat, private or system event, or the
+// tombstone of a deleted one.
 export function messageElement(ev, me) {
   const li = document.createElement("li");
   li.className = "msg";
   if (ev.id) li.dataset.id = ev.id;
+  if (ev.pos) li.dataset.pos = ev.pos;
+  if (ev.deleted) {
+    markDeleted(li, ev.timestamp);
+    return li;
+  }
   if (ev.client_id) li.dataset.cid = ev.client_id;
   if (ev.username) li.dataset.user = ev.username;
   const head = document.createElement("div");
@@ -73,6 +79,9 @@ export function messageElement(ev, me) {
     else if (mentions(ev.content, me)) li.classList.add("mention");
   }
   head.append(who, timeOf(ev.timestamp));
+  const edited = document.createElement("span");
+  edited.className = "edited";
+  head.append(edited);
   if (ev.username === me && ev.type !== "system") {
     const st = document.createElement("span");
     st.className = "state";
@@ -82,7 +91,39 @@ export function messageElement(ev, me) {
   body.className = "body";
   appendLinkified(body, ev.content || "");
   li.append(head, body);
+  if (ev.edited_at) markEdited(li, ev.edited_at);
   return li;
+}
+
+// setContent replaces a message's text (an edit).
+export function setContent(li, content, editedAt) {
+  const body = li.querySelector(".body");
+  if (!body || li.classList.contains("deleted")) return;
+  body.replaceChildren();
+  appendLinkified(body, content || "");
+  markEdited(li, editedAt);
+}
+
+function markEdited(li, editedAt) {
+  const e = li.querySelector(".edited");
+  if (!e) return;
+  e.textContent = "(edited)";
+  const d = editedAt ? new Date(editedAt) : null;
+  e.title = d && !isNaN(d) ? "edited " + d.toLocaleString() : "edited";
+  li.classList.add("was-edited");
+}
+
+// markDeleted turns li into the tombstone of a deleted message.
+export function markDeleted(li, ts) {
+  li.className = "msg deleted";
+  delete li.dataset.state;
+  const head = document.createElement("div");
+  head.className = "head";
+  if (ts) head.append(timeOf(ts));
+  const body = document.createElement("div");
+  body.className = "body tombstone";
+  body.textContent = "message deleted";
+  li.replaceChildren(head, body);
 }
 
 // setState shows a message's delivery state on one of the user's own messages.
