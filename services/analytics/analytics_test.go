@@ -117,6 +117,37 @@ func TestBadTimestampsCountAsUndecodable(t *testing.T) {
 	}
 }
 
+// conversationEvents are what issue 12 added to the log: an edit and a
+// delete of a counted message, read positions, a typing notice. None counts.
+const conversationEvents = `{"id":"01936c4e-0000-7000-8000-0000000000c1","type":"read","room":"general","username":"newcomer","timestamp":"2026-11-01T10:00:00.000Z","pos":"0:1"}
+{"id":"01936c4e-0000-7000-8000-0000000000c2","type":"read","target":"bob","username":"stranger","timestamp":"2026-11-01T10:00:00.000Z","pos":"0:1"}
+{"type":"typing","room":"general","username":"typist"}
+`
+
+func TestEditsDeletesAndReadsDoNotCount(t *testing.T) {
+	// Edit and delete every message of the hand-made log, under new words.
+	var changes strings.Builder
+	for _, line := range strings.Split(handMade, "\n") {
+		var e Event
+		if json.Unmarshal([]byte(line), &e) != nil || (e.Type != "chat" && e.Type != "private") {
+			continue
+		}
+		for _, typ := range []string{"edit", "delete"} {
+			c := map[string]string{"id": e.ID, "type": typ, "room": "general", "username": "editor",
+				"content": "replacement wording", "timestamp": e.Timestamp, "edited_at": e.Timestamp}
+			b, _ := json.Marshal(c)
+			changes.Write(append(b, '\n'))
+		}
+	}
+	res, err := Run(context.Background(), Config{From: "2026-11-01", To: "2026-11-02", Input: "-"}, strings.NewReader(handMade+changes.String()+conversationEvents), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dau, words := res.CSV(); string(dau) != wantDAU || string(words) != wantWords {
+		t.Fatalf("edits, deletes or reads changed the results:\n%s\n%s", dau, words)
+	}
+}
+
 func TestEmptyRangeSaysWhichDatesTheInputHolds(t *testing.T) {
 	var logged strings.Builder
 	log := slog.New(slog.NewTextHandler(&logged, nil))
