@@ -201,7 +201,15 @@ func (h *History) createRoom(r *http.Request, id auth.Identity, db *pgxpool.Pool
 	}
 	ri, _ := h.acl.ACL().Room(room)
 	if ri.Owner != id.Username || ri.Private != body.Private {
-		return nil, errConflict // another creation came first in the log
+		// Another creation came first in the log. Compaction keeps the
+		// last record of the key, which is now this losing one: append
+		// the winner's again, so a process that reads the compacted topic
+		// from its start folds the same owner.
+		win := chatevent.ACLRecord{Type: chatevent.ACLRoom, Room: room, Username: ri.Owner, Private: ri.Private, By: ri.Owner}
+		if err := h.appender.Append(ctx, win); err != nil {
+			h.log.Warn("re-asserting a room's first creation failed", "room", room, "err", err)
+		}
+		return nil, errConflict
 	}
 	return created{h.summary(ri, id.Username)}, nil
 }

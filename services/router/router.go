@@ -228,6 +228,13 @@ func (r *Router) Start(ctx context.Context) (err error) {
 	r.direct = r.newDirectReader(start)
 	r.deliveries = k.NewWriter(k.DeliveriesTopic)
 	r.deliveries.BatchTimeout = 200 * time.Microsecond // the second log hop of every DM: keep it short
+	// A delivery is a copy of a chat.direct event, which is durable (and in
+	// history): it needs no fsync of its own. acks=1 is answered once the
+	// leader has it (the embedded broker: in the page cache, safe from a
+	// process crash), so a DM waits for one fsync, not two. A delivery lost
+	// to a machine crash after its offset was committed is not delivered
+	// live; the recipient finds it in history (GET /v1/dm?since=).
+	r.deliveries.RequiredAcks = kafka.RequireOne
 	r.rooms = k.NewWriter(k.RoomsTopic)
 	r.snapshots = k.NewWriter(snapshotTopic(k.PresenceTopic))
 	r.snapshots.BatchSize = 16
