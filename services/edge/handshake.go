@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -73,7 +72,18 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 		e.m.handshakes.WithLabelValues("bad_handshake").Inc()
 		return // Upgrade wrote the HTTP error
 	}
+	// The 101 response was held back: it goes out with the welcome frame,
+	// before the connection is visible to any fan-out (so the welcome is
+	// always the first frame).
+	if err := hj.wc.writeHandshake(appendFrame(nil, opText, chatevent.WelcomeFrame{Username: id.Username}.Encode()), e.up.HandshakeTimeout); err != nil {
+		ws.NetConn().Close()
+		e.release(id.Username, addr)
+		e.wg.Done()
+		e.m.handshakes.WithLabelValues("write_failed").Inc()
+		return
+	}
 	e.m.handshakes.WithLabelValues("ok").Inc()
+	e.m.frameOut(chatevent.TypeWelcome)
 	c := newConn(e, ws, hj.wc, id, lim)
 	c.addr = addr
 	e.hub.addConn(c)
@@ -87,7 +97,6 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request) {
 			c.close(CloseTokenExpired, "token expired: reconnect with a new token and since", true)
 		})
 	}
-	c.sendWait(context.Background(), chatevent.WelcomeFrame{Username: id.Username}.Encode(), chatevent.TypeWelcome)
 	// The connection lives on in its own goroutine: returning lets net/http
 	// free the request and its 4 KiB buffers, which it holds for as long as
 	// the handler runs.

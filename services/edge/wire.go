@@ -25,6 +25,30 @@ type wireConn struct {
 	sockDL    time.Time // the socket's write deadline, whoever set it
 	closeSent atomic.Bool
 	raw       syscall.RawConn // for non-blocking writes; nil when not a TCP socket
+	// hold keeps the first Write (gorilla's HTTP 101 response) in held
+	// instead of sending it: writeHandshake sends it with the welcome frame,
+	// one system call and one segment for both.
+	hold bool
+	held []byte
+}
+
+// writeHandshake writes the held handshake response followed by frame
+// (a whole WebSocket frame) within timeout.
+func (w *wireConn) writeHandshake(frame []byte, timeout time.Duration) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.hold = false
+	b := append(w.held, frame...)
+	w.held = nil
+	if err := w.Conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	w.sockDL, w.batchDL = time.Time{}, time.Time{}
+	_, err := w.Conn.Write(b)
+	if err == nil {
+		err = w.Conn.SetWriteDeadline(time.Time{})
+	}
+	return err
 }
 
 // tryWrite writes as much of b as the socket takes now, without waiting:
@@ -81,6 +105,11 @@ func (w *wireConn) SetWriteDeadline(t time.Time) error {
 func (w *wireConn) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.hold {
+		w.hold = false
+		w.held = append(make([]byte, 0, len(p)+64), p...) // p is gorilla's buffer: copy
+		return len(p), nil
+	}
 	if len(p) > 0 && p[0] == finBit|opClose && w.closeSent.Swap(true) {
 		return len(p), nil // one close frame per connection
 	}
@@ -172,7 +201,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.wc = &wireConn{Conn: nc}
+	h.wc = &wireConn{Conn: nc, hold: true}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			h.wc.raw = raw
