@@ -12,6 +12,7 @@ const MAX_BUFFER = 500; // live events held while a conversation shows older his
 const MAX_CHARS = 4000; // the edge's content limit (characters)
 const TYPING_EVERY = 3000; // least time between two typing notices sent per conversation
 const TYPING_SHOWN = 5000; // how long a typing notice shows (chatevent.TypingTTL)
+const TYPING_GAP = 1100;   // the edge forwards one notice per second per conversation
 
 const $ = (id) => document.getElementById(id);
 
@@ -54,7 +55,7 @@ function conv(kind, name) {
     // conversations (docs/conversations.md)
     member: kind === "room", // remembered as joined (a listed room is not until opened)
     private: false, role: "", owner: "", muted: false, revoked: false, notice: "",
-    readPos: readPos[key] || "", peerRead: "", typers: new Map(), typingSentAt: 0, typingOff: 0,
+    readPos: readPos[key] || "", peerRead: "", typers: new Map(), typingLast: 0, typingNext: 0, typingTimer: null,
   };
   convs.set(key, c);
   sidebarItem(c);
@@ -561,6 +562,10 @@ function send(text) {
   }
   $("composer-error").textContent = "";
   if (c.detached) loadNewest(c);
+  // The others stop showing the notice when the message arrives: the next
+  // keystroke announces typing again, as soon as the edge takes it (it
+  // drops a second notice within a second).
+  c.typingNext = Math.min(c.typingNext, c.typingLast + TYPING_GAP);
   const cid = crypto.randomUUID();
   const frame = c.kind === "room"
     ? { type: "chat", room: c.name, content: text, client_id: cid }
@@ -822,6 +827,8 @@ async function refreshRooms() {
     }
   }
   if (current && current.kind === "room") showConvChrome();
+  // How many times the list was read (tests wait for it).
+  document.body.dataset.roomsListed = String(Number(document.body.dataset.roomsListed || 0) + 1);
 }
 
 function setRole(c, role) {
@@ -886,7 +893,10 @@ function onMember(f) {
       updateBadge(c);
       if (c === current) showConvChrome();
     }
-    refreshRooms(); // an invitation makes a private room visible; a removal hides it
+    // An invitation makes a private room visible, a removal hides it. The
+    // frame can come before history applied the change: ask again later.
+    refreshRooms();
+    setTimeout(() => conn && conn.online && refreshRooms(), 1500);
   }
   if (panelRoom === room) loadPanel();
 }
@@ -941,8 +951,15 @@ function typed() {
   if (c.kind === "room" && (!c.joined || c.muted || c.revoked)) return;
   if (c.kind === "dm" && (c.name === me || blocked.has(c.name))) return;
   const now = Date.now();
-  if (now - c.typingSentAt < TYPING_EVERY) return;
-  c.typingSentAt = now;
+  if (now < c.typingNext) {
+    // Right after a send, a notice goes out once the edge takes it.
+    if (c.typingNext - now <= TYPING_GAP && !c.typingTimer) {
+      c.typingTimer = setTimeout(() => { c.typingTimer = null; if (c === current) typed(); }, c.typingNext - now);
+    }
+    return;
+  }
+  c.typingLast = now;
+  c.typingNext = now + TYPING_EVERY;
   conn.send(c.kind === "room" ? { type: "typing", room: c.name } : { type: "typing", target: c.name });
 }
 
