@@ -261,43 +261,57 @@ func (h *History) Run(ctx context.Context) error {
 
 // decoded is a fetched batch split into rows to insert, operations to
 // apply after them (edits, deletes, read positions, chat.acl records, in
-// log order) and dead letters.
+// log order) and dead letters; traced are its records that carry a sampled
+// trace context, in log order.
 type decoded struct {
-	msgs []kafka.Message
-	rows []row
-	ops  []op
-	dead []deadLetter
+	msgs   []kafka.Message
+	rows   []row
+	ops    []op
+	dead   []deadLetter
+	traced []traced
 }
 
 func decode(msgs []kafka.Message, aclTopic string) *decoded {
 	d := &decoded{msgs: msgs, rows: make([]row, 0, len(msgs))}
-	for _, m := range msgs {
-		src := source{topic: m.Topic, partition: m.Partition, offset: m.Offset, key: m.Key, value: m.Value, at: m.Time}
-		if m.Topic == aclTopic {
-			r, err := chatevent.DecodeACL(m.Value)
-			if err != nil {
-				d.dead = append(d.dead, src.dead(err.Error()))
-				continue
+	for i := range msgs {
+		m := &msgs[i]
+		if id, ok := d.add(m, aclTopic); ok {
+			if pctx, ok := tracedRecord(m); ok {
+				d.traced = append(d.traced, traced{parent: pctx, topic: m.Topic, partition: m.Partition, offset: m.Offset, eventID: id})
 			}
-			d.ops = append(d.ops, op{source: src, acl: &r})
-			continue
 		}
-		ev, err := chatevent.Decode(m.Value)
-		if err != nil {
-			d.dead = append(d.dead, src.dead(err.Error()))
-			continue
-		}
-		switch ev.Type {
-		case chatevent.TypeEdit, chatevent.TypeDelete, chatevent.TypeRead:
-			d.ops = append(d.ops, op{source: src, ev: ev})
-			continue
-		}
-		if chatevent.Conversation(&ev) == "" {
-			continue // a broadcast announcement belongs to no conversation
-		}
-		d.rows = append(d.rows, row{ev: ev, topic: m.Topic, partition: m.Partition, offset: m.Offset, key: m.Key, value: m.Value})
 	}
 	return d
+}
+
+// add files m as a row, an op or a dead letter, returning its event id
+// ("" when it has none) and whether it is written at all.
+func (d *decoded) add(m *kafka.Message, aclTopic string) (string, bool) {
+	src := source{topic: m.Topic, partition: m.Partition, offset: m.Offset, key: m.Key, value: m.Value, at: m.Time}
+	if m.Topic == aclTopic {
+		r, err := chatevent.DecodeACL(m.Value)
+		if err != nil {
+			d.dead = append(d.dead, src.dead(err.Error()))
+			return "", true
+		}
+		d.ops = append(d.ops, op{source: src, acl: &r})
+		return "", true
+	}
+	ev, err := chatevent.Decode(m.Value)
+	if err != nil {
+		d.dead = append(d.dead, src.dead(err.Error()))
+		return "", true
+	}
+	switch ev.Type {
+	case chatevent.TypeEdit, chatevent.TypeDelete, chatevent.TypeRead:
+		d.ops = append(d.ops, op{source: src, ev: ev})
+		return ev.ID, true
+	}
+	if chatevent.Conversation(&ev) == "" {
+		return "", false // a broadcast announcement belongs to no conversation
+	}
+	d.rows = append(d.rows, row{ev: ev, topic: m.Topic, partition: m.Partition, offset: m.Offset, key: m.Key, value: m.Value})
+	return ev.ID, true
 }
 
 // fetchBatch returns up to BatchSize records: it blocks for the first
@@ -335,7 +349,8 @@ const writeTimeout = 30 * time.Second
 func (h *History) store(ctx context.Context, b *decoded) error {
 	rows, ops, dead, batch := b.rows, b.ops, b.dead, b.msgs
 	pool := h.pool.Load()
-	return retry(ctx, func() error {
+	spans := h.startStoreSpans(b)
+	err := retry(ctx, func() error {
 		t0 := time.Now()
 		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 		defer cancel()
@@ -350,6 +365,7 @@ func (h *History) store(ctx context.Context, b *decoded) error {
 			}
 		}
 		dead := append(dead[:len(dead):len(dead)], refused...)
+		spans.end(b, dead)
 		h.dbOK.Store(true)
 		h.m.writeSecs.Observe(time.Since(t0).Seconds())
 		h.m.batchSize.Observe(float64(len(batch)))
@@ -364,8 +380,13 @@ func (h *History) store(ctx context.Context, b *decoded) error {
 	}, func(err error, wait time.Duration) {
 		h.dbOK.Store(false)
 		h.m.writeErrs.Inc()
+		spans.retrying(err)
 		h.log.Warn("history write failed; retrying", "records", len(batch), "retry_in", wait, "err", err)
 	})
+	if err != nil {
+		spans.abandon(err)
+	}
+	return err
 }
 
 // commit commits the batch's offsets, retrying while the broker is away.
