@@ -202,10 +202,12 @@ type cluster struct {
 	jobs       map[string]*batchv1.Job
 	podMonitor []*monitoringv1.PodMonitor
 	rules      []*monitoringv1.PrometheusRule
+	services   map[string]*corev1.Service
+	ingresses  []*networkingv1.Ingress
 }
 
 func sortObjects(objs []runtime.Object) *cluster {
-	c := &cluster{config: map[string]string{}, deploys: map[string]*appsv1.Deployment{}, jobs: map[string]*batchv1.Job{}}
+	c := &cluster{config: map[string]string{}, deploys: map[string]*appsv1.Deployment{}, jobs: map[string]*batchv1.Job{}, services: map[string]*corev1.Service{}}
 	for _, obj := range objs {
 		switch o := obj.(type) {
 		case *corev1.ConfigMap:
@@ -232,15 +234,20 @@ func sortObjects(objs []runtime.Object) *cluster {
 			c.podMonitor = append(c.podMonitor, o)
 		case *monitoringv1.PrometheusRule:
 			c.rules = append(c.rules, o)
+		case *corev1.Service:
+			c.services[o.Name] = o
+		case *networkingv1.Ingress:
+			c.ingresses = append(c.ingresses, o)
 		}
 	}
 	return c
 }
 
-// TestKustomize builds the base and the base with the monitoring component
-// with kustomize's library, decodes every object strictly, and checks the
-// autoscaler, the network policies, the topics Job and the monitoring
-// objects against the workloads.
+// TestKustomize builds the base and the base with each optional component
+// (monitoring, ingress) with kustomize's library, decodes every object
+// strictly, and checks the autoscaler, the network policies, the topics
+// Job, the monitoring objects and the Ingress against the workloads and
+// Services.
 func TestKustomize(t *testing.T) {
 	base := sortObjects(kustomizeBuild(t, "k8s"))
 	if len(base.podMonitor) != 0 || len(base.rules) != 0 {
@@ -255,6 +262,12 @@ func TestKustomize(t *testing.T) {
 	t.Run("network policies", func(t *testing.T) { checkNetworkPolicies(t, base) })
 	t.Run("topics job", func(t *testing.T) { checkTopicsJob(t, base) })
 	t.Run("pod monitor", func(t *testing.T) { checkPodMonitor(t, withMon) })
+	t.Run("ingress", func(t *testing.T) {
+		if len(base.ingresses) != 0 {
+			t.Fatal("the base has an Ingress: it belongs in components/ingress (it needs the user's host and certificate)")
+		}
+		checkIngress(t, sortObjects(kustomizeBuild(t, overlay(t, "ingress"))))
+	})
 }
 
 func checkHPA(t *testing.T, c *cluster) {
