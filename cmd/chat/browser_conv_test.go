@@ -87,7 +87,7 @@ func TestBrowserConversations(t *testing.T) {
 
 	t.Run("typing shows on the other page only, then expires", func(t *testing.T) {
 		bob.do(chromedp.SendKeys("#content", "I am writ"))
-		alice.waitFor("bob is typing", `document.getElementById("typing").textContent === "bob is typing…" && document.getElementById("typing").getAttribute("aria-live") === "polite"`, 5*time.Second)
+		alice.waitFor("bob is typing", `document.getElementById("typing").textContent === "bob is typing…" && document.getElementById("typing").getAttribute("aria-live") === "polite"`, 6*time.Second)
 		bob.holds("bob does not see his own", `document.getElementById("typing").textContent === ""`, time.Second)
 		alice.screenshot("conv-typing-alice")
 		alice.waitFor("the notice expires", `document.getElementById("typing").textContent === ""`, 8*time.Second)

@@ -4,7 +4,7 @@
 
 import { Api, ApiError, decodeToken, ROOM_RE, USER_RE } from "./api.js";
 import { Connection } from "./conn.js";
-import { messageElement, setState, el, mentions, setContent, markDeleted } from "./render.js";
+import { messageElement, setState, el, mentions, setContent, markDeleted, lockIcon } from "./render.js";
 
 const PAGE = 50;        // messages per history page
 const MAX_DOM = 300;    // messages kept in the DOM per conversation
@@ -12,7 +12,6 @@ const MAX_BUFFER = 500; // live events held while a conversation shows older his
 const MAX_CHARS = 4000; // the edge's content limit (characters)
 const TYPING_EVERY = 3000; // least time between two typing notices sent per conversation
 const TYPING_SHOWN = 5000; // how long a typing notice shows (chatevent.TypingTTL)
-const TYPING_GAP = 1100;   // the edge forwards one notice per second per conversation
 
 const $ = (id) => document.getElementById(id);
 
@@ -55,7 +54,7 @@ function conv(kind, name) {
     // conversations (docs/conversations.md)
     member: kind === "room", // remembered as joined (a listed room is not until opened)
     private: false, role: "", owner: "", muted: false, revoked: false, notice: "",
-    readPos: readPos[key] || "", peerRead: "", typers: new Map(), typingLast: 0, typingNext: 0, typingTimer: null,
+    readPos: readPos[key] || "", peerRead: "", typers: new Map(), typingNext: 0, typingTimer: null, sentSinceTyping: false,
   };
   convs.set(key, c);
   sidebarItem(c);
@@ -68,7 +67,7 @@ function sidebarItem(c) {
   const btn = el("button", { type: "button", class: "open" });
   if (c.kind === "dm") btn.append(el("span", { class: "dot", "aria-hidden": "true" }));
   btn.append(name);
-  if (c.kind === "room") btn.append(el("span", { class: "lock", role: "img", "aria-label": "private", title: "private room", text: "🔒", hidden: true }));
+  if (c.kind === "room") btn.append(lockIcon(true));
   btn.append(unread);
   btn.addEventListener("click", () => openConv(c));
   c.item = el("li", { "data-key": c.key }, btn);
@@ -440,7 +439,8 @@ function showConvChrome() {
   if (!c) { $("conv-notice").textContent = ""; return; }
   $("conv-title").textContent = c.kind === "room" ? "# " + c.name : c.name;
   $("content").placeholder = (c.kind === "room" ? `Message #${c.name}` : `Message ${c.name}`) + " (Enter sends, Shift+Enter: new line)";
-  $("conv-presence").textContent = c.kind === "dm" ? (c.online === null ? "" : c.online ? "online" : "offline") : (c.private ? "🔒 private room" : "");
+  if (c.kind === "room" && c.private) $("conv-presence").replaceChildren(lockIcon(), " private room");
+  else $("conv-presence").textContent = c.kind === "dm" ? (c.online === null ? "" : c.online ? "online" : "offline") : "";
   if (c.kind !== "room") $("members").textContent = "";
   if (c.kind === "dm") {
     const isBlocked = blocked.has(c.name);
@@ -562,10 +562,9 @@ function send(text) {
   }
   $("composer-error").textContent = "";
   if (c.detached) loadNewest(c);
-  // The others stop showing the notice when the message arrives: the next
-  // keystroke announces typing again, as soon as the edge takes it (it
-  // drops a second notice within a second).
-  c.typingNext = Math.min(c.typingNext, c.typingLast + TYPING_GAP);
+  // The others stop showing the notice when the message arrives: typing
+  // on is announced again as soon as the rate allows.
+  c.sentSinceTyping = true;
   const cid = crypto.randomUUID();
   const frame = c.kind === "room"
     ? { type: "chat", room: c.name, content: text, client_id: cid }
@@ -672,6 +671,7 @@ function onFrame(f) {
       if (!c) break;
       c.joined = true;
       c.member = true;
+      if (c === current) $("join-error").textContent = "";
       if (!c.muted && c.notice) { c.notice = ""; if (c === current) showConvChrome(); }
       if (c.fromNow) {
         // Joined without a position (the room's history was empty or not
@@ -952,13 +952,13 @@ function typed() {
   if (c.kind === "dm" && (c.name === me || blocked.has(c.name))) return;
   const now = Date.now();
   if (now < c.typingNext) {
-    // Right after a send, a notice goes out once the edge takes it.
-    if (c.typingNext - now <= TYPING_GAP && !c.typingTimer) {
+    // Typing on right after a send: the notice goes out once the rate allows.
+    if (c.sentSinceTyping && !c.typingTimer) {
       c.typingTimer = setTimeout(() => { c.typingTimer = null; if (c === current) typed(); }, c.typingNext - now);
     }
     return;
   }
-  c.typingLast = now;
+  c.sentSinceTyping = false;
   c.typingNext = now + TYPING_EVERY;
   conn.send(c.kind === "room" ? { type: "typing", room: c.name } : { type: "typing", target: c.name });
 }
@@ -1274,7 +1274,7 @@ async function loadPanel() {
     c.muted = !!mine.muted;
     updateBadge(c);
   }
-  $("panel-summary").textContent = `${d.private ? "🔒 Private" : "Public"} room` +
+  $("panel-summary").textContent = `${d.private ? "Private" : "Public"} room` +
     (d.owner ? `, owned by ${d.owner}` : ", without an owner") + `. Your role: ${d.role || "not a member"}.`;
   $("panel-members").replaceChildren(...(members.length ? members.map((m) => el("li", {
     "data-user": m.username,

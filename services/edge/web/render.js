@@ -133,6 +133,24 @@ export function setState(li, state, detail) {
   if (st) st.textContent = detail || STATE_TEXT[state] || state;
 }
 
+// lockIcon is the private-room mark: a drawn lock (no emoji font needed)
+// with a text alternative.
+export function lockIcon(hidden) {
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const body = document.createElementNS(NS, "rect");
+  for (const [k, v] of Object.entries({ x: 3, y: 7, width: 10, height: 8, rx: 1.5, fill: "currentColor" })) body.setAttribute(k, v);
+  const shackle = document.createElementNS(NS, "path");
+  for (const [k, v] of Object.entries({ d: "M5 7V5a3 3 0 0 1 6 0v2", fill: "none", stroke: "currentColor", "stroke-width": 1.8 })) shackle.setAttribute(k, v);
+  svg.append(body, shackle);
+  const span = el("span", { class: "lock", role: "img", "aria-label": "private", title: "private room", hidden: !!hidden });
+  span.append(svg);
+  return span;
+}
+
 export function el(tag, props, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(props || {})) {
