@@ -135,12 +135,24 @@ func produceRaw(t testing.TB, k kafkaio.Config, topic string, msgs ...kafka.Mess
 	if len(msgs) == 0 {
 		return
 	}
-	w := k.NewWriter(topic)
-	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatalf("produce to %s: %v", topic, err)
+	// A broker that just restarted may drop the first connections (EOF):
+	// try again with a fresh writer until the deadline.
+	for {
+		w := k.NewWriter(topic)
+		err := w.WriteMessages(ctx, msgs...)
+		w.Close()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("produce to %s: %v", topic, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 
