@@ -6,6 +6,8 @@ package main
 // counts from GET /v1/unread, on the real single-machine system.
 
 import (
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +32,36 @@ func textOf(id string) string {
 
 func badgeOf(key string) string {
 	return `(document.querySelector('li[data-key="` + key + `"] .unread') || {}).textContent`
+}
+
+// unreadOf reads GET /v1/unread as a map: "#room" or "@peer" to the count.
+func unreadOf(t *testing.T, addr, tok string) map[string]int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/v1/unread", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/unread: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Conversations []struct {
+			Room, Peer string
+			Unread     int
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("GET /v1/unread: %s: %v", resp.Status, err)
+	}
+	out := map[string]int{}
+	for _, c := range body.Conversations {
+		if c.Room != "" {
+			out["#"+c.Room] = c.Unread
+		} else {
+			out["@"+c.Peer] = c.Unread
+		}
+	}
+	return out
 }
 
 func TestBrowserConversations(t *testing.T) {
@@ -99,10 +131,11 @@ func TestBrowserConversations(t *testing.T) {
 		if id == "" {
 			t.Fatal("alice's message has no id")
 		}
-		// Keyboard only: focus Edit, Enter, change the text, Enter.
+		// Edit is a button: focus it and press Enter; the form takes the focus.
 		alice.do(chromedp.Focus(`#msgs li[data-id="`+id+`"] button[data-act="edit"]`), chromedp.KeyEvent("\r"))
 		alice.waitFor("edit form", `document.activeElement && document.activeElement.id === "edit-`+id+`"`, 5*time.Second)
-		alice.do(chromedp.SetValue("#edit-"+id, "welcome to the design room, edited"), chromedp.KeyEvent("\r"))
+		alice.do(chromedp.SetValue("#edit-"+id, "welcome to the design room, edited"), chromedp.Click(`#msgs li[data-id="`+id+`"] form.edit button[type=submit]`))
+		alice.waitFor("the form closes", `!document.querySelector("#msgs form.edit")`, 5*time.Second)
 		for _, p := range []*browserPage{alice, bob} {
 			p.waitFor("edited text", byID(id)+` && `+byID(id)+`.querySelector(".body").textContent === "welcome to the design room, edited" && `+byID(id)+`.querySelector(".edited").textContent === "(edited)"`, 10*time.Second)
 		}
@@ -174,6 +207,19 @@ func TestBrowserConversations(t *testing.T) {
 		bob.send("dm news one")
 		bob.send("dm news two")
 		alice.waitFor("unread counts", badgeOf("#design")+` === "2" && `+badgeOf("@bob")+` === "2"`, 15*time.Second)
+		// History stores within about a second: wait until /v1/unread counts them.
+		tok := tokenFromDataDir(t, dir, "alice")
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			got := unreadOf(t, s.addr, tok)
+			if got["#design"] == 2 && got["@bob"] == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET /v1/unread says %v, want #design 2 and @bob 2", got)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		// Only the server knows now: forget this page's own read marks.
 		eval[bool](alice, `localStorage.removeItem("chat:alice:read"); localStorage.removeItem("chat:alice:readpos"); true`)
 		alice.do(chromedp.Reload())

@@ -639,7 +639,20 @@ function onError(f) {
     return;
   }
   const op = ops.get(cid);
-  if (op) return finishOp(cid, op, msg);
+  if (op) {
+    // History, which checks edits and deletes, stores a message up to a
+    // second after it is sent: a change of a message that new is retried.
+    const t = op.li.querySelector("time");
+    const age = t && t.dateTime ? Date.now() - Date.parse(t.dateTime) : Infinity;
+    if ((f.code === "not_found" || f.code === "unavailable") && op.tries < 3 && age < 30000) {
+      op.tries++;
+      ops.delete(cid);
+      clearTimeout(op.timer);
+      setTimeout(() => sendOp(op.c, op.li, op.kind, op.content, op.tries), 700 * op.tries);
+      return;
+    }
+    return finishOp(cid, op, msg);
+  }
   const o = outbox.get(cid);
   if (!o) { $("composer-error").textContent = msg; return; }
   if (f.code === "unavailable") {
@@ -1053,7 +1066,7 @@ function opTimeout(cid) {
 }
 
 // sendOp sends an edit or delete frame for li's message.
-function sendOp(c, li, kind, content) {
+function sendOp(c, li, kind, content, tries = 0) {
   const id = li.dataset.id;
   if (!id) return;
   const cid = kind + ":" + crypto.randomUUID();
@@ -1062,7 +1075,7 @@ function sendOp(c, li, kind, content) {
     opStatus(li, "", "You are offline: try again once connected.");
     return;
   }
-  ops.set(cid, { kind, c, li, id, content, timer: setTimeout(() => opTimeout(cid), 20000) });
+  ops.set(cid, { kind, c, li, id, content, tries, timer: setTimeout(() => opTimeout(cid), 20000) });
   opStatus(li, kind === "edit" ? "saving…" : "deleting…", "");
 }
 
