@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -128,48 +129,67 @@ func (r *Router) route(ctx context.Context) error {
 		return nil
 	case <-r.caughtUpCh:
 	}
-	// Deliveries are written by a goroutine of their own, a batch at a time
-	// and in order, while the next batch is fetched and targeted; offsets
-	// are committed by another, after the batch's deliveries were written,
-	// merging the commits that queue up while one is in flight. So routing
-	// never waits for a write's or a commit's round trip (and fsync) unless
-	// the writer falls behind by more than one batch.
+	// Deliveries are written by a goroutine of their own while the next
+	// events are fetched and targeted: it takes every routed event waiting
+	// for it (no timer: a lone DM goes out at once, and under load each
+	// write carries whatever queued during the previous one), writes their
+	// delivery records with one call, and hands the events to a committing
+	// goroutine, which merges the commits that queue up while one is in
+	// flight. So routing never waits for a write's or a commit's round trip.
 	commits := newCommitQueue()
 	defer commits.close()
 	go commits.run(ctx, r.direct, r.log)
 	type routed struct {
-		batch []kafka.Message
+		msg   kafka.Message
 		out   []kafka.Message
 		spans []trace.Span
 	}
-	work := make(chan routed, 1)
+	work := make(chan routed, maxRouteBatch)
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
+		var batch, out []kafka.Message
+		var spans []trace.Span
 		for w := range work {
-			if len(w.out) > 0 {
+			batch, out, spans = append(batch[:0], w.msg), append(out[:0], w.out...), append(spans[:0], w.spans...)
+		drain:
+			for len(batch) < maxRouteBatch {
+				select {
+				case w, ok := <-work:
+					if !ok {
+						break drain
+					}
+					batch, out, spans = append(batch, w.msg), append(out, w.out...), append(spans, w.spans...)
+				default:
+					break drain
+				}
+			}
+			if len(out) > 0 {
 				err := retry(ctx, 100*time.Millisecond, 5*time.Second, 0, func() error {
-					err := r.deliveries.WriteMessages(ctx, w.out...)
+					err := r.deliveries.WriteMessages(ctx, out...)
 					if err != nil && r.stopping.Load() {
 						return backoff.Permanent(err) // Stop closed the writer: the next owner redelivers
 					}
 					return err
 				}, func(err error, wait time.Duration) {
-					r.log.Warn("write deliveries; retrying", "records", len(w.out), "retry_in", wait, "err", err)
+					r.log.Warn("write deliveries; retrying", "records", len(out), "retry_in", wait, "err", err)
 				})
 				if err != nil { // only when ctx ended or Stop began: nothing committed, redelivered to the next owner
-					endSpans(w.spans)
-					for range work { // drain: nothing more is written or committed
+					endSpans(spans)
+					for w := range work { // drain: nothing more is written or committed
+						endSpans(w.spans)
 					}
 					return
 				}
-				r.records.Add(float64(len(w.out)))
+				r.records.Add(float64(len(out)))
 			}
-			endSpans(w.spans)
-			commits.add(w.batch)
-			for _, m := range w.batch { // the last of each partition wins
+			endSpans(spans)
+			commits.add(slices.Clone(batch))
+			for _, m := range batch { // the last of each partition wins
 				r.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(m.HighWaterMark-m.Offset-1, 0)))
 			}
+			clear(out)
+			clear(spans)
 		}
 	}()
 	defer func() {
@@ -183,25 +203,19 @@ func (r *Router) route(ctx context.Context) error {
 		if err != nil {
 			return nil // ctx ended or Stop closed the reader
 		}
-		batch := []kafka.Message{m}
-		for len(batch) < 500 { // whatever else is already here
-			fctx, cancel := context.WithTimeout(ctx, 200*time.Microsecond)
-			m, err := r.direct.FetchMessage(fctx)
-			cancel()
-			if err != nil {
-				break
-			}
-			batch = append(batch, m)
-		}
-		out, spans := r.deliveriesFor(ctx, batch)
+		out, spans := r.deliveriesFor(ctx, []kafka.Message{m})
 		select {
-		case work <- routed{batch: batch, out: out, spans: spans}:
+		case work <- routed{msg: m, out: out, spans: spans}:
 		case <-writerDone: // the writer gave up (ctx ended or Stop began)
 			endSpans(spans)
 			return nil
 		}
 	}
 }
+
+// maxRouteBatch bounds the events whose deliveries one write carries (and
+// the events routed ahead of the writer).
+const maxRouteBatch = 500
 
 func endSpans(spans []trace.Span) {
 	for _, sp := range spans {

@@ -227,7 +227,11 @@ func (r *Router) Start(ctx context.Context) (err error) {
 	r.admin = k.Client()
 	r.direct = r.newDirectReader(start)
 	r.deliveries = k.NewWriter(k.DeliveriesTopic)
-	r.deliveries.BatchTimeout = 200 * time.Microsecond // the second log hop of every DM: keep it short
+	// The second log hop of every DM: route() hands the writer everything
+	// that queued during its previous write in one call, so there is
+	// nothing to wait for. (kafka-go adds all of one call's records of a
+	// partition to one batch before its timer can cut it.)
+	r.deliveries.BatchTimeout = time.Microsecond
 	// A delivery is a copy of a chat.direct event, which is durable (and in
 	// history): it needs no fsync of its own. acks=1 is answered once the
 	// leader has it (the embedded broker: in the page cache, safe from a
