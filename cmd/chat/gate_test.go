@@ -186,7 +186,8 @@ func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 	}
 
 	// A token-sized header passes; a header over 64 KiB is refused.
-	if a := call(t, "GET", "http://"+s.addr+"/v1/rooms/general/messages", tokenFromDataDir(t, dir, "alice")); a.status != 200 {
+	// (404 while history has not stored the room's first message yet.)
+	if a := call(t, "GET", "http://"+s.addr+"/v1/rooms/general/messages", tokenFromDataDir(t, dir, "alice")); a.status != 200 && a.status != 404 {
 		t.Fatalf("history = %d %s", a.status, a.body)
 	}
 	req, _ := http.NewRequest("GET", "http://"+s.addr+"/healthz", nil)
