@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -24,6 +25,10 @@ type storedMessage struct {
 // messages calls a history endpoint and decodes {"messages":[…]}.
 func (g *globals) messages(cmd *cobra.Command, user, path string, q url.Values) ([]storedMessage, error) {
 	b, err := g.get(cmd, user, path+"?"+q.Encode())
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Code == "not_found" {
+		return nil, nil // a room without messages (or one you may not see): nothing to print
+	}
 	if err != nil {
 		return nil, err
 	}

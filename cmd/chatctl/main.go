@@ -155,12 +155,17 @@ func (g *globals) request(ctx context.Context, method, path, tok string, body an
 			Error struct{ Code, Message string }
 		}
 		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
-			return nil, fmt.Errorf("%s: %s", e.Error.Code, e.Error.Message)
+			return nil, &apiError{Code: e.Error.Code, Message: e.Error.Message}
 		}
 		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	return b, nil
 }
+
+// apiError is an error answer of the server: {"error":{"code","message"}}.
+type apiError struct{ Code, Message string }
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 
 // get calls GET path as user (a token is minted unless --token is given).
 func (g *globals) get(cmd *cobra.Command, user, path string) ([]byte, error) {
