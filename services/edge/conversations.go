@@ -344,11 +344,12 @@ func (e *Edge) startConversations(ctx context.Context, counts map[string]int) er
 	f := chatacl.New(k, e.log, func() { e.m.badRecords.Inc() })
 	e.loading.Store(true)
 	f.OnApply = e.onACL
+	e.acl = f // before Start: its goroutines call onACL, which reads it
 	if err := f.Start(ctx); err != nil {
+		e.acl = nil // Start stopped its goroutines
 		return err
 	}
 	e.loading.Store(false)
-	e.acl = f
 	src, err := newTypingSource(ctx, k, counts[k.TypingTopic])
 	if err != nil {
 		return err
