@@ -209,12 +209,7 @@ func (c *collector) ofType(typ string) []map[string]any {
 
 func mpDial(t *testing.T, p *proc, user string) (*websocket.Conn, *collector) {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+p.addr+"/ws?token="+mpToken(t, user), nil)
-	if err != nil {
-		t.Fatalf("dial %s as %s: %v", p.name, user, err)
-	}
-	t.Cleanup(func() { ws.Close() })
-	c := collect(ws)
+	ws, c := wsAs(t, p, user)
 	ws.WriteJSON(map[string]string{"type": "join", "room": "general"})
 	waitFor(t, 10*time.Second, user+" joined", func() bool { return len(c.ofType("joined")) > 0 })
 	return ws, c
