@@ -366,6 +366,12 @@ function loadNewest(c) {
   return c.loading;
 }
 
+// reloadNewest is loadNewest after whatever load is in flight.
+async function reloadNewest(c) {
+  if (c.loading) { try { await c.loading; } catch { /* loaded again below */ } }
+  return loadNewest(c);
+}
+
 async function loadOlder(c) {
   if (c.loading || c.noOlder || !c.loaded) return;
   const before = oldestId(c);
@@ -569,14 +575,55 @@ function send(text) {
   const frame = c.kind === "room"
     ? { type: "chat", room: c.name, content: text, client_id: cid }
     : { type: "private", target: c.name, content: text, client_id: cid };
-  const o = { frame, key: c.key, li: null, attempt: 0, timer: null, state: "pending", detail: "" };
+  const o = { frame, key: c.key, li: null, attempt: 0, timer: null, state: "pending", detail: "", ts: new Date().toISOString() };
   outbox.set(cid, o);
-  const li = render(c, { type: frame.type, username: me, content: text, client_id: cid, timestamp: new Date().toISOString() });
+  saveOutbox();
+  showPending(c, o);
+  log.scrollTop = log.scrollHeight;
+  transmit(o);
+}
+
+// showPending shows one of the outbox's messages at the end of c.
+function showPending(c, o) {
+  const f = o.frame;
+  const li = render(c, { type: f.type, username: me, content: f.content, client_id: f.client_id, room: f.room, target: f.target, timestamp: o.ts });
   c.list.append(li);
   register(c, li);
   trimTop(c);
-  log.scrollTop = log.scrollHeight;
-  transmit(o);
+}
+
+// The outbox is kept in sessionStorage: a message written while offline
+// survives a reload of the tab and goes out once (same client_id) when the
+// page is back online.
+const OUTBOX_MAX_AGE = 24 * 3600 * 1000;
+function saveOutbox() {
+  const list = [...outbox.values()].map((o) => ({ frame: o.frame, key: o.key, ts: o.ts }));
+  try {
+    if (list.length) sessionStorage.setItem(`chat:${me}:outbox`, JSON.stringify(list));
+    else sessionStorage.removeItem(`chat:${me}:outbox`);
+  } catch { /* storage full or off: the queue lives as long as the page */ }
+}
+
+function restoreOutbox() {
+  let list;
+  try { list = JSON.parse(sessionStorage.getItem(`chat:${me}:outbox`) || "[]"); } catch { list = []; }
+  if (!Array.isArray(list)) return;
+  for (const x of list) {
+    const f = x && x.frame;
+    if (!f || typeof f.client_id !== "string" || typeof f.content !== "string" || outbox.has(f.client_id)) continue;
+    if (!(Date.now() - Date.parse(x.ts) < OUTBOX_MAX_AGE)) continue;
+    let c = null;
+    if (f.type === "chat" && ROOM_RE.test(f.room || "")) c = convs.get("#" + f.room) || conv("room", f.room);
+    else if (f.type === "private" && USER_RE.test(f.target || "")) c = conv("dm", f.target);
+    if (!c) continue;
+    const frame = f.type === "chat"
+      ? { type: "chat", room: f.room, content: f.content, client_id: f.client_id }
+      : { type: "private", target: f.target, content: f.content, client_id: f.client_id };
+    const o = { frame, key: c.key, li: null, attempt: 0, timer: null, state: "queued", detail: "", ts: x.ts };
+    outbox.set(frame.client_id, o);
+    showPending(c, o);
+  }
+  saveOutbox();
 }
 
 function setOutState(o, state, detail) {
@@ -608,6 +655,7 @@ function onAck(f) {
   const o = outbox.get(f.client_id);
   if (!o) return;
   outbox.delete(f.client_id);
+  saveOutbox();
   clearTimeout(o.timer);
   setOutState(o, "sent");
   const c = convs.get(o.key);
@@ -664,6 +712,7 @@ function onError(f) {
     retryLater(o, "waiting", 1000 + Math.random() * 1000, "slowed down: retrying…");
   } else {
     outbox.delete(cid);
+    saveOutbox();
     clearTimeout(o.timer);
     setOutState(o, "failed", "not sent");
     if (o.key === (current && current.key)) $("composer-error").textContent = msg;
@@ -694,9 +743,12 @@ function onFrame(f) {
         setTimeout(() => { if (convs.get(c.key) === c && !c.detached) loadNewest(c); }, 1500);
       }
       if (f.recovered === false) {
-        note(c, "Back after a long gap: some messages may only be in history. Showing the newest.");
-        c.loaded = false;
-        loadNewest(c);
+        // The log no longer holds everything missed: show the newest
+        // history page (live events after it stay), and read it again once
+        // history has stored what the log appended just before the join.
+        document.body.dataset.unrecovered = String(Number(document.body.dataset.unrecovered || 0) + 1);
+        reloadNewest(c);
+        setTimeout(() => { if (convs.get(c.key) === c) reloadNewest(c); }, 1500);
       }
       if (c === current) refreshMembers();
       break;
@@ -1465,6 +1517,7 @@ function signOut() {
   if (conn) conn.stop();
   conn = null;
   sessionStorage.removeItem("chat.token");
+  sessionStorage.removeItem(`chat:${me}:outbox`); // signing out gives up what was not sent
   location.hash = "";
   location.reload();
 }
@@ -1492,10 +1545,13 @@ function start() {
   readMarks = load("read", {});
   readPos = load("readpos", {});
   for (const r of load("rooms", ["general"])) if (ROOM_RE.test(r)) conv("room", r);
+  restoreOutbox();
   const saved = convs.get(load("current", "")) || [...convs.values()][0];
   conn = new Connection({ token, exp: claims.exp, user: me, api, onFrame, onState, onAuthFailed: authFailed });
   if (claims.exp) {
-    const wait = claims.exp - Date.now();
+    // The edge closes the socket with 1008 at exp (Connection: sign-in
+    // screen); this timer is the fallback when that close does not come.
+    const wait = claims.exp - Date.now() + 3000;
     if (wait < 2 ** 31 - 1) expiryTimer = setTimeout(() => authFailed("expired"), wait);
   }
   loadUnread();

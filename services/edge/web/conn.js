@@ -20,6 +20,8 @@ export class Connection {
     this.stopped = false;
     this.online = false;
     this.handshakes = 0; // attempts made (the tests read it through the page)
+    this.refused = 0;    // handshakes refused in a row while the API answers (HTTP 429)
+    this.lastClose = 0;  // the last close code seen
   }
 
   expired() {
@@ -56,6 +58,7 @@ export class Connection {
         welcomed = true;
         this.online = true;
         this.attempts = 0;
+        this.refused = 0;
         this.onState({ state: "online" });
       }
       this.onFrame(f);
@@ -64,6 +67,8 @@ export class Connection {
       if (this.ws !== ws) return;
       this.ws = null;
       this.online = false;
+      this.lastClose = e.code;
+      document.body.dataset.lastClose = String(e.code);
       if (this.stopped) return;
       this.closed(e.code, e.reason, welcomed);
     };
@@ -83,12 +88,19 @@ export class Connection {
       this.onState({ state: "checking" });
       try {
         await this.api.presence([this.user]);
-        return this.schedule("the server refused the connection (too many connections?)", 5000 * (1 + Math.random()));
       } catch (e) {
         if (this.stopped) return;
         if (e instanceof ApiError && e.status === 401) return this.onAuthFailed("rejected");
         return this.schedule("the server cannot be reached");
       }
+      // The API accepts the token but the WebSocket handshake fails: the
+      // edge refuses connections (HTTP 429 too_many_connections: too many
+      // tabs or devices, or a proxy in the way). Back off further on each
+      // refusal, 5 s doubling up to a minute, so a refused page never loops.
+      if (this.stopped) return;
+      this.refused++;
+      const delay = Math.min(60000, 5000 * 2 ** (this.refused - 1)) * (0.75 + Math.random() * 0.5);
+      return this.schedule("the server refuses connections (too many open tabs or devices?)", delay);
     }
     this.schedule(`disconnected (${code})`);
   }

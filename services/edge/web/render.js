@@ -72,7 +72,7 @@ export function messageElement(ev, me) {
   who.className = "user";
   if (ev.type === "system") {
     li.classList.add("announcement");
-    who.textContent = "📣 Announcement";
+    who.append(el("span", { "aria-hidden": "true", text: "📣 " }), "Announcement");
   } else {
     who.textContent = ev.username || "";
     if (ev.username === me) li.classList.add("mine");
