@@ -282,6 +282,9 @@ type Unread struct {
 	Peer     string `json:"peer,omitempty"`
 	Unread   int    `json:"unread"`
 	LastRead string `json:"last_read,omitempty"`
+	// PeerRead is how far the peer of a DM has read it (a read receipt
+	// that outlives the live read event).
+	PeerRead string `json:"peer_read,omitempty"`
 }
 
 // maxUnread bounds the conversations of one GET /v1/unread.
@@ -303,8 +306,11 @@ func (h *History) unread(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 		SELECT c.conversation, c.p, c.o,
 			(SELECT count(*) FROM messages m
 			 WHERE m.conversation = c.conversation AND m.type IN ('chat', 'private') AND NOT m.deleted
-			   AND m.username <> $1 AND (c.p IS NULL OR (m.log_partition, m.log_offset) > (c.p, c.o)))
-		FROM convs c ORDER BY c.conversation LIMIT $2`, id.Username, maxUnread)
+			   AND m.username <> $1 AND (c.p IS NULL OR (m.log_partition, m.log_offset) > (c.p, c.o))),
+			peer.log_partition, peer.log_offset
+		FROM convs c
+		LEFT JOIN read_state peer ON c.conversation LIKE 'dm:%' AND peer.conversation = c.conversation AND peer.username <> $1
+		ORDER BY c.conversation LIMIT $2`, id.Username, maxUnread)
 	if err != nil {
 		return nil, err
 	}
@@ -315,12 +321,17 @@ func (h *History) unread(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 		var p *int
 		var o *int64
 		var n int
-		if err := rows.Scan(&conv, &p, &o, &n); err != nil {
+		var pp *int
+		var po *int64
+		if err := rows.Scan(&conv, &p, &o, &n, &pp, &po); err != nil {
 			return nil, err
 		}
 		u := Unread{Unread: n}
 		if p != nil && o != nil {
 			u.LastRead = chatevent.Pos{Partition: *p, Offset: *o}.String()
+		}
+		if pp != nil && po != nil {
+			u.PeerRead = chatevent.Pos{Partition: *pp, Offset: *po}.String()
 		}
 		if room, ok := strings.CutPrefix(conv, "room:"); ok {
 			if !acl.MayRead(room, id.Username, id.Admin) {

@@ -468,6 +468,7 @@ type unreadEntry struct {
 	Peer     string `json:"peer"`
 	Unread   int    `json:"unread"`
 	LastRead string `json:"last_read"`
+	PeerRead string `json:"peer_read"`
 }
 
 func unreadOf(t testing.TB, base, user string) map[string]unreadEntry {
@@ -527,5 +528,12 @@ func TestUnreadCounts(t *testing.T) {
 	}
 	if n := count(t, db, "SELECT count(*) FROM read_state WHERE username = 'bob'"); n != 2 {
 		t.Fatalf("read_state rows = %d", n)
+	}
+	// The sender sees how far the peer read (a read receipt after a reload).
+	if u := unreadOf(t, h.URL, "alice")["@bob"]; u.PeerRead != dmPage[1].Pos || u.Unread != 0 {
+		t.Fatalf("alice's view of her DMs with bob = %+v, want peer_read %s", u, dmPage[1].Pos)
+	}
+	if u := unreadOf(t, h.URL, "bob")["@alice"]; u.PeerRead != "" {
+		t.Fatalf("bob's view = %+v: alice read nothing", u)
 	}
 }
