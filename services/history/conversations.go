@@ -126,6 +126,8 @@ type RoomSummary struct {
 	Private bool   `json:"private"`
 	Owner   string `json:"owner,omitempty"`
 	Role    string `json:"role"`
+	// Muted is whether the caller is muted in the room (may read, not write).
+	Muted bool `json:"muted,omitempty"`
 }
 
 // Member is one membership in GET /v1/rooms/{room}.
@@ -143,7 +145,8 @@ type RoomDetail struct {
 }
 
 func (h *History) summary(ri chatevent.RoomInfo, user string) RoomSummary {
-	return RoomSummary{Room: ri.Room, Private: ri.Private, Owner: ri.Owner, Role: h.acl.ACL().Member(ri.Room, user).Role}
+	m := h.acl.ACL().Member(ri.Room, user)
+	return RoomSummary{Room: ri.Room, Private: ri.Private, Owner: ri.Owner, Role: m.Role, Muted: m.Muted}
 }
 
 func (h *History) listRooms(_ *http.Request, id auth.Identity, _ *pgxpool.Pool) (any, error) {
