@@ -7,6 +7,7 @@ package main
 // colour contrast.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
@@ -300,6 +302,44 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
+// newDocument waits until the page marked with window.__before has been
+// replaced by a new document (a reload the page made itself).
+func (p *browserPage) newDocument() {
+	p.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(p.ctx, 2*time.Second)
+		old, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!window.__before && document.readyState !== "loading"`))
+		cancel()
+		if err == nil && !old {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s: the page did not reload", p.name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pressEnter presses Enter as a keyboard does: one keyDown carrying the
+// text "\r" (the browser derives keypress from it, and a handler that
+// prevents the keydown's default suppresses it), then keyUp. chromedp's
+// KeyEvent("\r") sends the character as a separate event, which reaches
+// the focused element even when keydown was handled.
+func (p *browserPage) pressEnter() {
+	p.t.Helper()
+	down := input.DispatchKeyEventParams{Type: input.DispatchKeyEventTypeKeyDown, Key: "Enter", Code: "Enter", Text: "\r", UnmodifiedText: "\r", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13}
+	up := input.DispatchKeyEventParams{Type: input.DispatchKeyEventTypeKeyUp, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13}
+	for _, ev := range []input.DispatchKeyEventParams{down, up} {
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		_, err := chromedp.Call(ctx, input.DispatchKeyEvent, ev)
+		cancel()
+		if err != nil {
+			p.t.Fatalf("%s: Enter: %v", p.name, err)
+		}
+	}
+}
+
 // tabTo presses Tab until the element matching sel has the focus.
 func (p *browserPage) tabTo(sel string) {
 	p.t.Helper()
@@ -443,28 +483,35 @@ func TestBrowserPagingAnnouncementsKeyboard(t *testing.T) {
 	t.Run("keyboard alone: sign in, join, send, switch rooms, open a DM", func(t *testing.T) {
 		dave := openPage(t, browser, "dave", "http://"+s.addr+"/")
 		dave.waitFor("sign-in screen focused", `!document.getElementById("signin").hidden && document.activeElement === document.getElementById("signin-token")`, 10*time.Second)
-		dave.do(chromedp.KeyEvent(tokenFromDataDir(t, dir, "dave")), chromedp.KeyEvent("\r"))
+		eval[bool](dave, `window.__before = true`)
+		dave.do(chromedp.KeyEvent(tokenFromDataDir(t, dir, "dave")))
+		dave.pressEnter()
+		dave.newDocument()
 		dave.waitFor("signed in", `document.body.dataset.conn === "online" && document.getElementById("me").textContent === "dave"`, 30*time.Second)
 		if bad := eval[[]string](dave, unlabelledJS); len(bad) > 0 {
 			t.Fatalf("controls without a label: %v", bad)
 		}
 		dave.tabTo("#join-room")
-		dave.do(chromedp.KeyEvent("keys\r"))
+		dave.do(chromedp.KeyEvent("keys"))
+		dave.pressEnter()
 		dave.waitFor("in #keys, composer focused", `document.getElementById("conv-title").textContent === "# keys" && document.activeElement === document.getElementById("content")`, 10*time.Second)
-		dave.do(chromedp.KeyEvent("typed without a mouse\r"))
+		dave.do(chromedp.KeyEvent("typed without a mouse"))
+		dave.pressEnter()
 		dave.waitFor("sent", msgState("typed without a mouse")+` === "sent"`, 10*time.Second)
 		dave.tabTo(`#rooms li[data-key="#general"] button`)
-		dave.do(chromedp.KeyEvent("\r"))
+		dave.pressEnter()
 		dave.waitFor("in #general", `document.getElementById("conv-title").textContent === "# general"`, 10*time.Second)
 		dave.tabTo("#dm-user")
-		dave.do(chromedp.KeyEvent("bob\r"))
+		dave.do(chromedp.KeyEvent("bob"))
+		dave.pressEnter()
 		dave.waitFor("conversation with bob, composer focused", `document.getElementById("conv-title").textContent === "bob" && document.activeElement === document.getElementById("content")`, 10*time.Second)
-		dave.do(chromedp.KeyEvent("a DM by keyboard\r"))
-		dave.waitFor("DM sent", msgState("a DM by keyboard")+` === "sent"`, 10*time.Second)
+		dave.do(chromedp.KeyEvent("a DM by keyboard"))
+		dave.pressEnter()
+		dave.waitFor("DM sent, composer empty", msgState("a DM by keyboard")+` === "sent" && document.getElementById("content").value === ""`, 10*time.Second)
 		bob.waitFor("bob has it", badgeOf("@dave")+` === "1"`, 10*time.Second)
 		// Back to the room, by keyboard, with the DM still listed.
 		dave.tabTo(`#rooms li[data-key="#keys"] button`)
-		dave.do(chromedp.KeyEvent("\r"))
+		dave.pressEnter()
 		dave.waitFor("in #keys", `document.getElementById("conv-title").textContent === "# keys" && `+countText("typed without a mouse")+` === 1`, 10*time.Second)
 		dave.screenshot("keyboard-dave")
 	})
