@@ -181,6 +181,30 @@ func TestBrowserConversations(t *testing.T) {
 		bob.screenshot("conv-seen-bob")
 	})
 
+	t.Run("the picture for the README", func(t *testing.T) {
+		// alice in the private #design (an edited message, a tombstone), a
+		// DM from bob waiting unread, and bob typing in the room.
+		alice.do(chromedp.Click(`#rooms li[data-key="#design"] button`))
+		alice.waitFor("in #design", `document.getElementById("conv-title").textContent === "# design"`, 5*time.Second)
+		bob.send("lunch at one?")
+		alice.waitFor("unread from bob", badgeOf("@bob")+` === "1"`, 10*time.Second)
+		bob.do(chromedp.Click(`#rooms li[data-key="#design"] button`))
+		bob.waitFor("in #design", `document.getElementById("conv-title").textContent === "# design"`, 5*time.Second)
+		// bob's page sends at most one typing notice per 3 s: type until alice sees one.
+		deadline := time.Now().Add(15 * time.Second)
+		for !eval[bool](alice, `document.getElementById("typing").textContent === "bob is typing…"`) {
+			if time.Now().After(deadline) {
+				t.Fatal("alice never saw bob typing")
+			}
+			bob.do(chromedp.SendKeys("#content", "the mockups are"))
+			time.Sleep(300 * time.Millisecond)
+		}
+		alice.screenshot("web-client")
+		eval[bool](bob, `document.getElementById("content").value = ""; true`)
+		alice.do(chromedp.Click(`#dms li[data-key="@bob"] button`))
+		alice.waitFor("read", badgeOf("@bob")+` === "" && `+countText("lunch at one?")+` === 1`, 10*time.Second)
+	})
+
 	t.Run("alice mutes bob: his send is forbidden; unmute lets him write", func(t *testing.T) {
 		alice.do(chromedp.Click(`#rooms li[data-key="#design"] button`))
 		bob.do(chromedp.Click(`#rooms li[data-key="#design"] button`))
