@@ -179,6 +179,13 @@ func TestBrowserConversations(t *testing.T) {
 		alice.waitFor("alice reads it", countText("are you there?")+` === 1 && `+badgeOf("@bob")+` === ""`, 10*time.Second)
 		bob.waitFor("Seen on bob's message", `([...document.querySelectorAll("#msgs li.mine")].find(li => li.querySelector(".body").textContent === "are you there?") || document).querySelector(".seen") !== null && document.querySelector("#msgs .seen").textContent === "Seen"`, 10*time.Second)
 		bob.screenshot("conv-seen-bob")
+		// The receipt outlives the live read event: after a reload it comes
+		// from GET /v1/unread's peer_read.
+		bob.do(chromedp.Reload())
+		online(bob)
+		bob.waitFor("the DM with alice listed", `document.querySelector('#dms li[data-key="@alice"] button') !== null`, 10*time.Second)
+		bob.do(chromedp.Click(`#dms li[data-key="@alice"] button`))
+		bob.waitFor("Seen after a reload", `([...document.querySelectorAll("#msgs li.mine")].find(li => li.querySelector(".body").textContent === "are you there?") || document).querySelector(".seen") !== null`, 15*time.Second)
 	})
 
 	t.Run("the picture for the README", func(t *testing.T) {

@@ -4,6 +4,7 @@
 
 export const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 export const USER_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+export const POS_RE = /^\d+:\d+$/; // a log position "<partition>:<offset>"
 
 // ApiError is a non-2xx answer: status and the contract's error code.
 export class ApiError extends Error {

@@ -2,7 +2,7 @@
 // presence over one WebSocket plus the history and presence HTTP APIs.
 // Every user-provided string is rendered as text (see render.js).
 
-import { Api, ApiError, decodeToken, ROOM_RE, USER_RE } from "./api.js";
+import { Api, ApiError, decodeToken, ROOM_RE, USER_RE, POS_RE } from "./api.js";
 import { Connection } from "./conn.js";
 import { messageElement, setState, el, mentions, setContent, markDeleted, lockIcon } from "./render.js";
 
@@ -1098,6 +1098,11 @@ function loadUnread() {
       if (x.room && ROOM_RE.test(x.room)) c = convs.get("#" + x.room);
       else if (x.peer && USER_RE.test(x.peer) && x.peer !== me) c = conv("dm", x.peer);
       if (!c) continue;
+      // The DM peer's read position: "Seen" survives a reload.
+      if (x.peer && typeof x.peer_read === "string" && POS_RE.test(x.peer_read) && (!c.peerRead || posAfter(x.peer_read, c.peerRead))) {
+        c.peerRead = x.peer_read;
+        showSeen(c);
+      }
       const local = readPos[c.key];
       if (local && posAfter(local, x.last_read || "")) continue;
       if (x.last_read && (!c.readPos || posAfter(x.last_read, c.readPos))) c.readPos = x.last_read;
