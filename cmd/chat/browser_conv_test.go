@@ -225,6 +225,12 @@ func TestBrowserConversations(t *testing.T) {
 		bob.waitFor("forbidden next to the composer", `document.getElementById("composer-error").textContent.includes("may not write") && `+msgState("can I still talk?")+` === "failed"`, 10*time.Second)
 		bob.screenshot("conv-muted-bob")
 		alice.holds("nothing reached alice", countText("can I still talk?")+` === 0`, time.Second)
+		// The mute outlives a reload: GET /v1/rooms says so.
+		bob.do(chromedp.Reload())
+		online(bob)
+		bob.waitFor("#design listed", `document.querySelector('#rooms li[data-key="#design"] button') !== null`, 10*time.Second)
+		bob.do(chromedp.Click(`#rooms li[data-key="#design"] button`))
+		bob.waitFor("muted notice after a reload", `document.getElementById("conv-title").textContent === "# design" && document.getElementById("conv-notice").textContent.includes("muted")`, 15*time.Second)
 		alice.do(chromedp.Click(`#manage-form button[data-action="unmute"]`))
 		bob.waitFor("notice gone", `document.getElementById("conv-notice").textContent === ""`, 10*time.Second)
 		alice.do(chromedp.Click("#panel-close"))

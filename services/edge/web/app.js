@@ -883,6 +883,12 @@ async function refreshRooms() {
     c.private = !!r.private;
     c.owner = r.owner || "";
     setRole(c, r.role || "");
+    // Muted before this page started: learnt here, not only from a frame.
+    if (!!r.muted !== c.muted) {
+      c.muted = !!r.muted;
+      if (c.muted) c.notice = `You are muted in #${r.room}: you can read but not write here.`;
+      else if (c.notice.includes("muted")) c.notice = "";
+    }
     updateBadge(c);
   }
   for (const c of [...convs.values()]) {
