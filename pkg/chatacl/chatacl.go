@@ -36,6 +36,8 @@ type Follower struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	bad     func() // counts a record that does not decode (may be nil)
+
+	syncSlots chan struct{} // SyncBriefly calls in flight
 }
 
 // New returns a follower of k's ACL topic; it does no I/O until Start.
@@ -45,7 +47,8 @@ func New(k kafkaio.Config, log *slog.Logger, onBad func()) *Follower {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Follower{k: k, log: log, acl: chatevent.NewACL(), changed: make(chan struct{}), applied: map[int]int64{}, bad: onBad}
+	return &Follower{k: k, log: log, acl: chatevent.NewACL(), changed: make(chan struct{}), applied: map[int]int64{}, bad: onBad,
+		syncSlots: make(chan struct{}, maxBriefSyncs)}
 }
 
 // ACL returns the state (always the same value).
@@ -157,12 +160,24 @@ func (f *Follower) Sync(ctx context.Context) error {
 }
 
 // SyncBriefly is Sync bounded by d: the state a refusal rests on is at
-// most that stale. It reports whether the sync completed.
+// most that stale. It reports whether the sync completed. At most
+// maxBriefSyncs run at once (each asks the broker for the topic's end): a
+// flood of refused requests does not become a flood of broker requests;
+// beyond it a refusal rests on the state as it is.
 func (f *Follower) SyncBriefly(ctx context.Context, d time.Duration) bool {
+	select {
+	case f.syncSlots <- struct{}{}:
+		defer func() { <-f.syncSlots }()
+	default:
+		return false
+	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return f.Sync(ctx) == nil
 }
+
+// maxBriefSyncs bounds the SyncBriefly calls in flight.
+const maxBriefSyncs = 8
 
 // Close stops following.
 func (f *Follower) Close() error {
