@@ -523,7 +523,7 @@ func checkTopicsJob(t *testing.T, c *cluster) {
 		cfg["kafka.topic-typing"]:                  "$CHAT_KAFKA_PRESENCE_PARTITIONS",
 	}
 	got := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^\s*create (\S+) "?([^"\s]+)"?(?:\s+\S+=\S+)?\s*(?:#.*)?$`).FindAllStringSubmatch(script, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^\s*create (\S+) "?([^"\s]+)"?(?:\s+\S+=\S+)*\s*(?:#.*)?$`).FindAllStringSubmatch(script, -1) {
 		got[m[1]] = m[2]
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -66,11 +66,11 @@ func (f *Follower) Start(ctx context.Context) error {
 	}
 	n := len(md.Topics[0].Partitions)
 	rctx, cancel := context.WithCancel(context.Background())
-	f.cancel = cancel
+	f.cancel = cancel // Close cancels the readers' goroutines
 	for p := range n {
 		first, _, err := f.k.Offsets(ctx, f.k.ACLTopic, p)
 		if err != nil {
-			cancel()
+			f.Close()
 			return fmt.Errorf("acl: %w", err)
 		}
 		f.mu.Lock()
@@ -79,7 +79,8 @@ func (f *Follower) Start(ctx context.Context) error {
 		rd := kafka.NewReader(kafka.ReaderConfig{Brokers: f.k.BrokerList(), Topic: f.k.ACLTopic, Partition: p,
 			MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond, ReadLagInterval: -1, MaxAttempts: 1 << 30})
 		if err := rd.SetOffset(first); err != nil {
-			cancel()
+			rd.Close()
+			f.Close()
 			return fmt.Errorf("acl: %w", err)
 		}
 		f.readers = append(f.readers, rd)

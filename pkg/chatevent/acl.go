@@ -342,15 +342,19 @@ func (a *ACL) MayModerate(room, user string, admin bool) bool {
 }
 
 // MayManage reports whether actor may apply action to subject in room:
-// admins anything; the owner anything to anyone but themself; mods invite,
+// nobody removes, bans, mods or unmods the owner; otherwise admins
+// anything; the owner anything to anyone but themself; mods invite,
 // remove, mute, unmute, ban and unban users who are neither owner nor mod;
 // mod and unmod are the owner's. Anyone may remove themself (leave a
 // private room for good) unless they own it.
 func (a *ACL) MayManage(room, actor, action, subject string, admin bool) bool {
+	am, sm := a.Member(room, actor), a.Member(room, subject)
+	if sm.Role == RoleOwner && (action == ActionRemove || action == ActionBan || action == ActionMod || action == ActionUnmod) {
+		return false // an owner stays the owner: nobody removes, bans or demotes them
+	}
 	if admin {
 		return true
 	}
-	am, sm := a.Member(room, actor), a.Member(room, subject)
 	if actor == subject {
 		return action == ActionRemove && am.Role != RoleOwner && am.Role != ""
 	}

@@ -122,7 +122,8 @@ func (c *Config) AllTopics() []TopicSpec {
 		{Name: c.PresenceTopic, Partitions: c.SmallPartitions},
 		{Name: c.DeliveriesTopic, Partitions: c.SmallPartitions},
 		{Name: c.ACLTopic, Partitions: 1, Configs: map[string]string{"cleanup.policy": "compact"}},
-		{Name: c.TypingTopic, Partitions: c.SmallPartitions, Configs: map[string]string{"retention.ms": strconv.Itoa(typingRetentionMS)}},
+		// Retention applies to closed segments: roll them as often.
+		{Name: c.TypingTopic, Partitions: c.SmallPartitions, Configs: map[string]string{"retention.ms": strconv.Itoa(typingRetentionMS), "segment.ms": strconv.Itoa(typingRetentionMS)}},
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/time/rate"
 
 	"github.com/chatsys/chat/pkg/chatacl"
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -50,36 +51,73 @@ func (e *Edge) allowed(ctx context.Context, c *conn, ok func() bool) bool {
 // connections, and a member who may no longer join the room loses their
 // subscriptions of it (they get left {room}).
 func (e *Edge) onACL(r chatevent.ACLRecord) {
-	if r.Type != chatevent.ACLMember || e.loading.Load() {
+	if e.loading.Load() {
 		return
 	}
-	frame := chatevent.MemberFrame{Room: r.Room, Username: r.Username, Action: r.Action, By: r.By}.Encode()
-	acl := e.acl.ACL()
-	revoke := !acl.MayJoin(r.Room, r.Username, false)
-	touched := getTouched()
+	switch r.Type {
+	case chatevent.ACLRoom:
+		// A room created private while people were in it (it was an empty
+		// public room): whoever is not a member leaves it now.
+		if r.Private {
+			e.revokeWhere(r.Room, func(*conn) bool { return true })
+		}
+	case chatevent.ACLMember:
+		frame := chatevent.MemberFrame{Room: r.Room, Username: r.Username, Action: r.Action, By: r.By}.Encode()
+		touched := getTouched()
+		e.hub.mu.RLock()
+		seen := map[*conn]bool{}
+		for s := range e.hub.rooms[r.Room] {
+			if !seen[s.c] {
+				seen[s.c] = true
+				if s.c.push(frame, chatevent.TypeMember) {
+					*touched = append(*touched, s.c)
+				}
+			}
+		}
+		for c := range e.hub.users[r.Username] {
+			if !seen[c] {
+				seen[c] = true
+				if c.push(frame, chatevent.TypeMember) {
+					*touched = append(*touched, c)
+				}
+			}
+		}
+		e.hub.mu.RUnlock()
+		flushTouched(touched)
+		e.revokeWhere(r.Room, func(c *conn) bool { return c.id.Username == r.Username })
+	}
+}
+
+// revokeWhere ends the subscriptions of room held by connections that
+// match and may no longer join it (they get left {room}).
+func (e *Edge) revokeWhere(room string, match func(*conn) bool) {
+	acl := e.aclState()
 	var revoked []*sub
 	e.hub.mu.RLock()
-	seen := map[*conn]bool{}
-	for s := range e.hub.rooms[r.Room] {
-		if s.c.id.Username == r.Username && revoke && !s.c.id.Admin {
+	for s := range e.hub.rooms[room] {
+		if match(s.c) && !acl.MayJoin(room, s.c.id.Username, s.c.id.Admin) {
 			revoked = append(revoked, s)
-		}
-		if !seen[s.c] {
-			seen[s.c] = true
-			if s.c.push(frame, chatevent.TypeMember) {
-				*touched = append(*touched, s.c)
-			}
-		}
-	}
-	for c := range e.hub.users[r.Username] {
-		if !seen[c] {
-			seen[c] = true
-			if c.push(frame, chatevent.TypeMember) {
-				*touched = append(*touched, c)
-			}
 		}
 	}
 	e.hub.mu.RUnlock()
+	e.revoke(revoked)
+}
+
+// recheck revokes s if its user may no longer join its room: a join that
+// checked before a ban or removal was applied and registered after the
+// record's revocation scan.
+func (e *Edge) recheck(s *sub) {
+	if !e.aclState().MayJoin(s.room, s.c.id.Username, s.c.id.Admin) {
+		e.revoke([]*sub{s})
+	}
+}
+
+// revoke ends subscriptions (each once) and tells their connections.
+func (e *Edge) revoke(revoked []*sub) {
+	if len(revoked) == 0 {
+		return
+	}
+	touched := getTouched()
 	for _, s := range revoked {
 		if s.revoked.CompareAndSwap(false, true) {
 			e.hub.removeSub(s)
@@ -107,7 +145,15 @@ func (c *conn) dropRevoked() {
 type typingGate struct {
 	mu   sync.Mutex
 	last map[string]time.Time
+	all  *rate.Limiter // across conversations; made on first use
 }
+
+// typingPerSecond bounds the typing notices one connection forwards per
+// second across all its conversations (burst typingBurst).
+const (
+	typingPerSecond = 3
+	typingBurst     = 5
+)
 
 // typingInterval is the least time between two forwarded typing notices of
 // one connection in one conversation; the ones between are dropped.
@@ -120,6 +166,12 @@ func (g *typingGate) allow(conv string, now time.Time) bool {
 		g.last = map[string]time.Time{}
 	}
 	if t, ok := g.last[conv]; ok && now.Sub(t) < typingInterval {
+		return false
+	}
+	if g.all == nil {
+		g.all = rate.NewLimiter(typingPerSecond, typingBurst)
+	}
+	if !g.all.AllowN(now, 1) {
 		return false
 	}
 	if len(g.last) >= 64 { // a connection types in a few conversations at once
@@ -147,7 +199,7 @@ func (e *Edge) handleTyping(ctx context.Context, c *conn, f chatevent.Frame) {
 		}
 		key = chatevent.RoomKey(f.Room)
 	} else {
-		if !chatevent.MayMessage(user, f.Target, e.aclState()) {
+		if !e.allowed(ctx, c, func() bool { return chatevent.MayMessage(user, f.Target, e.aclState()) }) {
 			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), "")
 			return
 		}
@@ -242,9 +294,18 @@ func (e *Edge) handleRead(ctx context.Context, c *conn, f chatevent.Frame) {
 		e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not read room %q", f.Room), "")
 		return
 	}
+	// A read is a durable append: it costs what a message costs.
+	if !c.limiter.Allow() {
+		e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), "")
+		return
+	}
+	if err := c.acquireInFlight(ctx); err != nil {
+		return
+	}
 	ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeRead, Room: f.Room, Target: f.Target, Username: user,
 		Timestamp: chatevent.FormatTime(time.Now()), Pos: f.Pos}
 	e.appendAsync(ctx, &ev, func(err error) {
+		c.releaseInFlight()
 		if err != nil {
 			e.m.errors.WithLabelValues(chatevent.CodeUnavailable).Inc()
 			c.send(chatevent.ErrorFrame{Code: chatevent.CodeUnavailable,
@@ -260,6 +321,9 @@ func (e *Edge) handleRead(ctx context.Context, c *conn, f chatevent.Frame) {
 // unavailable.
 func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	cid := f.ClientID
+	if !c.id.Expires.IsZero() && !time.Now().Before(c.id.Expires) {
+		return // the expiry timer is closing the connection: nothing more is changed
+	}
 	if e.cfg.HistoryURL == "" && e.cfg.HistoryHandler == nil {
 		e.sendError(ctx, c, chatevent.CodeUnavailable, "edits are not available on this edge (no -edge.history-url)", cid)
 		return

@@ -321,3 +321,23 @@ func TestEditWithoutHistoryIsUnavailable(t *testing.T) {
 		t.Fatalf("error %v does not name the client_id", m)
 	}
 }
+
+// A room created private while someone who is not a member was in it (it
+// was an empty public room): they leave it at once and read nothing more.
+func TestRoomMadePrivatePutsOutNonMembers(t *testing.T) {
+	broker := testBroker(t)
+	e1 := startEdge(t, broker)
+	eve := dial(t, e1.srv.URL, "eve")
+	alice := dial(t, e1.srv.URL, "alice")
+	eve.join("secret")
+	alice.join("secret")
+	appendACL(t, broker, chatevent.ACLRecord{Type: chatevent.ACLRoom, Room: "secret", Username: "alice", Private: true, By: "alice"})
+	if m := eve.nextOf("left"); m["room"] != "secret" {
+		t.Fatalf("eve got %v, want left secret", m)
+	}
+	alice.say("secret", "the plan", "a1")
+	if m := alice.nextOf("chat"); m["content"] != "the plan" {
+		t.Fatalf("the owner got %v, want her message", m)
+	}
+	eve.quiet("chat", 500*time.Millisecond)
+}

@@ -106,7 +106,7 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		if !c.id.Expires.IsZero() && !time.Now().Before(c.id.Expires) {
 			return // the expiry timer is closing the connection: nothing more is appended
 		}
-		if f.Type == chatevent.TypePrivate && !chatevent.MayMessage(c.id.Username, f.Target, e.aclState()) {
+		if f.Type == chatevent.TypePrivate && !e.allowed(ctx, c, func() bool { return chatevent.MayMessage(c.id.Username, f.Target, e.aclState()) }) {
 			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), f.ClientID)
 			return
 		}

@@ -36,6 +36,12 @@ func (e *Edge) join(ctx context.Context, c *conn, f chatevent.Frame) {
 		e.presence.joined(c.id.Username, f.Room)
 	}
 	c.rooms[f.Room] = s
+	// A ban or removal applied between the check above and addSub did not
+	// see this subscription: check again now that it is registered.
+	e.recheck(s)
+	if s.revoked.Load() {
+		return // it got left {room}
+	}
 	if f.Since == "" {
 		c.sendWait(ctx, chatevent.JoinedFrame{Room: f.Room}.Encode(), chatevent.TypeJoined)
 		return

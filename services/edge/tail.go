@@ -34,6 +34,16 @@ func tailPartition(ctx context.Context, k kafkaio.Config, topic string, partitio
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			// Retention removed what this tail had not read yet (it was
+			// behind, or the broker away, longer than the retention):
+			// go on from the oldest record still held.
+			if first, _, oerr := k.Offsets(ctx, topic, partition); oerr == nil {
+				log.Warn("log tail fell behind the retention; skipping ahead", "topic", topic, "partition", partition, "from", offset, "to", first)
+				offset = first
+				continue
+			}
+		}
 		wait := bo.NextBackOff()
 		log.Debug("log tail interrupted; reconnecting", "topic", topic, "partition", partition, "offset", offset, "retry_in", wait, "err", err)
 		select {

@@ -3,10 +3,12 @@ package history
 import (
 	"context"
 	"encoding/json"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -247,6 +249,15 @@ func (h *History) manage(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 	}
 	if !h.allowed(ctx, func(a *chatevent.ACL) bool { return a.MayManage(room, id.Username, action, body.Username, id.Admin) }) {
 		return nil, errForbidden
+	}
+	// A membership record is the whole state after the action, computed
+	// from the current one: one change at a time per membership in this
+	// process, from state synced with the log (a ban made a moment ago
+	// elsewhere is not undone by a mute computed from before it).
+	unlock := lockMembership(room, body.Username)
+	defer unlock()
+	if err := h.acl.Sync(ctx); err != nil {
+		return nil, err
 	}
 	m := h.acl.ACL().Member(room, body.Username).After(action)
 	rec := chatevent.ACLRecord{Type: chatevent.ACLMember, Room: room, Username: body.Username, Action: action,
@@ -493,4 +504,18 @@ func checkContent(content string) string {
 		return "content must not contain NUL (U+0000)"
 	}
 	return ""
+}
+
+// membershipLocks serialise the changes of one membership (striped by a
+// hash of room and user).
+var membershipLocks [64]sync.Mutex
+
+func lockMembership(room, user string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(room))
+	h.Write([]byte{0})
+	h.Write([]byte(user))
+	mu := &membershipLocks[h.Sum32()%uint32(len(membershipLocks))]
+	mu.Lock()
+	return mu.Unlock
 }
