@@ -175,6 +175,8 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 
 		// Muted: may read, may not write.
 		apiDo(t, "POST", hist.addr, "alice", "/v1/rooms/design/mute", map[string]string{"username": "bob"})
+		// bob's edge applied the mute when it tells him so.
+		waitFor(t, 5*time.Second, "bob is told he is muted", func() bool { return bob.lastOf("member", field("action", "mute")) != nil })
 		bobWS.WriteJSON(map[string]string{"type": "chat", "room": "design", "content": "can I talk?", "client_id": "c2"})
 		if a := answered(t, bob, "c2"); a["code"] != "forbidden" {
 			t.Fatalf("a muted member's chat: %v, want forbidden", a)
@@ -349,6 +351,12 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			}
 			return n
 		}
+		// The edges apply the block within milliseconds of the answer.
+		waitFor(t, 5*time.Second, "the block is enforced", func() bool {
+			cid := fmt.Sprint("b0-", time.Now().UnixNano())
+			aliceWS.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "hello?", "client_id": cid})
+			return answered(t, alice, cid)["code"] == "forbidden"
+		})
 		before := end()
 		aliceWS.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "hello?", "client_id": "b1"})
 		if a := answered(t, alice, "b1"); a["code"] != "forbidden" {
