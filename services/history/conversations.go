@@ -301,8 +301,13 @@ type Unread struct {
 	PeerRead string `json:"peer_read,omitempty"`
 }
 
-// maxUnread bounds the conversations of one GET /v1/unread.
-const maxUnread = 1000
+// maxUnread bounds the conversations of one GET /v1/unread, and
+// maxUnreadCount each count (a room read long ago need not be counted to
+// its end: clients show "999+").
+const (
+	maxUnread      = 1000
+	maxUnreadCount = 1000
+)
 
 // unread answers, per conversation with a read position (rooms the caller
 // may read, DMs) and per DM peer the caller has messages with, the count
@@ -318,13 +323,14 @@ func (h *History) unread(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 				SELECT conversation FROM messages WHERE target = $1 AND type = 'private') d
 			WHERE NOT EXISTS (SELECT 1 FROM read_state s WHERE s.username = $1 AND s.conversation = d.conversation))
 		SELECT c.conversation, c.p, c.o,
-			(SELECT count(*) FROM messages m
+			(SELECT count(*) FROM (SELECT 1 FROM messages m
 			 WHERE m.conversation = c.conversation AND m.type IN ('chat', 'private') AND NOT m.deleted
-			   AND m.username <> $1 AND (c.p IS NULL OR (m.log_partition, m.log_offset) > (c.p, c.o))),
+			   AND m.username <> $1 AND (c.p IS NULL OR (m.log_partition, m.log_offset) > (c.p, c.o))
+			 LIMIT $3) capped),
 			peer.log_partition, peer.log_offset
 		FROM convs c
 		LEFT JOIN read_state peer ON c.conversation LIKE 'dm:%' AND peer.conversation = c.conversation AND peer.username <> $1
-		ORDER BY c.conversation LIMIT $2`, id.Username, maxUnread)
+		ORDER BY c.conversation LIMIT $2`, id.Username, maxUnread, maxUnreadCount)
 	if err != nil {
 		return nil, err
 	}
