@@ -65,13 +65,7 @@ func unreadOf(t *testing.T, addr, tok string) map[string]int {
 }
 
 func TestBrowserConversations(t *testing.T) {
-	chromiumPath(t)
-	shotDir = screenshotDir(t)
-	dir := dataDir(t)
-	s := startAll(t, dir)
-	browser := newBrowser(t)
-	alice := signIn(t, browser, s.addr, "alice", tokenFromDataDir(t, dir, "alice"))
-	bob := signIn(t, browser, s.addr, "bob", tokenFromDataDir(t, dir, "bob"))
+	s, dir, _, alice, bob := browserPair(t)
 
 	const welcome = "welcome to the design room"
 	t.Run("alice creates a private room from the page", func(t *testing.T) {

@@ -283,14 +283,22 @@ func online(p *browserPage) {
 // room messages, message states, escaping, rooms on one socket, direct
 // messages and their unread counts across a reload, search, sign-in and
 // the narrow layout.
-func TestBrowserChat(t *testing.T) {
+// browserPair starts the single-machine system and signs alice and bob in,
+// each in a browser context of their own.
+func browserPair(t *testing.T) (s *server, dir string, browser context.Context, alice, bob *browserPage) {
+	t.Helper()
 	chromiumPath(t)
 	shotDir = screenshotDir(t)
-	dir := dataDir(t)
-	s := startAll(t, dir)
-	browser := newBrowser(t)
-	alice := signIn(t, browser, s.addr, "alice", tokenFromDataDir(t, dir, "alice"))
-	bob := signIn(t, browser, s.addr, "bob", tokenFromDataDir(t, dir, "bob"))
+	dir = dataDir(t)
+	s = startAll(t, dir)
+	browser = newBrowser(t)
+	alice = signIn(t, browser, s.addr, "alice", tokenFromDataDir(t, dir, "alice"))
+	bob = signIn(t, browser, s.addr, "bob", tokenFromDataDir(t, dir, "bob"))
+	return s, dir, browser, alice, bob
+}
+
+func TestBrowserChat(t *testing.T) {
+	s, dir, browser, alice, bob := browserPair(t)
 	// The joins are done when both are members.
 	alice.waitFor("both in the members line", `document.getElementById("members").textContent.includes("bob")`, 15*time.Second)
 

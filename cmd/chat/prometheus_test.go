@@ -202,17 +202,7 @@ func announce(t *testing.T, edge *proc) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("POST", "http://"+edge.addr+"/v1/admin/announce", strings.NewReader(`{"content":"maintenance at noon"}`))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("announce: %s", resp.Status)
-	}
+	announceAs(t, edge.addr, tok, "", "maintenance at noon")
 }
 
 type promServer struct{ addr string }
