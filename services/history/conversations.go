@@ -3,12 +3,10 @@ package history
 import (
 	"context"
 	"encoding/json"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -251,10 +249,14 @@ func (h *History) manage(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 		return nil, errForbidden
 	}
 	// A membership record is the whole state after the action, computed
-	// from the current one: one change at a time per membership in this
-	// process, from state synced with the log (a ban made a moment ago
-	// elsewhere is not undone by a mute computed from before it).
-	unlock := lockMembership(room, body.Username)
+	// from the current one: one change at a time per membership, across
+	// every history instance sharing the database (an advisory lock), from
+	// state synced with the log (a ban made a moment ago elsewhere is not
+	// undone by a mute computed from before it).
+	unlock, err := lockMembership(ctx, db, room, body.Username)
+	if err != nil {
+		return nil, err
+	}
 	defer unlock()
 	if err := h.acl.Sync(ctx); err != nil {
 		return nil, err
@@ -512,16 +514,25 @@ func checkContent(content string) string {
 	return ""
 }
 
-// membershipLocks serialise the changes of one membership (striped by a
-// hash of room and user).
-var membershipLocks [64]sync.Mutex
-
-func lockMembership(room, user string) func() {
-	h := fnv.New32a()
-	h.Write([]byte(room))
-	h.Write([]byte{0})
-	h.Write([]byte(user))
-	mu := &membershipLocks[h.Sum32()%uint32(len(membershipLocks))]
-	mu.Lock()
-	return mu.Unlock
+// lockMembership takes the PostgreSQL advisory lock of one membership
+// (session level, on a connection of its own) and returns its release.
+func lockMembership(ctx context.Context, db *pgxpool.Pool, room, user string) (func(), error) {
+	key := "chat.member:" + room + ":" + user
+	conn, err := db.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
+		conn.Release()
+		return nil, err
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
+			// The lock goes with the session: do not return it to the pool.
+			conn.Conn().Close(uctx)
+		}
+		conn.Release()
+	}, nil
 }

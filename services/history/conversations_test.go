@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -536,4 +537,38 @@ func TestUnreadCounts(t *testing.T) {
 	if u := unreadOf(t, h.URL, "bob")["@alice"]; u.PeerRead != "" {
 		t.Fatalf("bob's view = %+v: alice read nothing", u)
 	}
+}
+
+// Membership changes are computed one at a time from the current state: a
+// mute racing a ban never writes the ban away (each record is the whole
+// membership after its action).
+func TestConcurrentChangesOfOneMembership(t *testing.T) {
+	k := topics(t, testBroker(t))
+	db := pgtest.NewDatabase(t)
+	h := startHistory(t, k, db)
+	must(t, 201, h.URL, "POST", "alice", "/v1/rooms/team", map[string]any{"private": true})
+	must(t, 200, h.URL, "POST", "alice", "/v1/rooms/team/invite", map[string]string{"username": "bob"})
+	var wg sync.WaitGroup
+	for i := range 12 {
+		action := "mute"
+		if i == 5 {
+			action = "ban"
+		}
+		wg.Go(func() {
+			if r := call(t, h.URL, "POST", "alice", "/v1/rooms/team/"+action, map[string]string{"username": "bob"}); r.Status != 200 {
+				t.Errorf("%s: %d %s", action, r.Status, r.Raw)
+			}
+		})
+	}
+	wg.Wait()
+	r := must(t, 200, h.URL, "GET", "alice", "/v1/rooms/team", nil)
+	for _, m := range r.Body["members"].([]any) {
+		if m := m.(map[string]any); m["username"] == "bob" {
+			if m["banned"] != true || m["muted"] != true {
+				t.Fatalf("bob after a ban and mutes in parallel: %v, want banned and muted", m)
+			}
+			return
+		}
+	}
+	t.Fatalf("bob is not listed: %s", r.Raw)
 }
