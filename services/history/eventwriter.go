@@ -16,14 +16,20 @@ import (
 type eventWriter struct {
 	w       *kafka.Writer
 	mu      sync.Mutex
-	pending map[string]string // record value → its position once written ("" until then)
+	seq     uint64
+	pending map[string]string // write id → its position once written ("" until then)
 }
+
+// headerWrite carries a record's write id, so its position finds the call
+// that wrote it even when two records are byte for byte the same (an edit
+// submitted twice). Readers ignore it.
+const headerWrite = "chat-write"
 
 func newEventWriter(k kafkaio.Config, topic string) *eventWriter {
 	ew := &eventWriter{w: k.NewWriter(topic), pending: map[string]string{}}
 	// kafka-go reports the offsets of a produced batch only to Completion,
-	// which runs before WriteMessages returns; values are unique (each
-	// holds its event's id and timestamp) and identify the records.
+	// which runs before WriteMessages returns; the write id header
+	// identifies each record's call.
 	ew.w.Completion = func(msgs []kafka.Message, err error) {
 		if err != nil {
 			return
@@ -31,8 +37,12 @@ func newEventWriter(k kafkaio.Config, topic string) *eventWriter {
 		ew.mu.Lock()
 		defer ew.mu.Unlock()
 		for _, m := range msgs {
-			if _, ok := ew.pending[string(m.Value)]; ok {
-				ew.pending[string(m.Value)] = chatevent.Pos{Partition: m.Partition, Offset: m.Offset}.String()
+			for _, h := range m.Headers {
+				if h.Key == headerWrite {
+					if _, ok := ew.pending[string(h.Value)]; ok {
+						ew.pending[string(h.Value)] = chatevent.Pos{Partition: m.Partition, Offset: m.Offset}.String()
+					}
+				}
 			}
 		}
 	}
@@ -47,8 +57,9 @@ func (ew *eventWriter) write(ctx context.Context, key string, ev *chatevent.Even
 	if err != nil {
 		return err
 	}
-	v := string(value)
 	ew.mu.Lock()
+	ew.seq++
+	v := strconv.FormatUint(ew.seq, 10)
 	ew.pending[v] = ""
 	ew.mu.Unlock()
 	defer func() {
@@ -57,7 +68,7 @@ func (ew *eventWriter) write(ctx context.Context, key string, ev *chatevent.Even
 		ew.mu.Unlock()
 	}()
 	err = ew.w.WriteMessages(ctx, kafka.Message{Key: []byte(key), Value: value,
-		Headers: []kafka.Header{{Key: chatevent.HeaderSchema, Value: schemaHeader}}})
+		Headers: []kafka.Header{{Key: chatevent.HeaderSchema, Value: schemaHeader}, {Key: headerWrite, Value: []byte(v)}}})
 	if err != nil {
 		return err
 	}
