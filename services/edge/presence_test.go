@@ -62,16 +62,22 @@ func TestPresenceRepublishedAfterBrokerOutage(t *testing.T) {
 	}
 	msgs := make(chan kafka.Message, 64)
 	for _, p := range pl {
-		pr := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.Addr()}, Topic: presenceTopic, Partition: p.ID, MaxWait: 100 * time.Millisecond})
+		// The broker has just restarted: a read may fail while it settles;
+		// keep reading until the test's deadline.
+		pr := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.Addr()}, Topic: presenceTopic, Partition: p.ID,
+			MaxWait: 100 * time.Millisecond, MaxAttempts: 1 << 20})
 		readers[p.ID] = pr
 		defer pr.Close()
 		go func() {
-			for {
+			for ctx.Err() == nil {
 				m, err := pr.ReadMessage(ctx)
 				if err != nil {
-					return
+					continue
 				}
-				msgs <- m
+				select {
+				case msgs <- m:
+				case <-ctx.Done():
+				}
 			}
 		}()
 	}
