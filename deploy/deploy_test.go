@@ -90,22 +90,36 @@ func checkArgs(t *testing.T, args []string, env map[string]string) string {
 	return out.String()
 }
 
-func TestCompose(t *testing.T) {
+// loadCompose loads compose/compose.yaml with compose-go, as docker compose
+// would, with the one variable it requires set.
+func loadCompose(t *testing.T) *types.Project {
+	t.Helper()
 	t.Setenv("CHAT_JWT_SECRET", "compose-test-secret-0123456789")
+	p, err := loadComposeEnv(t)
+	if err != nil {
+		t.Fatalf("compose file does not load: %v", err)
+	}
+	return p
+}
+
+// loadComposeEnv loads compose/compose.yaml with the process's environment.
+func loadComposeEnv(t *testing.T) (*types.Project, error) {
+	t.Helper()
 	path := filepath.Join("compose", "compose.yaml")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wd, _ := filepath.Abs("compose")
-	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
+	return loader.LoadWithContext(context.Background(), types.ConfigDetails{
 		WorkingDir:  wd,
 		ConfigFiles: []types.ConfigFile{{Filename: path, Content: b}},
 		Environment: types.NewMapping(os.Environ()),
 	})
-	if err != nil {
-		t.Fatalf("compose file does not load: %v", err)
-	}
+}
+
+func TestCompose(t *testing.T) {
+	p := loadCompose(t)
 	for _, name := range []string{"kafka", "postgres", "history", "router", "edge1", "edge2", "prometheus", "grafana"} {
 		if _, err := p.GetService(name); err != nil {
 			t.Fatalf("service %s: %v", name, err)
@@ -136,12 +150,7 @@ func TestCompose(t *testing.T) {
 	// Without the secret the file refuses to load instead of running with none.
 	t.Setenv("CHAT_JWT_SECRET", "")
 	os.Unsetenv("CHAT_JWT_SECRET")
-	_, err = loader.LoadWithContext(context.Background(), types.ConfigDetails{
-		WorkingDir:  wd,
-		ConfigFiles: []types.ConfigFile{{Filename: path, Content: b}},
-		Environment: types.NewMapping(os.Environ()),
-	})
-	if err == nil {
+	if _, err := loadComposeEnv(t); err == nil {
 		t.Error("compose file loaded without CHAT_JWT_SECRET; want a required-variable error")
 	}
 }

@@ -2,7 +2,6 @@ package deploy_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -18,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/compose-spec/compose-go/v2/loader"
-	"github.com/compose-spec/compose-go/v2/types"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -582,21 +579,7 @@ func checkPodMonitor(t *testing.T, c *cluster) {
 // analytics batch job has none there), on Kubernetes every Deployment
 // (the prometheus.io annotations name its http port).
 func TestScrapeConfigs(t *testing.T) {
-	t.Setenv("CHAT_JWT_SECRET", "compose-test-secret-0123456789")
-	path := filepath.Join("compose", "compose.yaml")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wd, _ := filepath.Abs("compose")
-	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
-		WorkingDir:  wd,
-		ConfigFiles: []types.ConfigFile{{Filename: path, Content: b}},
-		Environment: types.NewMapping(os.Environ()),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := loadCompose(t)
 	var prom struct {
 		RuleFiles     []string `json:"rule_files"`
 		ScrapeConfigs []struct {

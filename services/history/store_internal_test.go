@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"strings"
 	"testing"
 	"time"
@@ -17,14 +18,7 @@ import (
 func TestWriteBatchIsolatesRecordsTheDatabaseRefuses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pool, err := pgutil.Open(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := migratedPool(ctx, t)
 	mk := func(offset int64, user, content, clientID string) row {
 		ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: "general", Username: user,
 			Content: content, ClientID: clientID, Timestamp: chatevent.FormatTime(time.Now())}
@@ -73,14 +67,7 @@ func TestWriteBatchIsolatesRecordsTheDatabaseRefuses(t *testing.T) {
 func TestApplyOpsIsolatesRefusedOps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pool, err := pgutil.Open(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := migratedPool(ctx, t)
 	now := chatevent.FormatTime(time.Now())
 	msg := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeChat, Room: "general", Username: "alice", Content: "draft", Timestamp: now}
 	b, _ := msg.Encode()
@@ -110,4 +97,18 @@ func TestApplyOpsIsolatesRefusedOps(t *testing.T) {
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM dead_letters WHERE log_offset = 2").Scan(&reads); err != nil || reads != 1 {
 		t.Fatalf("dead letters = %d, %v", reads, err)
 	}
+}
+
+// migratedPool opens a pool on a fresh database with history's schema.
+func migratedPool(ctx context.Context, t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgutil.Open(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	return pool
 }
