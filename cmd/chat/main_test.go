@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/chatsys/chat/pkg/testutil"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -30,12 +30,7 @@ func dataDir(t testing.TB) string {
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testutil.FreePort(t)
 }
 
 // server is one in-process run of `chat -target=all`.

@@ -17,7 +17,9 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chatsys/chat/pkg/chatevent"
 )
@@ -331,4 +333,26 @@ func (h HeaderCarrier) Keys() []string {
 		out[i] = x.Key
 	}
 	return out
+}
+
+// SampledTraceContext returns the trace context a record's producer put in
+// its headers when it is a sampled one, for a consumer span continuing the
+// trace. A record without a traceparent header (tracing was off where it
+// was produced) costs a header scan and no allocation.
+func SampledTraceContext(m *kafka.Message) (context.Context, bool) {
+	has := false
+	for _, h := range m.Headers {
+		if h.Key == "traceparent" {
+			has = true
+			break
+		}
+	}
+	if !has {
+		return nil, false
+	}
+	pctx := otel.GetTextMapPropagator().Extract(context.Background(), HeaderCarrier{Headers: &m.Headers})
+	if !trace.SpanContextFromContext(pctx).IsSampled() {
+		return nil, false
+	}
+	return pctx, true
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"net"
+	"github.com/chatsys/chat/pkg/testutil"
 	"testing"
 	"time"
 
@@ -14,12 +14,7 @@ import (
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testutil.FreePort(t)
 }
 
 func config(addr string) kafkaio.Config {

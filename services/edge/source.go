@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
@@ -101,18 +100,8 @@ func (s *logSource) decode(m kafka.Message) *delivery {
 // trace context (its producer's): a consumer span covering the record's
 // fan-out on this edge. It returns nil (costing a header scan) otherwise.
 func deliverySpan(m *kafka.Message, ev *chatevent.Event) trace.Span {
-	has := false
-	for _, h := range m.Headers {
-		if h.Key == "traceparent" {
-			has = true
-			break
-		}
-	}
-	if !has {
-		return nil
-	}
-	pctx := otel.GetTextMapPropagator().Extract(context.Background(), kafkaio.HeaderCarrier{Headers: &m.Headers})
-	if !trace.SpanContextFromContext(pctx).IsSampled() {
+	pctx, ok := kafkaio.SampledTraceContext(m)
+	if !ok {
 		return nil
 	}
 	_, span := tracer.Start(pctx, "deliver "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),

@@ -276,7 +276,7 @@ func decode(msgs []kafka.Message, aclTopic string) *decoded {
 	for i := range msgs {
 		m := &msgs[i]
 		if id, ok := d.add(m, aclTopic); ok {
-			if pctx, ok := tracedRecord(m); ok {
+			if pctx, ok := kafkaio.SampledTraceContext(m); ok {
 				d.traced = append(d.traced, traced{parent: pctx, topic: m.Topic, partition: m.Partition, offset: m.Offset, eventID: id})
 			}
 		}

@@ -3,13 +3,10 @@ package history
 import (
 	"context"
 
-	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/chatsys/chat/pkg/kafkaio"
 )
 
 var tracer = otel.Tracer("github.com/chatsys/chat/services/history")
@@ -23,27 +20,6 @@ type traced struct {
 	partition int
 	offset    int64
 	eventID   string
-}
-
-// tracedRecord returns the record's trace context when it carries a
-// sampled one. A record without a traceparent header (tracing is off where
-// it was produced) costs a header scan and no allocation.
-func tracedRecord(m *kafka.Message) (context.Context, bool) {
-	has := false
-	for _, h := range m.Headers {
-		if h.Key == "traceparent" {
-			has = true
-			break
-		}
-	}
-	if !has {
-		return nil, false
-	}
-	pctx := otel.GetTextMapPropagator().Extract(context.Background(), kafkaio.HeaderCarrier{Headers: &m.Headers})
-	if !trace.SpanContextFromContext(pctx).IsSampled() {
-		return nil, false
-	}
-	return pctx, true
 }
 
 // storeSpans are the consumer spans of a batch's traced records, one per
