@@ -102,7 +102,8 @@ func TestFollowerAppliesAndRebuilds(t *testing.T) {
 	}
 }
 
-func TestSyncBrieflyIsBounded(t *testing.T) {
+// SyncBriefly reports whether the sync completed.
+func TestSyncBrieflyReportsWhetherItSynced(t *testing.T) {
 	k := broker(t)
 	f := start(t, k, nil)
 	// A context that has ended: Sync cannot complete, SyncBriefly says so.

@@ -311,6 +311,10 @@ func (a *ACL) MayRead(room, user string, admin bool) bool {
 	}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
+	return a.mayReadLocked(room, user)
+}
+
+func (a *ACL) mayReadLocked(room, user string) bool {
 	ri := a.rooms[room]
 	return ri == nil || !ri.Private || a.memberLocked(room, user).Role != ""
 }
@@ -320,15 +324,21 @@ func (a *ACL) MayJoin(room, user string, admin bool) bool {
 	if admin {
 		return true
 	}
-	return a.MayRead(room, user, false) && !a.Member(room, user).Banned
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.mayReadLocked(room, user) && !a.memberLocked(room, user).Banned
 }
 
 // MayWrite reports whether user may post to room: MayJoin and not muted.
+// (It runs for every chat frame: one read lock, a few map lookups.)
 func (a *ACL) MayWrite(room, user string, admin bool) bool {
 	if admin {
 		return true
 	}
-	return a.MayJoin(room, user, false) && !a.Member(room, user).Muted
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	m := a.memberLocked(room, user)
+	return a.mayReadLocked(room, user) && !m.Banned && !m.Muted
 }
 
 // MayModerate reports whether user moderates room (deletes others'
