@@ -120,6 +120,16 @@ func readType(t testing.TB, ws *websocket.Conn, typ string) map[string]any {
 func TestAllInOneResumesAcrossRestart(t *testing.T) {
 	dir := dataDir(t)
 	s := startAll(t, dir)
+	// Readiness includes a bounded database probe: on a loaded machine the
+	// first ones may miss their bound, so wait for it.
+	waitFor(t, 20*time.Second, "/readyz 200", func() bool {
+		resp, err := http.Get("http://" + s.addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/"} {
 		resp, err := http.Get("http://" + s.addr + path)
 		if err != nil || resp.StatusCode != 200 {
