@@ -38,6 +38,7 @@ const (
 // closed with CloseSlowClient.
 type conn struct {
 	e       *Edge
+	seq     uint64 // the edge's count of connections when it opened (its ping slot)
 	ws      *websocket.Conn
 	wc      *wireConn // under ws: flushers and the writer goroutine write batches to it
 	id      auth.Identity
@@ -72,7 +73,7 @@ type conn struct {
 
 func newConn(e *Edge, ws *websocket.Conn, wc *wireConn, id auth.Identity, lim *rate.Limiter) *conn {
 	return &conn{
-		e: e, ws: ws, wc: wc, id: id, limiter: lim,
+		e: e, seq: e.connSeq.Add(1), ws: ws, wc: wc, id: id, limiter: lim,
 		rooms: map[string]*sub{},
 		space: make(chan struct{}, 1),
 		dead:  make(chan struct{}),

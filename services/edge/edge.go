@@ -49,6 +49,7 @@ type Edge struct {
 	presence *presence
 
 	draining  atomic.Bool
+	connSeq   atomic.Uint64 // connections opened (each conn's seq)
 	drainOnce sync.Once
 	drainMu   sync.Mutex     // orders wg.Add in handshakes before the drain's Wait
 	wg        sync.WaitGroup // connection handlers
@@ -142,20 +143,38 @@ func (e *Edge) Run(ctx context.Context) error {
 
 // pingLoop pings every connection each PingInterval; a client that sends
 // nothing (not even the pong) for PingInterval+PongTimeout is closed by its
-// reader's deadline.
+// reader's deadline. The pings are spread over the interval: connection i
+// is pinged in slot i mod n of n ticks (one every pingTick), so 10 000
+// connections cost 40 pings a tick instead of a burst of 10 000 writes (and
+// 10 000 pongs) that would hold up every append and delivery behind it.
 func (e *Edge) pingLoop(ctx context.Context) {
-	t := time.NewTicker(e.cfg.PingInterval)
+	slots := pingSlots(e.cfg.PingInterval)
+	t := time.NewTicker(e.cfg.PingInterval / time.Duration(slots))
 	defer t.Stop()
-	for {
+	var due []*conn
+	for slot := 0; ; slot = (slot + 1) % slots {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			for _, c := range e.hub.snapshotConns() {
+			due = e.hub.connsInSlot(due[:0], uint64(slot), uint64(slots))
+			for i, c := range due {
 				c.ping()
+				due[i] = nil
 			}
 		}
 	}
+}
+
+// pingTick is the spacing of the ping slots (at most pingMaxSlots of them).
+const (
+	pingTick     = 100 * time.Millisecond
+	pingMaxSlots = 250
+)
+
+// pingSlots is how many slots PingInterval is cut into.
+func pingSlots(interval time.Duration) int {
+	return max(1, min(pingMaxSlots, int(interval/pingTick)))
 }
 
 // Drain winds the edge down while it still delivers (the lifecycle runner

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -436,5 +438,62 @@ func TestSilentClientIsClosedAfterMissingPong(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if got := e.metric(t, "chat_edge_connections"); got != 1 {
 		t.Fatalf("connections = %v, want 1 (the client answering pings)", got)
+	}
+}
+
+// Pings are spread over the interval (each connection in its own slot), not
+// sent to every connection at once: a burst of one ping per connection
+// would hold up every append and delivery behind it.
+func TestPingsAreSpreadOverTheInterval(t *testing.T) {
+	e := startEdge(t, testBroker(t), func(c *edge.Config) { c.PingInterval, c.PongTimeout = time.Second, 2*time.Second })
+	const n = 20
+	var mu sync.Mutex
+	var pings []time.Time
+	var start time.Time
+	for i := range n {
+		ws, _, err := websocket.DefaultDialer.Dial(wsURL(e.URL), bearer(token(t, fmt.Sprintf("p%d", i), false)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		ws.SetPingHandler(func(data string) error {
+			mu.Lock()
+			if !start.IsZero() {
+				pings = append(pings, time.Now())
+			}
+			mu.Unlock()
+			return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		})
+		go func() {
+			for {
+				if _, _, err := ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	mu.Lock()
+	start = time.Now()
+	mu.Unlock()
+	// Two whole intervals: every connection is pinged at least twice.
+	eventually(t, 10*time.Second, "two pings per connection", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(pings) >= 2*n
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	slices.SortFunc(pings, func(a, b time.Time) int { return a.Compare(b) })
+	most := 0
+	for i, p := range pings {
+		j := i
+		for j < len(pings) && pings[j].Sub(p) < 50*time.Millisecond {
+			j++
+		}
+		most = max(most, j-i)
+	}
+	// 20 connections in 10 slots of 100 ms: about 2 pings per slot.
+	if most > n/2 {
+		t.Fatalf("%d of %d connections were pinged within 50 ms: the pings are not spread over the interval", most, n)
 	}
 }

@@ -186,6 +186,19 @@ func (h *hub) serves(key []byte) bool {
 	return ok
 }
 
+// connsInSlot appends to out the open connections whose sequence number is
+// slot modulo slots.
+func (h *hub) connsInSlot(out []*conn, slot, slots uint64) []*conn {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for c := range h.conns {
+		if c.seq%slots == slot {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // snapshotConns returns the open connections.
 func (h *hub) snapshotConns() []*conn {
 	h.mu.RLock()
