@@ -200,8 +200,10 @@ func (h *hist) q(q float64) time.Duration {
 
 // pace calls send rate times a second for d, catching up in bursts when a
 // sleep overshoots; it returns how many sends were made, stopping early when
-// send fails.
-func pace(rate float64, d time.Duration, send func() error) (int, error) {
+// send fails. The k-th send is due at (k+phase)/rate seconds: publishers
+// given phases i/n spread their sends over each period instead of all
+// sending at the same instants.
+func pace(rate float64, d time.Duration, phase float64, send func() error) (int, error) {
 	t0 := time.Now()
 	sent := 0
 	for {
@@ -209,13 +211,13 @@ func pace(rate float64, d time.Duration, send func() error) (int, error) {
 		if el >= d {
 			return sent, nil
 		}
-		due := int(el.Seconds()*rate) + 1
+		due := max(0, int(math.Floor(el.Seconds()*rate-phase))+1)
 		for ; sent < due; sent++ {
 			if err := send(); err != nil {
 				return sent, err
 			}
 		}
-		next := t0.Add(time.Duration(float64(sent) / rate * float64(time.Second)))
+		next := t0.Add(min(d, time.Duration((float64(sent)+phase)/rate*float64(time.Second))))
 		if w := time.Until(next); w > 0 {
 			time.Sleep(w)
 		}

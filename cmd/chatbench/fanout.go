@@ -168,7 +168,7 @@ func runFanout(s *server, k, conc, size int, rates []int, dur, drain time.Durati
 		cur.Store(int32(i))
 		u0, lg0, drop0 := s.usage(false), selfCPU(), subs.dropped.Load()
 		t0 := time.Now()
-		n, err := pace(float64(st.rate), dur, func() error {
+		n, err := pace(float64(st.rate), dur, 0, func() error {
 			pub.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			return pub.WriteMessage(websocket.TextMessage, chatFrame("bench", time.Now(), i, size))
 		})

@@ -198,7 +198,7 @@ func runRooms(s *server, d roomsDriver, o roomsOpts) ([]*roomStep, error) {
 			go func() {
 				defer wg.Done()
 				j := 0
-				n, err := pace(float64(st.rate)/float64(o.pubs), o.dur, func() error {
+				n, err := pace(float64(st.rate)/float64(o.pubs), o.dur, float64(p)/float64(o.pubs), func() error {
 					room := "r" + itoa((p+j*o.pubs)%o.rooms)
 					j++
 					return pubs.send(p, room, i, o.size)

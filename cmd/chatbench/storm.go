@@ -906,7 +906,7 @@ var errStopped = errors.New("stopped")
 func (p *stormPub) publish(rate float64, size int) {
 	st := p.st
 	j := 0
-	_, err := pace(rate, 24*time.Hour, func() error {
+	_, err := pace(rate, 24*time.Hour, 0, func() error {
 		if st.pubStop.Load() {
 			return errStopped
 		}
