@@ -45,12 +45,8 @@ func ensureCentrifugo(path string) (string, error) {
 		if filepath.Base(abs) != "centrifugo" {
 			return "", fmt.Errorf("%s: go install names Centrifugo's binary centrifugo; give a path ending in /centrifugo", path)
 		}
-		fmt.Fprintf(os.Stderr, "chatbench: installing %s into %s\n", centrifugoPkg, filepath.Dir(abs))
-		cmd := exec.Command("go", "install", centrifugoPkg)
-		cmd.Env = cleanEnv("GOBIN="+filepath.Dir(abs), "GOWORK=off")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return "", fmt.Errorf("go install %s: %w", centrifugoPkg, err)
+		if err := goInstall(centrifugoPkg, filepath.Dir(abs)); err != nil {
+			return "", err
 		}
 	}
 	bi, err := buildinfo.ReadFile(abs)
@@ -298,11 +294,7 @@ func (c *centrifugoRooms) subscribe(n, conc int, room func(int) string, handle f
 		return nil, err
 	}
 	subs.conns = conns
-	done := make(chan struct{})
-	go func() { ready.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(120 * time.Second):
+	if !waitFor(&ready, 120*time.Second) {
 		closeAll(conns)
 		return nil, fmt.Errorf("not every subscriber got its subscribe reply within 120s")
 	}
@@ -448,11 +440,7 @@ func (c *centrifugoRooms) publishers(n, conc int, probe string, ack func(int, in
 		return nil, err
 	}
 	ps.conns = conns
-	done := make(chan struct{})
-	go func() { ready.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
+	if !waitFor(&ready, 60*time.Second) {
 		ps.close()
 		return nil, errors.New("not every publisher got its connect reply within 60s")
 	}

@@ -320,11 +320,7 @@ func subscribe(s *server, n, conc int, user func(int) string, room func(int) str
 		return nil, err
 	}
 	subs.conns = conns
-	done := make(chan struct{})
-	go func() { joined.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(120 * time.Second):
+	if !waitFor(&joined, 120*time.Second) {
 		closeAll(conns)
 		return nil, fmt.Errorf("not every subscriber got joined within 120s")
 	}
@@ -336,6 +332,18 @@ func subscribe(s *server, n, conc int, user func(int) string, room func(int) str
 }
 
 func (subs *subscribers) close() { closeAll(subs.conns) }
+
+// waitFor waits for wg, at most d; false when d passed first.
+func waitFor(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
 
 func fmtDur(d time.Duration) string {
 	switch {

@@ -226,14 +226,23 @@ func ensureExample(path string) (string, error) {
 	if filepath.Base(abs) != "chat" {
 		return "", fmt.Errorf("%s: go install names the example's binary chat; give a path ending in /chat", path)
 	}
-	fmt.Fprintf(os.Stderr, "chatbench: installing %s into %s\n", examplePkg, filepath.Dir(abs))
-	cmd := exec.Command("go", "install", examplePkg)
-	cmd.Env = cleanEnv("GOBIN="+filepath.Dir(abs), "GOWORK=off")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go install %s: %w", examplePkg, err)
+	if err := goInstall(examplePkg, filepath.Dir(abs)); err != nil {
+		return "", err
 	}
 	return abs, nil
+}
+
+// goInstall installs pkg (module@version) into dir, as a user would, with
+// the caller's CHAT_* variables removed and outside our workspace.
+func goInstall(pkg, dir string) error {
+	fmt.Fprintf(os.Stderr, "chatbench: installing %s into %s\n", pkg, dir)
+	cmd := exec.Command("go", "install", pkg)
+	cmd.Env = cleanEnv("GOBIN="+dir, "GOWORK=off")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go install %s: %w", pkg, err)
+	}
+	return nil
 }
 
 // exampleDir is the example's source directory in the module cache (it
