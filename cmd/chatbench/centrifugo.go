@@ -199,53 +199,24 @@ func (c *centrifugoRooms) noteDisconnect(what string) {
 // each sending connect with user(i)'s token; after runs on each (in its
 // dialer's goroutine) once its connect frame is written.
 func (c *centrifugoRooms) dialMany(n, conc int, user func(int) string, after func(int, *websocket.Conn) error) ([]*websocket.Conn, error) {
-	conns := make([]*websocket.Conn, n)
 	toks := make([]string, n)
 	for i := range toks {
 		toks[i] = c.s.token(user(i))
 	}
 	url := "ws://" + c.s.addr + centrifugoWSPath
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for range min(conc, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				ws, resp, err := dialer.Dial(url, nil)
-				if err != nil && resp != nil {
-					err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
-				}
-				if err == nil {
-					err = ws.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"connect":{"token":"`+toks[i]+`"}}`))
-				}
-				if err == nil {
-					err = after(i, ws)
-				}
-				if err != nil {
-					if ws != nil {
-						ws.Close()
-					}
-					once.Do(func() { first = fmt.Errorf("connection %d of %d: %w", i, n, err) })
-					next.Store(int64(n))
-					return
-				}
-				conns[i] = ws
-			}
-		}()
-	}
-	wg.Wait()
-	if first != nil {
-		closeAll(conns)
-		return nil, first
-	}
-	return conns, nil
+	return dialEach(n, conc, func(i int) (*websocket.Conn, error) {
+		ws, resp, err := dialer.Dial(url, nil)
+		if err != nil && resp != nil {
+			err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
+		}
+		if err == nil {
+			err = ws.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"connect":{"token":"`+toks[i]+`"}}`))
+		}
+		if err == nil {
+			err = after(i, ws)
+		}
+		return ws, err
+	})
 }
 
 // subscribe connects n subscribers, subscriber i to channel room(i), and

@@ -228,42 +228,53 @@ func pace(rate float64, d time.Duration, phase float64, send func() error) (int,
 // connection i; after (if not nil) runs on each new connection in its
 // dialer's goroutine. Handshake latencies go to lat (if not nil).
 func dialMany(s *server, n, conc int, user func(int) string, lat *hist, after func(int, *websocket.Conn) error) ([]*websocket.Conn, error) {
-	conns := make([]*websocket.Conn, n)
 	toks := make([]string, n)
 	if s.chat {
 		for i := range toks {
 			toks[i] = s.token(user(i))
 		}
 	}
+	return dialEach(n, conc, func(i int) (*websocket.Conn, error) {
+		t0 := time.Now()
+		ws, err := dialWS(s, toks[i])
+		if err == nil && lat != nil {
+			lat.add(time.Since(t0))
+		}
+		if err == nil && after != nil {
+			err = after(i, ws)
+		}
+		return ws, err
+	})
+}
+
+// dialEach runs dial(i) for i in [0, n) on conc concurrent dialers. The
+// first error stops them, closes every connection (also the failing one,
+// when dial returned it) and is returned.
+func dialEach(n, conc int, dial func(i int) (*websocket.Conn, error)) ([]*websocket.Conn, error) {
+	conns := make([]*websocket.Conn, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
 	for range min(conc, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= n {
 					return
 				}
-				t0 := time.Now()
-				ws, err := dialWS(s, toks[i])
-				if err == nil && lat != nil {
-					lat.add(time.Since(t0))
-				}
-				if err == nil && after != nil {
-					err = after(i, ws)
-				}
+				ws, err := dial(i)
 				if err != nil {
+					if ws != nil {
+						ws.Close()
+					}
 					once.Do(func() { first = fmt.Errorf("connection %d of %d: %w", i, n, err) })
 					next.Store(int64(n)) // stop the other dialers
 					return
 				}
 				conns[i] = ws
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if first != nil {
