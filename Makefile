@@ -56,7 +56,7 @@ bench-idle: build ## Memory per idle connection at 10 000 connections (whole pro
 	$(GO) run ./cmd/chatbench idle -chat bin/chat $(BENCHFLAGS)
 
 .PHONY: bench-rooms
-bench-rooms: build ## 1000 rooms × 10 subscribers, 2k-20k msg/s: ack and delivery p99, CPU (target: 10k msg/s, 50/100 ms)
+bench-rooms: build ## 1000 rooms × 10 subscribers, 2k-20k msg/s, chat vs Centrifugo v6.9.1: ack and delivery p99, CPU (target: 10k msg/s, 50/100 ms)
 	$(GO) run ./cmd/chatbench rooms -chat bin/chat $(BENCHFLAGS)
 
 .PHONY: bench-unserved
