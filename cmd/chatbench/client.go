@@ -199,29 +199,32 @@ func (h *hist) q(q float64) time.Duration {
 }
 
 // pace calls send rate times a second for d, catching up in bursts when a
-// sleep overshoots; it returns how many sends were made, stopping early when
-// send fails. The k-th send is due at (k+phase)/rate seconds: publishers
+// sleep overshoots, and returns after d; it returns how many sends were
+// made, stopping early when send fails. The k-th send is due at
+// (k+phase)/rate seconds, and every send due before d is made: publishers
 // given phases i/n spread their sends over each period instead of all
 // sending at the same instants.
 func pace(rate float64, d time.Duration, phase float64, send func() error) (int, error) {
 	t0 := time.Now()
+	total := 0
+	if rate > 0 {
+		total = max(0, int(math.Ceil(d.Seconds()*rate-phase)))
+	}
 	sent := 0
-	for {
+	for sent < total {
 		el := time.Since(t0)
-		if el >= d {
-			return sent, nil
-		}
-		due := max(0, int(math.Floor(el.Seconds()*rate-phase))+1)
+		due := min(total, max(0, int(math.Floor(el.Seconds()*rate-phase))+1))
 		for ; sent < due; sent++ {
 			if err := send(); err != nil {
 				return sent, err
 			}
 		}
-		next := t0.Add(min(d, time.Duration((float64(sent)+phase)/rate*float64(time.Second))))
-		if w := time.Until(next); w > 0 {
-			time.Sleep(w)
+		if sent < total {
+			time.Sleep(time.Until(t0.Add(time.Duration((float64(sent) + phase) / rate * float64(time.Second)))))
 		}
 	}
+	time.Sleep(time.Until(t0.Add(d)))
+	return sent, nil
 }
 
 // dialMany opens n connections with conc concurrent dialers; user(i) names

@@ -205,6 +205,9 @@ func parseInts(s string) ([]int, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%q: %w", s, err)
 		}
+		if n <= 0 {
+			return nil, fmt.Errorf("%q: %d is not a positive number", s, n)
+		}
 		out = append(out, n)
 	}
 	return out, nil
