@@ -35,6 +35,9 @@ func roomsBench(args []string) error {
 	fs.IntVar(&o.conc, "dialers", 50, "concurrent dialers")
 	fs.BoolVar(&o.keepGoing, "keep-going", false, "run every step even after one missed p99 < 1 s or loss < 1 % (each system on its own)")
 	fs.Parse(args)
+	if o.rooms < 1 || o.perRoom < 1 || o.pubs < 1 || o.conc < 1 || o.dur <= 0 {
+		return fmt.Errorf("-rooms, -per-room, -publishers, -dialers and -step must be positive")
+	}
 	var err error
 	if o.rates, err = parseInts(*rates); err != nil {
 		return err
