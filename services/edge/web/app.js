@@ -1360,6 +1360,23 @@ async function loadPanel() {
   if (c === current) showConvChrome();
 }
 
+// The naming rules, as the page explains them.
+const ROOM_RULE = "Room names are 1 to 64 characters: lowercase letters, digits, - and _, starting with a letter or digit.";
+const USER_RULE = "Usernames are 1 to 64 characters: letters, digits, ., - and _, starting with a letter or digit.";
+
+// checkName shows rule next to input (and marks it invalid) when name does
+// not match re, or clears both; it reports whether name matched.
+function checkName(input, error, name, re, rule) {
+  if (!re.test(name)) {
+    error.textContent = rule;
+    input.setAttribute("aria-invalid", "true");
+    return false;
+  }
+  error.textContent = "";
+  input.removeAttribute("aria-invalid");
+  return true;
+}
+
 async function manage(action) {
   const room = panelRoom;
   const input = $("manage-user");
@@ -1367,13 +1384,10 @@ async function manage(action) {
   $("manage-status").textContent = "";
   $("manage-error").textContent = "";
   if (!room) return;
-  if (!USER_RE.test(user)) {
-    $("manage-error").textContent = "Usernames are 1 to 64 characters: letters, digits, ., - and _, starting with a letter or digit.";
-    input.setAttribute("aria-invalid", "true");
+  if (!checkName(input, $("manage-error"), user, USER_RE, USER_RULE)) {
     input.focus();
     return;
   }
-  input.removeAttribute("aria-invalid");
   try {
     const r = await api.manage(room, action, user);
     if (panelRoom !== room) return;
@@ -1605,26 +1619,14 @@ function wire() {
   $("join-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const name = $("join-room").value.trim();
-    if (!ROOM_RE.test(name)) {
-      $("join-error").textContent = "Room names are 1 to 64 characters: lowercase letters, digits, - and _, starting with a letter or digit.";
-      $("join-room").setAttribute("aria-invalid", "true");
-      return;
-    }
-    $("join-error").textContent = "";
-    $("join-room").removeAttribute("aria-invalid");
+    if (!checkName($("join-room"), $("join-error"), name, ROOM_RE, ROOM_RULE)) return;
     $("join-room").value = "";
     joinRoom(name);
   });
   $("dm-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const name = $("dm-user").value.trim().replace(/^@/, "");
-    if (!USER_RE.test(name)) {
-      $("dm-error").textContent = "Usernames are 1 to 64 characters: letters, digits, ., - and _, starting with a letter or digit.";
-      $("dm-user").setAttribute("aria-invalid", "true");
-      return;
-    }
-    $("dm-error").textContent = "";
-    $("dm-user").removeAttribute("aria-invalid");
+    if (!checkName($("dm-user"), $("dm-error"), name, USER_RE, USER_RULE)) return;
     $("dm-user").value = "";
     openConv(conv("dm", name));
   });
@@ -1632,12 +1634,7 @@ function wire() {
   $("create-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const name = $("create-room").value.trim();
-    if (!ROOM_RE.test(name)) {
-      $("create-error").textContent = "Room names are 1 to 64 characters: lowercase letters, digits, - and _, starting with a letter or digit.";
-      $("create-room").setAttribute("aria-invalid", "true");
-      return;
-    }
-    $("create-room").removeAttribute("aria-invalid");
+    if (!checkName($("create-room"), $("create-error"), name, ROOM_RE, ROOM_RULE)) return;
     createRoom(name, $("create-private").checked);
   });
   $("details").addEventListener("click", () => ($("panel").hidden ? openPanel() : closePanel()));
