@@ -28,7 +28,8 @@ type sends struct {
 	window time.Duration
 	max    int
 	m      map[sendKey]*sendState
-	fifo   []sendKey // insertion order, for expiry
+	fifo   []sendKey // insertion order, for expiry; fifo[head:] are live
+	head   int
 }
 
 // maxRememberedSends bounds the table (about 200 bytes an entry).
@@ -60,9 +61,8 @@ func newSends(window time.Duration, max int) *sends {
 // expireLocked drops entries older than the window, and the oldest ones
 // beyond max; pending entries are kept (their outcome is still awaited).
 func (s *sends) expireLocked(now time.Time) {
-	n := 0
-	for n < len(s.fifo) {
-		k := s.fifo[n]
+	for n := 0; s.head < len(s.fifo) && n < 1024; n++ { // bounded work per call
+		k := s.fifo[s.head]
 		st := s.m[k]
 		if st != nil && !st.pending && now.Sub(st.at) < s.window && len(s.m) <= s.max {
 			break
@@ -72,13 +72,15 @@ func (s *sends) expireLocked(now time.Time) {
 		} else if st != nil { // pending: keep, re-queue at the back
 			s.fifo = append(s.fifo, k)
 		}
-		n++
-		if n > 1024 { // bounded work per call
-			break
-		}
+		s.fifo[s.head] = sendKey{}
+		s.head++
 	}
-	if n > 0 {
-		s.fifo = append(s.fifo[:0], s.fifo[n:]...)
+	// Reclaim the expired prefix once it is most of the slice: each entry
+	// is moved at most once per reclaim, so expiry costs O(1) amortised
+	// (copying the whole queue on every expiry made each send O(table)).
+	if s.head > 1024 && s.head*2 > len(s.fifo) {
+		s.fifo = append(s.fifo[:0], s.fifo[s.head:]...)
+		s.head = 0
 	}
 }
 
