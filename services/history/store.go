@@ -11,8 +11,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -109,7 +111,14 @@ func rowValues(r *row) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []any{r.ev.ID, r.ev.Type, chatevent.Conversation(&r.ev), nullable(r.ev.Room), r.ev.Username,
+	// The id as a pgtype.UUID: a string has no binary encode plan for a
+	// uuid column, so pgx would fail (building an error) and fall back to
+	// parsing it as text, on every row.
+	id, err := uuid.Parse(r.ev.ID)
+	if err != nil {
+		return nil, err
+	}
+	return []any{pgtype.UUID{Bytes: id, Valid: true}, r.ev.Type, chatevent.Conversation(&r.ev), nullable(r.ev.Room), r.ev.Username,
 		nullable(r.ev.Target), r.ev.Content, nullable(r.ev.ClientID), t, r.topic, r.partition, r.offset}, nil
 }
 
