@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"syscall"
 	"testing"
 	"time"
 
@@ -381,6 +382,45 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			cid := fmt.Sprint("b2-", time.Now().UnixNano())
 			aliceWS.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "hello again", "client_id": cid})
 			return answered(t, alice, cid)["type"] == "ack"
+		})
+	})
+
+	t.Run("an edit waiting on a stopped history holds up nothing else", func(t *testing.T) {
+		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "first draft", "client_id": "s0"})
+		id := answered(t, alice, "s0")["id"].(string)
+		waitFor(t, 10*time.Second, "history has the message", func() bool {
+			cid := fmt.Sprint("s1-", time.Now().UnixNano())
+			aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "second draft", "client_id": cid})
+			return answered(t, alice, cid)["type"] == "ack"
+		})
+		if err := hist.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stopped := true
+		resume := func() {
+			if stopped {
+				hist.cmd.Process.Signal(syscall.SIGCONT)
+				stopped = false
+			}
+		}
+		defer resume()
+		aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "third draft", "client_id": "s2"})
+		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "meanwhile", "client_id": "s3"})
+		// The edge gives history 10 s to answer an edit; the chat sent after
+		// it must not wait for that.
+		waitFor(t, 5*time.Second, "the chat sent after the edit is acknowledged", func() bool {
+			return alice.lastOf("ack", field("client_id", "s3")) != nil
+		})
+		if a := alice.lastOf("ack", field("client_id", "s2")); a != nil {
+			t.Fatalf("the edit was acknowledged while history was stopped: %v", a)
+		}
+		resume()
+		if a := answered(t, alice, "s2"); a["type"] != "ack" {
+			t.Fatalf("the edit after history resumed: %v, want an ack", a)
+		}
+		waitFor(t, 10*time.Second, "bob sees the third draft", func() bool {
+			e := bob.lastOf("edit", field("id", id))
+			return e != nil && e["content"] == "third draft"
 		})
 	})
 }

@@ -63,7 +63,9 @@ type conn struct {
 	flushPending bool
 
 	typing   typingGate    // typing notices forwarded per conversation
-	inFlight chan struct{} // appends awaiting the broker; made on first use
+	inFlight chan struct{} // appends and relays awaiting an answer; made on first use
+	relays   []func()      // edit and delete relays waiting, in order (under mu)
+	relaying bool          // a goroutine runs the relays (under mu)
 	expiry   *time.Timer   // closes the connection at the token's exp
 
 	space    chan struct{} // cap 1: the writer took the queue
@@ -257,7 +259,8 @@ func (c *conn) sendWait(ctx context.Context, frame []byte, typ string) error {
 	}
 }
 
-// maxInFlight bounds the appends of one connection awaiting the broker.
+// maxInFlight bounds the appends of one connection awaiting the broker and
+// its edits and deletes awaiting history; beyond it the reader waits.
 const maxInFlight = 64
 
 // acquireInFlight waits for an append slot. Only the reader goroutine calls it.
@@ -276,6 +279,43 @@ func (c *conn) acquireInFlight(ctx context.Context) error {
 }
 
 func (c *conn) releaseInFlight() { <-c.inFlight }
+
+// relay runs fn (an edit or delete relayed to history) after the relays the
+// connection queued before it, on another goroutine: a slow or stopped
+// history holds up neither the connection's other frames nor its pongs,
+// and two edits of one message still apply in the order they were sent.
+// Each holds an in-flight slot until it has run. Only the reader goroutine
+// calls it.
+func (c *conn) relay(ctx context.Context, fn func()) {
+	if c.acquireInFlight(ctx) != nil {
+		return
+	}
+	c.mu.Lock()
+	c.relays = append(c.relays, fn)
+	start := !c.relaying
+	c.relaying = true
+	c.mu.Unlock()
+	if start {
+		go c.runRelays()
+	}
+}
+
+func (c *conn) runRelays() {
+	for {
+		c.mu.Lock()
+		if len(c.relays) == 0 {
+			c.relays, c.relaying = nil, false
+			c.mu.Unlock()
+			return
+		}
+		fn := c.relays[0]
+		c.relays[0] = nil
+		c.relays = c.relays[1:]
+		c.mu.Unlock()
+		fn()
+		c.releaseInFlight()
+	}
+}
 
 // isClosing reports whether a close was requested.
 func (c *conn) isClosing() bool {

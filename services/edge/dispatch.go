@@ -101,7 +101,7 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 	case chatevent.TypeRead:
 		e.handleRead(ctx, c, f)
 	case chatevent.TypeEdit, chatevent.TypeDelete:
-		e.handleEdit(ctx, c, f)
+		c.relay(ctx, func() { e.handleEdit(ctx, c, f) })
 	case chatevent.TypeChat, chatevent.TypePrivate:
 		if !c.id.Expires.IsZero() && !time.Now().Before(c.id.Expires) {
 			return // the expiry timer is closing the connection: nothing more is appended
