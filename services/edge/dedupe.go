@@ -32,13 +32,14 @@ type sends struct {
 	head   int
 }
 
-// maxRememberedSends bounds the table (about 200 bytes an entry).
+// maxRememberedSends bounds the table (about 300 bytes an entry: 60 MB full).
 const maxRememberedSends = 200_000
 
 type sendKey struct{ user, clientID string }
 
 type sendState struct {
-	ev      chatevent.Event // what the first send appended
+	id      string
+	ev      *chatevent.Event // while an attempt is pending or failed: what is appended (again); nil once acknowledged
 	at      time.Time
 	pending bool
 	err     error // of the last attempt, when not pending
@@ -86,7 +87,8 @@ func (s *sends) expireLocked(now time.Time) {
 
 // begin looks a send up. For sendAppend it returns the event to append (mk
 // makes a new one); for sendWait it registers wait, called with the first
-// attempt's outcome; for sendAcked it returns the acknowledged event.
+// attempt's outcome; for sendAcked it returns the acknowledged event's id (only that is
+// set).
 func (s *sends) begin(user, clientID string, mk func() chatevent.Event, wait func(id string, err error)) (chatevent.Event, sendAction) {
 	now := time.Now()
 	k := sendKey{user, clientID}
@@ -96,18 +98,19 @@ func (s *sends) begin(user, clientID string, mk func() chatevent.Event, wait fun
 	st := s.m[k]
 	switch {
 	case st == nil:
-		st = &sendState{ev: mk(), at: now, pending: true}
+		ev := mk()
+		st = &sendState{id: ev.ID, ev: &ev, at: now, pending: true}
 		s.m[k] = st
 		s.fifo = append(s.fifo, k)
-		return st.ev, sendAppend
+		return ev, sendAppend
 	case st.pending:
 		st.waiters = append(st.waiters, wait)
-		return st.ev, sendWait
+		return *st.ev, sendWait
 	case st.err == nil:
-		return st.ev, sendAcked
+		return chatevent.Event{ID: st.id}, sendAcked
 	default: // the last attempt failed: try the same event again
 		st.pending, st.err = true, nil
-		return st.ev, sendAppend
+		return *st.ev, sendAppend
 	}
 }
 
@@ -120,10 +123,13 @@ func (s *sends) finish(user, clientID string, err error) {
 		return
 	}
 	st.pending, st.err = false, err
+	if err == nil {
+		st.ev = nil // only the id answers a resend now (most of an entry's memory)
+	}
 	st.at = time.Now()
 	waiters := st.waiters
 	st.waiters = nil
-	id := st.ev.ID
+	id := st.id
 	s.mu.Unlock()
 	for _, w := range waiters {
 		w(id, err)
@@ -155,7 +161,7 @@ func (s *sends) seen(ev *chatevent.Event) {
 		return
 	}
 	s.expireLocked(now)
-	s.m[k] = &sendState{ev: *ev, at: now}
+	s.m[k] = &sendState{id: ev.ID, at: now}
 	s.fifo = append(s.fifo, k)
 }
 

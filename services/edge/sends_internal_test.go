@@ -42,8 +42,9 @@ func TestSendsExpireOldestFirstWhenFull(t *testing.T) {
 		t.Fatalf("the pending send was forgotten: action %v, want sendWait", act)
 	}
 	// The newest sends are remembered, the oldest are not.
-	if act := appendSend(t, s, "u", fmt.Sprint(20*max-1)); act != sendAcked {
-		t.Fatalf("newest send: action %v, want sendAcked", act)
+	newest := fmt.Sprint(20*max - 1)
+	if ev, act := s.begin("u", newest, func() chatevent.Event { return chatevent.Event{ID: "another"} }, nil); act != sendAcked || ev.ID != newest {
+		t.Fatalf("newest send again: action %v, id %q; want sendAcked with the first send's id %q", act, ev.ID, newest)
 	}
 	if act := appendSend(t, s, "u", "0"); act != sendAppend {
 		t.Fatalf("oldest send: action %v, want sendAppend (expired)", act)
