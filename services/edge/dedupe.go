@@ -32,7 +32,8 @@ type sends struct {
 	head   int
 }
 
-// maxRememberedSends bounds the table (about 300 bytes an entry: 60 MB full).
+// maxRememberedSends bounds the table (about 400 bytes an entry live, map
+// and queue included: 80 MB full).
 const maxRememberedSends = 200_000
 
 type sendKey struct{ user, clientID string }
