@@ -312,7 +312,13 @@ func (c *conn) runRelays() {
 		c.relays[0] = nil
 		c.relays = c.relays[1:]
 		c.mu.Unlock()
-		fn()
+		select {
+		case <-c.dead:
+			// Closed before its turn: unanswered, as if the frame had been
+			// lost; the client resends it after reconnecting.
+		default:
+			fn()
+		}
 		c.releaseInFlight()
 	}
 }
