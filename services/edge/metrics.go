@@ -6,22 +6,24 @@ import (
 )
 
 type metrics struct {
-	connections    prometheus.Gauge
-	framesIn       *prometheus.CounterVec // type
-	framesOut      *prometheus.CounterVec // type
-	errors         *prometheus.CounterVec // code
-	appendSeconds  *prometheus.HistogramVec
-	deliverySecs   prometheus.Histogram
-	slowDropped    prometheus.Counter
-	closes         *prometheus.CounterVec // code
-	badRecords     prometheus.Counter
-	handshakes     *prometheus.CounterVec // result
-	presenceErrs   prometheus.Counter
-	presenceGone   prometheus.Gauge
-	resends        prometheus.Counter
-	replaysWaiting prometheus.Gauge
-	duplicates     prometheus.Counter
-	typingDropped  prometheus.Counter
+	connections         prometheus.Gauge
+	framesIn            *prometheus.CounterVec // type
+	framesOut           *prometheus.CounterVec // type
+	errors              *prometheus.CounterVec // code
+	appendSeconds       *prometheus.HistogramVec
+	deliverySecs        prometheus.Histogram
+	slowDropped         prometheus.Counter
+	closes              *prometheus.CounterVec // code
+	badRecords          prometheus.Counter
+	handshakes          *prometheus.CounterVec // result
+	presenceErrs        prometheus.Counter
+	presenceGone        prometheus.Gauge
+	presenceQueued      prometheus.Gauge
+	presenceRepublishes prometheus.Counter
+	resends             prometheus.Counter
+	replaysWaiting      prometheus.Gauge
+	duplicates          prometheus.Counter
+	typingDropped       prometheus.Counter
 
 	framesOutByType map[string]prometheus.Counter // resolved once: hot path
 }
@@ -52,17 +54,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		errors:      f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_errors_total", Help: "Error frames sent to clients, by code."}, []string{"code"}),
 		appendSeconds: f.NewHistogramVec(prometheus.HistogramOpts{Name: "chat_edge_append_duration_seconds", Help: "Time from a frame's arrival to the broker's acknowledgement of its durable append.", Buckets: lat},
 			[]string{"result"}),
-		deliverySecs:   f.NewHistogram(prometheus.HistogramOpts{Name: "chat_edge_delivery_latency_seconds", Help: "Time from an event's timestamp to its fan-out on this edge.", Buckets: lat}),
-		slowDropped:    f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_slow_clients_dropped_total", Help: "Connections closed because their send queue overflowed."}),
-		closes:         f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_closes_total", Help: "Connections closed by the edge, by close code."}, []string{"code"}),
-		badRecords:     f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_bad_records_total", Help: "Log records that could not be decoded and were skipped."}),
-		replaysWaiting: f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_replays_waiting", Help: "Resumes (join with since) waiting for a turn to read the log."}),
-		resends:        f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_resends_total", Help: "Sends of a known client_id answered with the first send's ack instead of appended again."}),
-		typingDropped:  f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_typing_dropped_total", Help: "Typing notices dropped because the connection sent one for the conversation less than a second before."}),
-		duplicates:     f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_duplicate_records_total", Help: "Log records not delivered because an event with the same id was just delivered (a retried append)."}),
-		presenceGone:   f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_presence_repairs_pending", Help: "Disconnects and leaves whose presence records failed, to repeat once the log acknowledges writes again."}),
-		presenceErrs:   f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_presence_write_errors_total", Help: "Presence records the log did not acknowledge (republished once it does)."}),
-		handshakes:     f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_handshakes_total", Help: "WebSocket handshakes, by result."}, []string{"result"}),
+		deliverySecs:        f.NewHistogram(prometheus.HistogramOpts{Name: "chat_edge_delivery_latency_seconds", Help: "Time from an event's timestamp to its fan-out on this edge.", Buckets: lat}),
+		slowDropped:         f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_slow_clients_dropped_total", Help: "Connections closed because their send queue overflowed."}),
+		closes:              f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_closes_total", Help: "Connections closed by the edge, by close code."}, []string{"code"}),
+		badRecords:          f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_bad_records_total", Help: "Log records that could not be decoded and were skipped."}),
+		replaysWaiting:      f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_replays_waiting", Help: "Resumes (join with since) waiting for a turn to read the log."}),
+		resends:             f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_resends_total", Help: "Sends of a known client_id answered with the first send's ack instead of appended again."}),
+		typingDropped:       f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_typing_dropped_total", Help: "Typing notices dropped because the connection sent one for the conversation less than a second before."}),
+		duplicates:          f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_duplicate_records_total", Help: "Log records not delivered because an event with the same id was just delivered (a retried append)."}),
+		presenceGone:        f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_presence_repairs_pending", Help: "Disconnects and leaves whose presence records failed, to repeat once the log acknowledges writes again."}),
+		presenceErrs:        f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_presence_write_errors_total", Help: "Presence records the log did not acknowledge or that were dropped while it was away (republished once it acknowledges writes)."}),
+		presenceQueued:      f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_presence_queued", Help: "Presence records handed to the log writer and not yet acknowledged or failed (bounded: beyond 200 000 new ones are dropped and republished later)."}),
+		presenceRepublishes: f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_presence_republishes_total", Help: "Times the edge republished all its connections and memberships after presence writes failed (once per recovery)."}),
+		handshakes:          f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_handshakes_total", Help: "WebSocket handshakes, by result."}, []string{"result"}),
 	}
 	return m
 }

@@ -23,10 +23,20 @@ type presence struct {
 	users  map[string]int            // user → open connections
 	rooms  map[string]map[string]int // user → room → joined connections
 	timers map[string]*time.Timer    // user → pending disconnect
-	// lost is set when a presence write failed (the broker was away): the
-	// next heartbeat republishes every connection and membership, so the
-	// router's tables converge to the truth once the broker is back.
+	// lost is set when a presence write failed (the broker was away) or was
+	// dropped: once the log acknowledges writes again, the next heartbeat
+	// republishes every connection and membership (once), so the router's
+	// tables converge to the truth.
 	lost atomic.Bool
+	// healthy: the last batch the writer finished was acknowledged. While
+	// it is not, nothing is republished (a republish per heartbeat during
+	// an outage would pile up in the writer's queue).
+	healthy atomic.Bool
+	// queued counts records handed to the writer and not yet finished; above
+	// maxPresenceQueued new records are dropped (and repaired by the
+	// republish), so an outage cannot grow the queue without bound.
+	queued    atomic.Int64
+	maxQueued int64
 	// gone holds the disconnects and leaves whose records failed, so the
 	// republish repeats those still true (the router would otherwise keep
 	// a user online who left during the outage). Guarded by mu.
@@ -41,24 +51,47 @@ func newPresence(e *Edge, k kafkaio.Config) *presence {
 	w.BatchTimeout = 20 * time.Millisecond
 	w.BatchSize = 64
 	p := &presence{e: e, w: w, users: map[string]int{}, rooms: map[string]map[string]int{}, timers: map[string]*time.Timer{},
-		gone: map[chatevent.Presence]struct{}{}}
+		gone: map[chatevent.Presence]struct{}{}, maxQueued: maxPresenceQueued}
+	p.healthy.Store(true)
 	w.Completion = func(msgs []kafka.Message, err error) {
+		e.m.presenceQueued.Set(float64(p.queued.Add(-int64(len(msgs)))))
 		if err != nil {
+			p.healthy.Store(false)
 			p.lost.Store(true)
-			e.m.presenceErrs.Inc()
+			e.m.presenceErrs.Add(float64(len(msgs)))
 			p.remember(msgs)
 			e.log.Debug("presence write failed; will republish", "err", err)
+			return
 		}
+		p.healthy.Store(true)
 	}
 	return p
 }
 
+// maxPresenceQueued bounds the presence records waiting in the writer
+// (about 350 bytes each): well above one republish of a full edge.
+var maxPresenceQueued int64 = 200_000 // a variable for tests; read when an edge starts
+
 func (p *presence) publish(typ, user, room string, conns int) {
 	r := chatevent.Presence{Type: typ, Edge: p.e.cfg.ID, User: user, Room: room, Connections: conns,
 		Timestamp: chatevent.FormatTime(time.Now())}
+	if p.queued.Load() >= p.maxQueued {
+		// The log has not taken the records before these: drop, and let
+		// the republish repair (a dropped disconnect or leave is kept for
+		// it; those are always published under mu).
+		p.lost.Store(true)
+		p.e.m.presenceErrs.Inc()
+		if typ == chatevent.PresenceDisconnect || typ == chatevent.PresenceLeave {
+			p.goneLocked(r)
+		}
+		return
+	}
 	b, err := r.Encode()
 	if err == nil {
-		err = p.w.WriteMessages(context.Background(), kafka.Message{Key: []byte(r.Key()), Value: b})
+		p.e.m.presenceQueued.Set(float64(p.queued.Add(1)))
+		if err = p.w.WriteMessages(context.Background(), kafka.Message{Key: []byte(r.Key()), Value: b}); err != nil {
+			p.e.m.presenceQueued.Set(float64(p.queued.Add(-1)))
+		}
 	}
 	if err != nil { // closed writer or an unencodable record: republish later
 		p.lost.Store(true)
@@ -74,9 +107,13 @@ func (p *presence) remember(msgs []kafka.Message) {
 		if err != nil || (r.Type != chatevent.PresenceDisconnect && r.Type != chatevent.PresenceLeave) {
 			continue
 		}
-		if len(p.gone) < 100_000 {
-			p.gone[chatevent.Presence{Type: r.Type, User: r.User, Room: r.Room}] = struct{}{}
-		}
+		p.goneLocked(r)
+	}
+}
+
+func (p *presence) goneLocked(r chatevent.Presence) {
+	if len(p.gone) < 100_000 {
+		p.gone[chatevent.Presence{Type: r.Type, User: r.User, Room: r.Room}] = struct{}{}
 	}
 	p.e.m.presenceGone.Set(float64(len(p.gone)))
 }
@@ -185,8 +222,9 @@ func (p *presence) beat(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if p.lost.Swap(false) {
+			if p.healthy.Load() && p.lost.Swap(false) {
 				p.e.log.Info("republishing presence after failed writes")
+				p.e.m.presenceRepublishes.Inc()
 				p.republish()
 			}
 			p.publish(chatevent.PresenceHeartbeat, "", "", 0)
