@@ -28,8 +28,20 @@ type sends struct {
 	window time.Duration
 	max    int
 	m      map[sendKey]*sendState
-	fifo   []sendKey // insertion order, for expiry; fifo[head:] are live
+	fifo   []queued // insertion order, for expiry; fifo[head:] are live
 	head   int
+	// orphans counts queue entries whose send was forgotten (refused
+	// before its append): they are dropped when they outnumber the table,
+	// so refused sends cannot grow the queue behind a fresh entry.
+	orphans int
+}
+
+// queued is a send in the expiry queue: st is the state it was queued
+// for (a forgotten key sent again has a new state, and its old entry must
+// not expire the new one).
+type queued struct {
+	k  sendKey
+	st *sendState
 }
 
 // maxRememberedSends bounds the table (about 400 bytes an entry live, map
@@ -63,19 +75,32 @@ func newSends(window time.Duration, max int) *sends {
 // expireLocked drops entries older than the window, and the oldest ones
 // beyond max; pending entries are kept (their outcome is still awaited).
 func (s *sends) expireLocked(now time.Time) {
+expire:
 	for n := 0; s.head < len(s.fifo) && n < 1024; n++ { // bounded work per call
-		k := s.fifo[s.head]
-		st := s.m[k]
-		if st != nil && !st.pending && now.Sub(st.at) < s.window && len(s.m) <= s.max {
-			break
+		q := s.fifo[s.head]
+		switch st := q.st; {
+		case s.m[q.k] != st: // forgotten
+			s.orphans--
+		case !st.pending && now.Sub(st.at) < s.window && len(s.m) <= s.max:
+			break expire
+		case !st.pending:
+			delete(s.m, q.k)
+		default: // pending: keep, re-queue at the back
+			s.fifo = append(s.fifo, q)
 		}
-		if st != nil && !st.pending {
-			delete(s.m, k)
-		} else if st != nil { // pending: keep, re-queue at the back
-			s.fifo = append(s.fifo, k)
-		}
-		s.fifo[s.head] = sendKey{}
+		s.fifo[s.head] = queued{}
 		s.head++
+	}
+	if s.orphans > len(s.m)+1024 {
+		live := s.fifo[:0]
+		for _, q := range s.fifo[s.head:] {
+			if s.m[q.k] == q.st {
+				live = append(live, q)
+			}
+		}
+		clear(s.fifo[len(live):])
+		s.fifo, s.head, s.orphans = live, 0, 0
+		return
 	}
 	// Reclaim the expired prefix once it is most of the slice: each entry
 	// is moved at most once per reclaim, so expiry costs O(1) amortised
@@ -102,7 +127,7 @@ func (s *sends) begin(user, clientID string, mk func() chatevent.Event, wait fun
 		ev := mk()
 		st = &sendState{id: ev.ID, ev: &ev, at: now, pending: true}
 		s.m[k] = st
-		s.fifo = append(s.fifo, k)
+		s.fifo = append(s.fifo, queued{k, st})
 		return ev, sendAppend
 	case st.pending:
 		st.waiters = append(st.waiters, wait)
@@ -143,7 +168,8 @@ func (s *sends) forget(user, clientID string, err error) {
 	s.finish(user, clientID, err)
 	s.mu.Lock()
 	if st := s.m[sendKey{user, clientID}]; st != nil && !st.pending {
-		delete(s.m, sendKey{user, clientID}) // its fifo entry is skipped at expiry
+		delete(s.m, sendKey{user, clientID}) // its queue entry is an orphan now
+		s.orphans++
 	}
 	s.mu.Unlock()
 }
@@ -162,8 +188,9 @@ func (s *sends) seen(ev *chatevent.Event) {
 		return
 	}
 	s.expireLocked(now)
-	s.m[k] = &sendState{id: ev.ID, at: now}
-	s.fifo = append(s.fifo, k)
+	st := &sendState{id: ev.ID, at: now}
+	s.m[k] = st
+	s.fifo = append(s.fifo, queued{k, st})
 }
 
 // recentIDs remembers the ids of the last events delivered from one

@@ -93,3 +93,47 @@ func BenchmarkSendsFull(b *testing.B) {
 		appendSend(b, s, "u", ids[i])
 	}
 }
+
+// Sends refused before their append (rate limited) are forgotten; their
+// queue entries must not pile up behind a fresh entry for the window.
+func TestSendsRefusedSendsDoNotGrowTheQueue(t *testing.T) {
+	s := newSends(time.Hour, 1000)
+	appendSend(t, s, "u", "fresh") // at the front, fresh for an hour
+	for i := 0; i < 100_000; i++ {
+		cid := fmt.Sprint("refused", i)
+		if _, act := s.begin("u", cid, func() chatevent.Event { return chatevent.Event{ID: cid} }, nil); act != sendAppend {
+			t.Fatalf("refused send %d: action %v", i, act)
+		}
+		s.forget("u", cid, errRateLimited)
+		if live := len(s.fifo) - s.head; live > len(s.m)+1030 {
+			t.Fatalf("after %d refused sends the queue holds %d entries for %d remembered sends", i+1, live, len(s.m))
+		}
+	}
+	if _, act := s.begin("u", "fresh", func() chatevent.Event { return chatevent.Event{} }, nil); act != sendAcked {
+		t.Fatalf("the fresh send was forgotten: action %v", act)
+	}
+}
+
+// A forgotten send's old queue entry does not expire the same client_id
+// sent again later: the oldest live send goes first.
+func TestSendsForgottenEntryDoesNotExpireItsResend(t *testing.T) {
+	s := newSends(time.Hour, 3)
+	appendSend(t, s, "u", "a")
+	s.begin("u", "k", func() chatevent.Event { return chatevent.Event{ID: "k1"} }, nil)
+	s.forget("u", "k", errRateLimited) // queue: a, k (forgotten)
+	appendSend(t, s, "u", "b")
+	if act := appendSend(t, s, "u", "k"); act != sendAppend {
+		t.Fatalf("k sent again: action %v, want a new append", act)
+	}
+	appendSend(t, s, "u", "c") // a, k (forgotten), b, k, c
+	appendSend(t, s, "u", "d") // over the bound: a goes
+	appendSend(t, s, "u", "e") // over the bound again: b goes, not k
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[sendKey{"u", "k"}] == nil {
+		t.Fatal("k, sent after b, was expired before it")
+	}
+	if s.m[sendKey{"u", "b"}] != nil {
+		t.Fatal("b, older than k, is still remembered")
+	}
+}
