@@ -305,7 +305,7 @@ func (r *Router) forgetLoop(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
-		if n := r.t.forget(time.Now().Add(-r.cfg.ForgetAfter)); n > 0 {
+		if n := r.t.forget(time.Now().Add(-r.cfg.ForgetAfter), forgetScan); n > 0 {
 			r.log.Info("forgot users not seen for a long time", "users", n, "forget_after", r.cfg.ForgetAfter)
 		}
 	}

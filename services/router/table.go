@@ -138,25 +138,38 @@ func (t *table) expire(cutoff time.Time) map[string]*edgeState {
 
 // forget drops the last-seen time of users not connected anywhere and last
 // seen before cutoff, so the table does not grow with every user who ever
-// connected. It returns how many were dropped.
-func (t *table) forget(cutoff time.Time) int {
+// connected. It looks at most maxScan entries (map order is random, so
+// successive calls cover the table): it holds the lock that DM routing
+// and presence need, and the table can hold every user of 30 days. It
+// returns how many were dropped.
+func (t *table) forget(cutoff time.Time, maxScan int) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	online := map[string]struct{}{}
-	for _, e := range t.edges {
-		for u := range e.users {
-			online[u] = struct{}{}
-		}
-	}
-	n := 0
+	n, scanned := 0, 0
 	for u, at := range t.lastSeen {
-		if _, ok := online[u]; ok || !at.Before(cutoff) {
+		if scanned++; scanned > maxScan {
+			break
+		}
+		if !at.Before(cutoff) || t.onlineLocked(u) {
 			continue
 		}
 		delete(t.lastSeen, u)
 		n++
 	}
 	return n
+}
+
+// forgetScan is how many last-seen entries one forget looks at (a few
+// milliseconds under the lock).
+const forgetScan = 20_000
+
+func (t *table) onlineLocked(user string) bool {
+	for _, e := range t.edges {
+		if _, ok := e.users[user]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // size returns the number of entries a snapshot of the table holds.

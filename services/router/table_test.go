@@ -113,12 +113,39 @@ func TestForget(t *testing.T) {
 	tb.apply(&chatevent.Presence{Type: "disconnect", Edge: "e1", User: "old"}, t0.Add(time.Hour))
 	tb.apply(&chatevent.Presence{Type: "connect", Edge: "e1", User: "recent", Connections: 1}, t0)
 	tb.apply(&chatevent.Presence{Type: "disconnect", Edge: "e1", User: "recent"}, t0.Add(48*time.Hour))
-	if n := tb.forget(t0.Add(24 * time.Hour)); n != 1 {
+	if n := tb.forget(t0.Add(24*time.Hour), forgetScan); n != 1 {
 		t.Errorf("forget = %d, want 1 (old)", n)
 	}
 	for user, want := range map[string]bool{"old-but-online": true, "old": false, "recent": true} {
 		if got := tb.presence(user).LastSeen != ""; got != want {
 			t.Errorf("last_seen of %s kept = %v, want %v", user, got, want)
 		}
+	}
+}
+
+// One forget looks at a bounded part of the table; successive ones cover
+// all of it.
+func TestForgetIsBoundedPerCall(t *testing.T) {
+	tb := newTable()
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range 1000 {
+		u := fmt.Sprint("user", i)
+		tb.apply(&chatevent.Presence{Type: "connect", Edge: "e1", User: u, Connections: 1}, t0)
+		tb.apply(&chatevent.Presence{Type: "disconnect", Edge: "e1", User: u}, t0)
+	}
+	tb.apply(&chatevent.Presence{Type: "connect", Edge: "e1", User: "online", Connections: 1}, t0)
+	total := 0
+	for calls := 1; total < 1000; calls++ {
+		n := tb.forget(t0.Add(time.Hour), 100)
+		if n > 100 {
+			t.Fatalf("one forget dropped %d entries, want at most the 100 it may look at", n)
+		}
+		total += n
+		if calls > 500 {
+			t.Fatalf("%d calls forgot %d of 1000 old users", calls, total)
+		}
+	}
+	if tb.presence("online").LastSeen == "" {
+		t.Fatal("a connected user was forgotten")
 	}
 }
