@@ -405,12 +405,22 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 		}
 		defer resume()
 		aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "third draft", "client_id": "s2"})
+		// Eight edits may wait for history; the ninth and tenth are refused
+		// at once.
+		for i := range 9 {
+			aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "third draft", "client_id": fmt.Sprint("x", i)})
+		}
 		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "meanwhile", "client_id": "s3"})
 		// The edge gives history 10 s to answer an edit; the chat sent after
-		// it must not wait for that.
-		waitFor(t, 5*time.Second, "the chat sent after the edit is acknowledged", func() bool {
+		// them must not wait for that.
+		waitFor(t, 5*time.Second, "the chat sent after the edits is acknowledged", func() bool {
 			return alice.lastOf("ack", field("client_id", "s3")) != nil
 		})
+		for _, cid := range []string{"x7", "x8"} {
+			if a := answered(t, alice, cid); a["code"] != "unavailable" {
+				t.Fatalf("edit %s beyond the eight waiting: %v, want unavailable", cid, a)
+			}
+		}
 		if a := alice.lastOf("ack", field("client_id", "s2")); a != nil {
 			t.Fatalf("the edit was acknowledged while history was stopped: %v", a)
 		}

@@ -63,8 +63,9 @@ type conn struct {
 	flushPending bool
 
 	typing   typingGate    // typing notices forwarded per conversation
-	inFlight chan struct{} // appends and relays awaiting an answer; made on first use
+	inFlight chan struct{} // appends awaiting the broker; made on first use
 	relays   []func()      // edit and delete relays waiting, in order (under mu)
+	relayN   int           // relays waiting or running (under mu)
 	relaying bool          // a goroutine runs the relays (under mu)
 	expiry   *time.Timer   // closes the connection at the token's exp
 
@@ -259,8 +260,8 @@ func (c *conn) sendWait(ctx context.Context, frame []byte, typ string) error {
 	}
 }
 
-// maxInFlight bounds the appends of one connection awaiting the broker and
-// its edits and deletes awaiting history; beyond it the reader waits.
+// maxInFlight bounds the appends of one connection awaiting the broker;
+// beyond it the reader waits.
 const maxInFlight = 64
 
 // acquireInFlight waits for an append slot. Only the reader goroutine calls it.
@@ -280,17 +281,24 @@ func (c *conn) acquireInFlight(ctx context.Context) error {
 
 func (c *conn) releaseInFlight() { <-c.inFlight }
 
+// maxRelays bounds the edits and deletes of one connection waiting for
+// history; beyond it they are refused at once (unavailable), so a slow
+// history never holds up the connection's reader.
+const maxRelays = 8
+
 // relay runs fn (an edit or delete relayed to history) after the relays the
 // connection queued before it, on another goroutine: a slow or stopped
 // history holds up neither the connection's other frames nor its pongs,
 // and two edits of one message still apply in the order they were sent.
-// Each holds an in-flight slot until it has run. Only the reader goroutine
-// calls it.
-func (c *conn) relay(ctx context.Context, fn func()) {
-	if c.acquireInFlight(ctx) != nil {
+// With maxRelays waiting already it calls full instead.
+func (c *conn) relay(fn, full func()) {
+	c.mu.Lock()
+	if c.relayN >= maxRelays {
+		c.mu.Unlock()
+		full()
 		return
 	}
-	c.mu.Lock()
+	c.relayN++
 	c.relays = append(c.relays, fn)
 	start := !c.relaying
 	c.relaying = true
@@ -319,7 +327,9 @@ func (c *conn) runRelays() {
 		default:
 			fn()
 		}
-		c.releaseInFlight()
+		c.mu.Lock()
+		c.relayN--
+		c.mu.Unlock()
 	}
 }
 

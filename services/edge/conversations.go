@@ -339,6 +339,13 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	go func() { // the connection ended: nobody waits for the answer
+		select {
+		case <-c.dead:
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
 	base := strings.TrimRight(e.cfg.HistoryURL, "/")
 	if e.cfg.HistoryHandler != nil {
 		base = "http://in-process"

@@ -101,7 +101,9 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 	case chatevent.TypeRead:
 		e.handleRead(ctx, c, f)
 	case chatevent.TypeEdit, chatevent.TypeDelete:
-		c.relay(ctx, func() { e.handleEdit(ctx, c, f) })
+		c.relay(func() { e.handleEdit(ctx, c, f) }, func() {
+			e.sendError(ctx, c, chatevent.CodeUnavailable, fmt.Sprintf("more than %d edits and deletes are waiting for history; retry", maxRelays), f.ClientID)
+		})
 	case chatevent.TypeChat, chatevent.TypePrivate:
 		if !c.id.Expires.IsZero() && !time.Now().Before(c.id.Expires) {
 			return // the expiry timer is closing the connection: nothing more is appended

@@ -28,13 +28,14 @@ type presence struct {
 	// republishes every connection and membership (once), so the router's
 	// tables converge to the truth.
 	lost atomic.Bool
-	// healthy: the last batch the writer finished was acknowledged. While
-	// it is not, nothing is republished (a republish per heartbeat during
-	// an outage would pile up in the writer's queue).
+	// healthy: the last batch the writer finished was acknowledged and no
+	// record was refused or dropped since. While it is not, nothing is
+	// republished (a republish per heartbeat during an outage would pile
+	// up in the writer's queue).
 	healthy atomic.Bool
 	// queued counts records handed to the writer and not yet finished; above
-	// maxPresenceQueued new records are dropped (and repaired by the
-	// republish), so an outage cannot grow the queue without bound.
+	// maxQueued new records are dropped (and repaired by the republish),
+	// so an outage cannot grow the queue without bound.
 	queued    atomic.Int64
 	maxQueued int64
 	// gone holds the disconnects and leaves whose records failed, so the
@@ -68,17 +69,31 @@ func newPresence(e *Edge, k kafkaio.Config) *presence {
 	return p
 }
 
-// maxPresenceQueued bounds the presence records waiting in the writer
-// (about 350 bytes each): well above one republish of a full edge.
+// maxPresenceQueued bounds the presence records (about 350 bytes each)
+// waiting in the writer for connects, joins, leaves and heartbeats.
 var maxPresenceQueued int64 = 200_000 // a variable for tests; read when an edge starts
 
-func (p *presence) publish(typ, user, room string, conns int) {
+func (p *presence) publish(typ, user, room string, conns int) { p.send(typ, user, room, conns, true) }
+
+// send hands a record to the writer. bounded: drop it when maxQueued wait
+// already (a republish is not bounded: it happens once per recovery, when
+// the queue is less than half full, and is as large as the edge's state).
+func (p *presence) send(typ, user, room string, conns int, bounded bool) {
 	r := chatevent.Presence{Type: typ, Edge: p.e.cfg.ID, User: user, Room: room, Connections: conns,
 		Timestamp: chatevent.FormatTime(time.Now())}
-	if p.queued.Load() >= p.maxQueued {
+	b, err := r.Encode()
+	if err != nil { // an unencodable record: republish later
+		p.lost.Store(true)
+		return
+	}
+	n := p.queued.Add(1)
+	if bounded && n > p.maxQueued {
 		// The log has not taken the records before these: drop, and let
-		// the republish repair (a dropped disconnect or leave is kept for
-		// it; those are always published under mu).
+		// the republish repair once it takes writes again (a dropped
+		// disconnect or leave is kept for it; those are always published
+		// under mu).
+		p.queued.Add(-1)
+		p.healthy.Store(false)
 		p.lost.Store(true)
 		p.e.m.presenceErrs.Inc()
 		if typ == chatevent.PresenceDisconnect || typ == chatevent.PresenceLeave {
@@ -86,14 +101,12 @@ func (p *presence) publish(typ, user, room string, conns int) {
 		}
 		return
 	}
-	b, err := r.Encode()
-	if err == nil {
-		p.e.m.presenceQueued.Set(float64(p.queued.Add(1)))
-		if err = p.w.WriteMessages(context.Background(), kafka.Message{Key: []byte(r.Key()), Value: b}); err != nil {
-			p.e.m.presenceQueued.Set(float64(p.queued.Add(-1)))
-		}
-	}
-	if err != nil { // closed writer or an unencodable record: republish later
+	p.e.m.presenceQueued.Set(float64(n))
+	if err := p.w.WriteMessages(context.Background(), kafka.Message{Key: []byte(r.Key()), Value: b}); err != nil {
+		// Refused before it was queued (a closed writer, or no metadata
+		// yet: the broker was away when the edge started).
+		p.e.m.presenceQueued.Set(float64(p.queued.Add(-1)))
+		p.healthy.Store(false)
 		p.lost.Store(true)
 	}
 }
@@ -124,22 +137,23 @@ func (p *presence) goneLocked(r chatevent.Presence) {
 func (p *presence) republish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	defer p.e.m.presenceGone.Set(0)
-	for g := range p.gone {
-		delete(p.gone, g)
+	gone := p.gone // what fails again now is kept in a new one
+	p.gone = map[chatevent.Presence]struct{}{}
+	p.e.m.presenceGone.Set(0)
+	for g := range gone {
 		switch {
 		case g.Type == chatevent.PresenceDisconnect && p.users[g.User] == 0 && p.timers[g.User] == nil:
-			p.publish(chatevent.PresenceDisconnect, g.User, "", 0)
+			p.send(chatevent.PresenceDisconnect, g.User, "", 0, false)
 		case g.Type == chatevent.PresenceLeave && p.rooms[g.User][g.Room] == 0:
-			p.publish(chatevent.PresenceLeave, g.User, g.Room, 0)
+			p.send(chatevent.PresenceLeave, g.User, g.Room, 0, false)
 		}
 	}
 	for user, n := range p.users {
-		p.publish(chatevent.PresenceConnect, user, "", n)
+		p.send(chatevent.PresenceConnect, user, "", n, false)
 	}
 	for user, rooms := range p.rooms {
 		for room := range rooms {
-			p.publish(chatevent.PresenceJoin, user, room, 0)
+			p.send(chatevent.PresenceJoin, user, room, 0, false)
 		}
 	}
 }
@@ -222,7 +236,9 @@ func (p *presence) beat(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if p.healthy.Load() && p.lost.Swap(false) {
+			// Republish once the log takes writes again and has room for
+			// them (into a queue it cannot drain it would only pile up).
+			if p.healthy.Load() && p.queued.Load() < p.maxQueued/2 && p.lost.Swap(false) {
 				p.e.log.Info("republishing presence after failed writes")
 				p.e.m.presenceRepublishes.Inc()
 				p.republish()
