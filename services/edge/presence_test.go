@@ -20,12 +20,7 @@ import (
 // edge republishes its connections and memberships once the broker is back,
 // so the router's tables converge to the truth.
 func TestPresenceRepublishedAfterBrokerOutage(t *testing.T) {
-	dir := t.TempDir()
-	b := embedkafka.New(embedkafka.Config{Addr: freePort(t), DataDir: dir}, nil)
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Stop(context.Background()) })
+	b := stoppableBroker(t)
 	var presenceTopic string
 	e := startEdge(t, b.Addr(), func(c *edge.Config) {
 		c.Heartbeat = 200 * time.Millisecond
@@ -48,13 +43,7 @@ func TestPresenceRepublishedAfterBrokerOutage(t *testing.T) {
 	// While the broker is away nothing is republished: each republish
 	// would only pile up in the writer's queue (every connection and
 	// membership, every heartbeat).
-	quiet := time.Now().Add(3 * time.Second) // 15 heartbeats
-	for time.Now().Before(quiet) {
-		if n := e.metric(t, "chat_edge_presence_republishes_total"); n != 0 {
-			t.Fatalf("%v republishes while the broker was away, want 0", n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	noRepublish(t, e, 3*time.Second, 0) // 15 heartbeats
 	back := time.Now()
 	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -138,11 +127,7 @@ func presenceRecords(ctx context.Context, t *testing.T, addr, topic string) <-ch
 // after the outage still reports every connection.
 func TestPresenceQueueBoundedDuringOutage(t *testing.T) {
 	edge.SetMaxPresenceQueued(t, 5)
-	b := embedkafka.New(embedkafka.Config{Addr: freePort(t), DataDir: t.TempDir()}, nil)
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Stop(context.Background()) })
+	b := stoppableBroker(t)
 	var presenceTopic string
 	e := startEdge(t, b.Addr(), func(c *edge.Config) {
 		c.Heartbeat = 200 * time.Millisecond
@@ -172,16 +157,7 @@ func TestPresenceQueueBoundedDuringOutage(t *testing.T) {
 		return e.metric(t, "chat_edge_presence_write_errors_total") >= 15
 	})
 	// Nothing is republished into the full queue while the broker hangs.
-	quiet := time.Now().Add(2 * time.Second) // 10 heartbeats
-	for time.Now().Before(quiet) {
-		if n := e.metric(t, "chat_edge_presence_republishes_total"); n != 0 {
-			t.Fatalf("%v republishes while the broker did not answer, want 0", n)
-		}
-		if q := e.metric(t, "chat_edge_presence_queued"); q > 5 {
-			t.Fatalf("%v presence records queued, want at most 5", q)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	noRepublish(t, e, 2*time.Second, 5) // 10 heartbeats
 	hole.Close()
 	back := time.Now()
 	if err := b.Start(context.Background()); err != nil {
@@ -250,4 +226,30 @@ func (h *blackHoleListener) Close() {
 		c.Close()
 	}
 	h.conns = nil
+}
+
+// noRepublish checks for d that the edge republishes nothing (and, when
+// maxQueued > 0, that at most maxQueued presence records wait).
+func noRepublish(t *testing.T, e *testEdge, d time.Duration, maxQueued float64) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if n := e.metric(t, "chat_edge_presence_republishes_total"); n != 0 {
+			t.Fatalf("%v republishes while the broker did not answer, want 0", n)
+		}
+		if q := e.metric(t, "chat_edge_presence_queued"); maxQueued > 0 && q > maxQueued {
+			t.Fatalf("%v presence records queued, want at most %v", q, maxQueued)
+		}
+	}
+}
+
+// stoppableBroker starts an embedded broker of the test's own, for tests
+// that stop and restart it (on the same address and data).
+func stoppableBroker(t *testing.T) *embedkafka.Broker {
+	t.Helper()
+	b := embedkafka.New(embedkafka.Config{Addr: freePort(t), DataDir: t.TempDir()}, nil)
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Stop(context.Background()) })
+	return b
 }
