@@ -64,9 +64,7 @@ type conn struct {
 
 	typing   typingGate    // typing notices forwarded per conversation
 	inFlight chan struct{} // appends awaiting the broker; made on first use
-	relays   []func()      // edit and delete relays waiting, in order (under mu)
-	relayN   int           // relays waiting or running (under mu)
-	relaying bool          // a goroutine runs the relays (under mu)
+	relays   []func()      // edit and delete relays, in order, the first one running (under mu)
 	expiry   *time.Timer   // closes the connection at the token's exp
 
 	space    chan struct{} // cap 1: the writer took the queue
@@ -293,32 +291,25 @@ const maxRelays = 8
 // With maxRelays waiting already it calls full instead.
 func (c *conn) relay(fn, full func()) {
 	c.mu.Lock()
-	if c.relayN >= maxRelays {
+	if len(c.relays) >= maxRelays {
 		c.mu.Unlock()
 		full()
 		return
 	}
-	c.relayN++
 	c.relays = append(c.relays, fn)
-	start := !c.relaying
-	c.relaying = true
+	start := len(c.relays) == 1 // else the goroutine running the first one runs it
 	c.mu.Unlock()
 	if start {
 		go c.runRelays()
 	}
 }
 
+// runRelays runs the queued relays, each staying first in the queue while
+// it runs, until the queue is empty.
 func (c *conn) runRelays() {
-	for {
-		c.mu.Lock()
-		if len(c.relays) == 0 {
-			c.relays, c.relaying = nil, false
-			c.mu.Unlock()
-			return
-		}
+	c.mu.Lock()
+	for len(c.relays) > 0 {
 		fn := c.relays[0]
-		c.relays[0] = nil
-		c.relays = c.relays[1:]
 		c.mu.Unlock()
 		select {
 		case <-c.dead:
@@ -328,9 +319,11 @@ func (c *conn) runRelays() {
 			fn()
 		}
 		c.mu.Lock()
-		c.relayN--
-		c.mu.Unlock()
+		c.relays[0] = nil
+		c.relays = c.relays[1:]
 	}
+	c.relays = nil
+	c.mu.Unlock()
 }
 
 // isClosing reports whether a close was requested.
