@@ -25,6 +25,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/testutil"
 )
 
 // chromiumPath finds the browser, or skips the test saying how to get it.
@@ -247,6 +248,26 @@ func handshakes(t *testing.T, addr string) map[string]float64 {
 	return out
 }
 
+// roomListsNotModified reads how many GET /v1/rooms were answered 304
+// from /metrics.
+func roomListsNotModified(t *testing.T, addr string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), `chat_history_http_requests_total{route="/v1/rooms",status="304"} `); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}
+
 func total(m map[string]float64) (n float64) {
 	for _, v := range m {
 		n += v
@@ -364,10 +385,16 @@ func TestBrowserChat(t *testing.T) {
 		if after["ok"] != before["ok"] || total(after) != total(before) {
 			t.Fatalf("handshakes went from %v to %v while switching rooms, want no new one", before, after)
 		}
-		// Rooms are remembered across reloads.
+		// Rooms are remembered across reloads. The room list (GET
+		// /v1/rooms, polled) is revalidated: unchanged since the first
+		// load, it comes back 304 without a body.
+		notModified := roomListsNotModified(t, s.addr)
 		alice.do(chromedp.Reload())
 		online(alice)
 		alice.waitFor("rooms after reload", `!!document.querySelector('#rooms li[data-key="#random"]') && !!document.querySelector('#rooms li[data-key="#general"]')`, 10*time.Second)
+		testutil.Eventually(t, 10*time.Second, "a 304 for the reloaded page's room list", func() bool {
+			return roomListsNotModified(t, s.addr) > notModified
+		})
 	})
 
 	t.Run("direct message raises unread and survives a reload", func(t *testing.T) {

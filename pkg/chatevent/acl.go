@@ -3,8 +3,11 @@ package chatevent
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -187,11 +190,13 @@ type ACL struct {
 	rooms   map[string]*RoomInfo
 	members map[string]map[string]Membership // room → user (rooms without a room record too)
 	blocks  map[string]map[string]struct{}   // blocker → blocked
+	origin  uint64                           // random, for Version
+	version atomic.Uint64                    // records applied
 }
 
 // NewACL returns an empty ACL: every room public, nobody blocked.
 func NewACL() *ACL {
-	return &ACL{rooms: map[string]*RoomInfo{}, members: map[string]map[string]Membership{}, blocks: map[string]map[string]struct{}{}}
+	return &ACL{origin: rand.Uint64(), rooms: map[string]*RoomInfo{}, members: map[string]map[string]Membership{}, blocks: map[string]map[string]struct{}{}}
 }
 
 // Apply folds one record into the state. Records are states, not deltas:
@@ -200,6 +205,7 @@ func NewACL() *ACL {
 func (a *ACL) Apply(r ACLRecord) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.version.Add(1)
 	switch r.Type {
 	case ACLRoom:
 		if a.rooms[r.Room] == nil {
@@ -235,6 +241,14 @@ func (a *ACL) Apply(r ACLRecord) {
 		}
 		bs[r.Target] = struct{}{}
 	}
+}
+
+// Version names the state: it stays the same while nothing is applied (a
+// new version may still hold the same state), and no other ACL value (in
+// this process or another) has the same version, so it can make an HTTP
+// validator. Read it before reading what it validates.
+func (a *ACL) Version() string {
+	return strconv.FormatUint(a.origin, 36) + "." + strconv.FormatUint(a.version.Load(), 36)
 }
 
 // Room returns the room's access state and whether it has one (a room

@@ -123,12 +123,51 @@ func (h *History) handleWith(route string, timeout time.Duration, fn handlerFunc
 			json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": ae.code, "message": ae.message}})
 			return
 		}
+		if c, ok := body.(validated); ok {
+			// Revalidated on every use (no-cache), per token (Vary), in
+			// the client's own cache only (private).
+			w.Header().Set("Cache-Control", "private, no-cache")
+			w.Header().Set("Vary", "Authorization")
+			w.Header().Set("ETag", c.etag)
+			if etagMatch(r.Header.Get("If-None-Match"), c.etag) {
+				status = http.StatusNotModified
+				w.WriteHeader(status)
+				return
+			}
+			body = c.body()
+		}
 		if c, ok := body.(created); ok {
 			status, body = http.StatusCreated, c.body
 			w.WriteHeader(status)
 		}
 		json.NewEncoder(w).Encode(body)
 	})
+}
+
+// validated is a body with a validator: etag changes whenever body would
+// answer differently. A request whose If-None-Match names it is answered
+// 304 Not Modified, without building the body.
+type validated struct {
+	etag string
+	body func() any
+}
+
+// etagMatch reports whether an If-None-Match header names etag (weak
+// comparison, RFC 9110 13.1.2).
+func etagMatch(header, etag string) bool {
+	if header == "" {
+		return false
+	}
+	if strings.TrimSpace(header) == "*" {
+		return true
+	}
+	etag = strings.TrimPrefix(etag, "W/")
+	for t := range strings.SplitSeq(header, ",") {
+		if strings.TrimPrefix(strings.TrimSpace(t), "W/") == etag {
+			return true
+		}
+	}
+	return false
 }
 
 type messagesResponse struct {

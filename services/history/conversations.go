@@ -3,9 +3,12 @@ package history
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -149,12 +152,22 @@ func (h *History) summary(ri chatevent.RoomInfo, user string) RoomSummary {
 	return RoomSummary{Room: ri.Room, Private: ri.Private, Owner: ri.Owner, Role: m.Role, Muted: m.Muted}
 }
 
+// listRooms answers with a validator (the ACL's version and the user): a
+// client polling the list gets 304 until a record changes the ACL.
 func (h *History) listRooms(_ *http.Request, id auth.Identity, _ *pgxpool.Pool) (any, error) {
-	out := []RoomSummary{}
-	for _, ri := range h.acl.ACL().Rooms(id.Username, id.Admin) {
-		out = append(out, h.summary(ri, id.Username))
-	}
-	return map[string]any{"rooms": out}, nil
+	acl := h.acl.ACL()
+	u := fnv.New64a()
+	fmt.Fprintf(u, "%s\x00%t", id.Username, id.Admin)
+	return validated{
+		etag: `W/"` + acl.Version() + "." + strconv.FormatUint(u.Sum64(), 36) + `"`,
+		body: func() any {
+			out := []RoomSummary{}
+			for _, ri := range acl.Rooms(id.Username, id.Admin) {
+				out = append(out, h.summary(ri, id.Username))
+			}
+			return map[string]any{"rooms": out}
+		},
+	}, nil
 }
 
 func (h *History) getRoom(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any, error) {

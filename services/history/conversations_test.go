@@ -572,3 +572,56 @@ func TestConcurrentChangesOfOneMembership(t *testing.T) {
 	}
 	t.Fatalf("bob is not listed: %s", r.Raw)
 }
+
+// GET /v1/rooms carries a validator: a client polling it gets 304 Not
+// Modified, with no body, until the ACL changes what it would list; the
+// validator is per user.
+func TestRoomListRevalidates(t *testing.T) {
+	k := topics(t, testBroker(t))
+	db := pgtest.NewDatabase(t)
+	h := startHistory(t, k, db)
+	list := func(user, etag string) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", h.URL+"/v1/rooms", nil)
+		req.Header.Set("Authorization", "Bearer "+token(t, user))
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.Header.Get("Cache-Control") != "private, no-cache" || resp.Header.Get("Vary") != "Authorization" {
+			t.Fatalf("GET /v1/rooms: Cache-Control %q, Vary %q", resp.Header.Get("Cache-Control"), resp.Header.Get("Vary"))
+		}
+		return resp.StatusCode, resp.Header.Get("ETag"), string(body)
+	}
+	must(t, 201, h.URL, "POST", "alice", "/v1/rooms/open", nil)
+	status, etag, body := list("bob", "")
+	if status != 200 || etag == "" || !strings.Contains(body, `"room":"open"`) {
+		t.Fatalf("first GET = %d, ETag %q, %s", status, etag, body)
+	}
+	if status, again, body := list("bob", etag); status != 304 || again != etag || body != "" {
+		t.Fatalf("GET with If-None-Match %s = %d, ETag %q, body %q: want 304, the same ETag, no body", etag, status, again, body)
+	}
+	if status, _, _ := list("bob", `W/"other", `+etag); status != 304 {
+		t.Fatalf("If-None-Match with a list of tags = %d, want 304", status)
+	}
+	if status, other, body := list("alice", etag); status != 200 || other == etag || !strings.Contains(body, `"role":"owner"`) {
+		t.Fatalf("alice with bob's ETag = %d, ETag %q, %s: want her own list", status, other, body)
+	}
+
+	// An invitation to a private room changes bob's list: the old
+	// validator no longer matches.
+	must(t, 201, h.URL, "POST", "alice", "/v1/rooms/secret", map[string]any{"private": true})
+	must(t, 200, h.URL, "POST", "alice", "/v1/rooms/secret/invite", map[string]string{"username": "bob"})
+	status, next, body := list("bob", etag)
+	if status != 200 || next == etag || !strings.Contains(body, `"room":"secret"`) {
+		t.Fatalf("after the invitation = %d, ETag %q (was %q), %s", status, next, etag, body)
+	}
+	if status, _, _ := list("bob", next); status != 304 {
+		t.Fatalf("the new validator = %d, want 304", status)
+	}
+}

@@ -42,19 +42,20 @@ export class Api {
 
   // get answers the decoded JSON body; it throws ApiError for an HTTP
   // error and TypeError when the server cannot be reached.
-  get(path, params) {
+  get(path, params, cache) {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(params || {})) {
       if (Array.isArray(v)) for (const x of v) q.append(k, x);
       else if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
     }
-    return this.request("GET", q.toString() ? `${path}?${q}` : path);
+    return this.request("GET", q.toString() ? `${path}?${q}` : path, undefined, cache);
   }
 
-  // request sends one call with an optional JSON body.
-  async request(method, url, payload) {
+  // request sends one call with an optional JSON body. Nothing is cached
+  // unless cache says otherwise ("no-cache": revalidate the copy held).
+  async request(method, url, payload, cache = "no-store") {
     const headers = { Authorization: "Bearer " + this.getToken() };
-    const init = { method, headers, cache: "no-store" };
+    const init = { method, headers, cache };
     if (payload !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(payload);
@@ -89,7 +90,8 @@ export class Api {
   // The conversation API (docs/conversations.md): rooms with owners and
   // members, moderation, blocks and unread counts.
   rooms() {
-    return this.get("/v1/rooms").then((b) => b.rooms || []);
+    // Polled: revalidated with its ETag, mostly a 304 without a body.
+    return this.get("/v1/rooms", undefined, "no-cache").then((b) => b.rooms || []);
   }
   createRoom(room, isPrivate) {
     return this.request("POST", `/v1/rooms/${encodeURIComponent(room)}`, { private: !!isPrivate });
