@@ -68,7 +68,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.target, "target", "all", "what to run: "+targetNames())
 	fs.StringVar(&o.httpAddr, "http.addr", "127.0.0.1:8080", "HTTP listen address (WebSocket, APIs, /metrics, /healthz, /readyz)")
-	fs.StringVar(&o.dataDir, "data.dir", "./data", "data directory: embedded broker log, generated JWT secret")
+	fs.StringVar(&o.dataDir, "data.dir", "./data", "data directory: embedded broker log, generated JWT secret, PostgreSQL cluster (-target=all)")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, how long /readyz reports 503 before services stop")
 	fs.BoolVar(&o.printConfig, "print-config", false, "print the effective configuration and exit")
 	fs.DurationVar(&o.httpReadTimeout, "http.read-timeout", lifecycle.DefaultReadTimeout, "longest time to read a request, body included (0: none; WebSocket connections are not subject to it)")

@@ -226,6 +226,11 @@ func (a *app) initDatabase() (lifecycle.Component, error) {
 func (a *app) initHistory() (lifecycle.Component, error) {
 	cfg := a.o.history
 	cfg.Kafka, cfg.Auth, cfg.DatabaseURL = a.o.kafka, a.o.auth, a.dbURL
+	if slices.Contains(a.t.modules, "edge") {
+		// Edits relayed by this process's edge may be as long as its
+		// messages.
+		cfg.MaxContentChars = max(cfg.MaxContentChars, a.o.edge.MaxContentChars)
+	}
 	return history.New(cfg, a.log.With("component", "history"), a.reg)
 }
 

@@ -51,7 +51,7 @@ func (e *FrameError) Error() string { return e.Code + ": " + e.Message }
 // branch on them.
 const (
 	CodeInvalidMessage = "invalid_message" // malformed or invalid frame; the connection stays open
-	CodeTooLarge       = "too_large"       // frame above the read limit (the connection is closed with 1009)
+	CodeTooLarge       = "too_large"       // never sent as an error frame: a frame above the read limit is closed with 1009 (the metrics' label)
 	CodeRateLimited    = "rate_limited"    // per-user message rate exceeded; retry later
 	CodeForbidden      = "forbidden"       // the user may not do this
 	CodeUnavailable    = "unavailable"     // the log did not acknowledge the write; not acked, retry

@@ -56,8 +56,9 @@ type Config struct {
 	// WriteTimeout bounds one produce attempt (default 5s); a write makes up
 	// to 3 attempts before it fails.
 	WriteTimeout time.Duration
-	// BatchTimeout is how long the writer waits to fill a batch (default 2ms;
-	// kafka-go's own default of 1s would add a second to every message).
+	// BatchTimeout is how long the writers made by NewWriter wait to fill a
+	// batch (default 250µs; kafka-go's own default of 1s would add a second
+	// to every message).
 	BatchTimeout time.Duration
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
 )
 
@@ -33,6 +34,9 @@ type Config struct {
 	// API's connections. Readiness probes the database with half of it
 	// (default 2s).
 	DBTimeout time.Duration
+	// MaxContentChars bounds an edit's content in characters, as the
+	// edges' -edge.max-content bounds a message's (default 4000).
+	MaxContentChars int
 }
 
 // RegisterFlags registers the history.* flags.
@@ -41,6 +45,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.BatchSize, "history.batch-size", 5000, "most records written to the database in one transaction")
 	fs.DurationVar(&c.BatchWait, "history.batch-wait", 100*time.Millisecond, "longest wait to fill a batch after its first record")
 	fs.Int64Var(&c.ReadyMaxLag, "history.ready-max-lag", 10000, "consumer lag (records) above which /readyz is 503")
+	fs.IntVar(&c.MaxContentChars, "history.max-content", chatevent.MaxContentChars, "longest edited content in characters (keep it equal to the edges' -edge.max-content; under -target=all the larger of the two applies)")
 	fs.DurationVar(&c.DBTimeout, "history.db-timeout", 2*time.Second, "bound of an API request's database work (pool wait included; statement_timeout of API connections); readiness probes with half of it")
 }
 
@@ -64,6 +69,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchWait <= 0 {
 		errs = append(errs, errors.New("history.batch-size and history.batch-wait must be positive"))
+	}
+	if c.MaxContentChars < 1 {
+		errs = append(errs, errors.New("history.max-content must be positive"))
 	}
 	if c.DBTimeout <= 0 {
 		errs = append(errs, errors.New("history.db-timeout must be positive"))

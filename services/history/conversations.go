@@ -449,7 +449,7 @@ func (h *History) editMessage(r *http.Request, id auth.Identity, db *pgxpool.Poo
 	if err := decodeBody(r, &body, false); err != nil {
 		return nil, err
 	}
-	if msg := checkContent(body.Content); msg != "" {
+	if msg := checkContent(body.Content, h.cfg.MaxContentChars); msg != "" {
 		return nil, invalidRequest("%s", msg)
 	}
 	if !utf8.ValidString(body.ClientID) || len(body.ClientID) > chatevent.MaxClientIDBytes || strings.IndexByte(body.ClientID, 0) >= 0 {
@@ -512,13 +512,13 @@ func (h *History) deleteMessage(r *http.Request, id auth.Identity, db *pgxpool.P
 }
 
 // checkContent validates an edit's content like a chat frame's.
-func checkContent(content string) string {
+func checkContent(content string, maxChars int) string {
 	n := utf8.RuneCountInString(content)
 	switch {
 	case n == 0:
 		return "content must not be empty"
-	case n > chatevent.MaxContentChars:
-		return "content is longer than the limit of characters"
+	case n > maxChars:
+		return fmt.Sprintf("content is longer than %d characters", maxChars)
 	case !utf8.ValidString(content):
 		return "content is not valid UTF-8"
 	case strings.IndexByte(content, 0) >= 0:

@@ -625,3 +625,19 @@ func TestRoomListRevalidates(t *testing.T) {
 		t.Fatalf("the new validator = %d, want 304", status)
 	}
 }
+
+// An edit is bounded by -history.max-content, as messages are by the
+// edges' -edge.max-content.
+func TestEditContentLimit(t *testing.T) {
+	k := topics(t, testBroker(t))
+	db := pgtest.NewDatabase(t)
+	h := startHistory(t, k, db, func(c *history.Config) { c.MaxContentChars = 20 })
+	mine := event("chat", "general", "", "alice", "short", "l1")
+	produce(t, k, mine)
+	eventually(t, 20*time.Second, "the row", func() bool { return count(t, db, "SELECT count(*) FROM messages") == 1 })
+	r := must(t, 400, h.URL, "PATCH", "alice", "/v1/messages/"+mine.ID, map[string]string{"content": strings.Repeat("é", 21)})
+	if r.code() != "invalid_request" || !strings.Contains(string(r.Raw), "longer than 20 characters") {
+		t.Fatalf("21 characters = %s", r.Raw)
+	}
+	must(t, 200, h.URL, "PATCH", "alice", "/v1/messages/"+mine.ID, map[string]string{"content": strings.Repeat("é", 20)})
+}
