@@ -3,6 +3,7 @@ package chatevent
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	goldenfile "github.com/chatsys/chat/pkg/testutil/golden"
 	"strings"
@@ -119,6 +120,14 @@ func TestDecodeFrame(t *testing.T) {
 			Frame{Type: "delete", ID: "01936c4e-8a3b-7cde-8f00-0123456789ab", ClientID: "d"}},
 		{"delete braces id", `{"type":"delete","id":"{01936c4e-8a3b-7cde-8f00-0123456789ab}","client_id":"d"}`, true, Frame{}},
 		{"case variant Pos", `{"type":"read","room":"a","Pos":"1:2","pos":"1:2"}`, true, Frame{}},
+		// A member of another type: ambiguous where it would change the
+		// destination, dropped elsewhere.
+		{"lone surrogate", `{"type":"chat","room":"general","content":"lone \ud800 x","client_id":"1"}`, true, Frame{}},
+		{"chat with a target", `{"type":"chat","room":"general","target":"bob","content":"hi","client_id":"1"}`, true, Frame{}},
+		{"private with a room", `{"type":"private","room":"secret","target":"bob","content":"hi","client_id":"1"}`, true, Frame{}},
+		{"join drops others' members", `{"type":"join","room":"a","target":"bob","content":"x","id":"01936c4e-8a3b-7cde-8f00-0123456789ab","pos":"1:2"}`, false, Frame{Type: "join", Room: "a"}},
+		{"delete drops content", `{"type":"delete","id":"01936c4e-8a3b-7cde-8f00-0123456789ab","content":"x","room":"a","client_id":"d"}`, false,
+			Frame{Type: "delete", ID: "01936c4e-8a3b-7cde-8f00-0123456789ab", ClientID: "d"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := DecodeFrame([]byte(tc.in), Limits{})
@@ -129,6 +138,22 @@ func TestDecodeFrame(t *testing.T) {
 				t.Fatalf("DecodeFrame(%s) = %+v, want %+v", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+// A refused frame's error names its client_id whatever made it invalid, so
+// a client knows which pending send failed.
+func TestDecodeFrameErrorNamesTheSend(t *testing.T) {
+	for _, tc := range []struct{ in, msg string }{
+		{`{"type":"chat","room":"general","content":"lone \ud800 x","client_id":"m18"}`, `member "content" is not valid text`},
+		{`{"type":"private","target":"bob","content":"x","content":"y","client_id":"m18"}`, "duplicate member content"},
+		{`{"type":"chat","room":"general","target":"bob","content":"x","client_id":"m18"}`, "no target"},
+	} {
+		_, err := DecodeFrame([]byte(tc.in), Limits{})
+		var fe *FrameError
+		if !errors.As(err, &fe) || fe.ClientID != "m18" || fe.Code != CodeInvalidMessage || !strings.Contains(fe.Message, tc.msg) {
+			t.Errorf("DecodeFrame(%s) = %#v, want invalid_message for m18 saying %q", tc.in, err, tc.msg)
+		}
 	}
 }
 

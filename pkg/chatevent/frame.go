@@ -157,6 +157,10 @@ func DecodeFrame(b []byte, lim Limits) (Frame, error) {
 			return invalid(cid, "%s", err)
 		}
 	case TypeChat:
+		if f.Target != "" {
+			// Ambiguous: a message to the room, or to the user?
+			return invalid(cid, "a chat frame has a room and no target (a private message is type private)")
+		}
 		if err := checkRoom(f.Room); err != "" {
 			return invalid(cid, "%s", err)
 		}
@@ -167,6 +171,9 @@ func DecodeFrame(b []byte, lim Limits) (Frame, error) {
 			return invalid(cid, "client_id is required")
 		}
 	case TypePrivate:
+		if f.Room != "" {
+			return invalid(cid, "a private frame has a target and no room (a room message is type chat)")
+		}
 		if f.Target == "" {
 			return invalid(cid, "target is required")
 		}
@@ -218,7 +225,33 @@ func DecodeFrame(b []byte, lim Limits) (Frame, error) {
 	default:
 		return invalid(cid, "unknown type %q", f.Type)
 	}
-	return f, nil
+	return f.only(), nil
+}
+
+// only returns the frame with just the members its type takes: a member
+// that belongs to another type is ignored like an unknown one, so nothing
+// after decoding can read meaning into it.
+func (f Frame) only() Frame {
+	out := Frame{Type: f.Type, ClientID: f.ClientID}
+	switch f.Type {
+	case TypeJoin:
+		out.Room, out.Since = f.Room, f.Since
+	case TypeLeave:
+		out.Room = f.Room
+	case TypeChat:
+		out.Room, out.Content = f.Room, f.Content
+	case TypePrivate:
+		out.Target, out.Content = f.Target, f.Content
+	case TypeTyping:
+		out.Room, out.Target = f.Room, f.Target
+	case TypeRead:
+		out.Room, out.Target, out.Pos = f.Room, f.Target, f.Pos
+	case TypeEdit:
+		out.ID, out.Content = f.ID, f.Content
+	case TypeDelete:
+		out.ID = f.ID
+	}
+	return out
 }
 
 func checkRoom(room string) string {
@@ -252,7 +285,9 @@ func salvageClientID(b []byte) string {
 	var probe struct {
 		ClientID jsontext.Value `json:"client_id"`
 	}
-	if json.Unmarshal(b, &probe, jsontext.AllowDuplicateNames(true)) != nil {
+	// Lenient where the frame was refused, so that a bad member elsewhere
+	// (a duplicate, a lone surrogate in content) still names its send.
+	if json.Unmarshal(b, &probe, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)) != nil {
 		return ""
 	}
 	var s string
@@ -272,6 +307,9 @@ func jsonProblem(err error) string {
 	if errors.As(err, &syn) {
 		if errors.Is(err, jsontext.ErrDuplicateName) {
 			return "duplicate member " + strings.TrimPrefix(string(syn.JSONPointer), "/")
+		}
+		if m := strings.TrimPrefix(string(syn.JSONPointer), "/"); m != "" && (strings.Contains(syn.Err.Error(), "surrogate") || strings.Contains(syn.Err.Error(), "UTF-8")) {
+			return fmt.Sprintf("member %q is not valid text: a lone surrogate escape or invalid UTF-8", m)
 		}
 		return "not JSON"
 	}

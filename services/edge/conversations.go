@@ -190,17 +190,17 @@ func (e *Edge) handleTyping(ctx context.Context, c *conn, f chatevent.Frame) {
 	var key string
 	if f.Room != "" {
 		if s := c.rooms[f.Room]; s == nil || s.revoked.Load() {
-			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("join room %q before typing in it", f.Room), "")
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("join room %q before typing in it", f.Room), f.ClientID)
 			return
 		}
 		if !e.allowed(ctx, c, func() bool { return e.aclState().MayWrite(f.Room, user, c.id.Admin) }) {
-			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", f.Room), "")
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", f.Room), f.ClientID)
 			return
 		}
 		key = chatevent.RoomKey(f.Room)
 	} else {
 		if !e.allowed(ctx, c, func() bool { return chatevent.MayMessage(user, f.Target, e.aclState()) }) {
-			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), "")
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), f.ClientID)
 			return
 		}
 		key = chatevent.DMKey(user, f.Target)
@@ -291,12 +291,12 @@ func (e *Edge) deliverTyping(msgs []kafka.Message) {
 func (e *Edge) handleRead(ctx context.Context, c *conn, f chatevent.Frame) {
 	user := c.id.Username
 	if f.Room != "" && !e.allowed(ctx, c, func() bool { return e.aclState().MayRead(f.Room, user, c.id.Admin) }) {
-		e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not read room %q", f.Room), "")
+		e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not read room %q", f.Room), f.ClientID)
 		return
 	}
 	// A read is a durable append: it costs what a message costs.
 	if !c.limiter.Allow() {
-		e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), "")
+		e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), f.ClientID)
 		return
 	}
 	if err := c.acquireInFlight(ctx); err != nil {
@@ -309,7 +309,7 @@ func (e *Edge) handleRead(ctx context.Context, c *conn, f chatevent.Frame) {
 		if err != nil {
 			e.m.errors.WithLabelValues(chatevent.CodeUnavailable).Inc()
 			c.send(chatevent.ErrorFrame{Code: chatevent.CodeUnavailable,
-				Message: "the read position was not recorded; send it again"}.Encode(), chatevent.TypeError)
+				Message: "the read position was not recorded; send it again", ClientID: f.ClientID}.Encode(), chatevent.TypeError)
 		}
 	})
 }

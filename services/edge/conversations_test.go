@@ -149,6 +149,14 @@ func TestPrivateRoomMembershipOnTwoEdges(t *testing.T) {
 	}
 	bob.send(map[string]any{"type": "chat", "room": "design", "content": "muted?", "client_id": "b3"})
 	bob.expectError(chatevent.CodeForbidden)
+	// A resend of a message acknowledged before the mute keeps its ack
+	// (and appends nothing); the refused one is refused again.
+	bob.send(map[string]any{"type": "chat", "room": "design", "content": "hello", "client_id": "b2"})
+	if again := bob.ackID("b2"); again != id {
+		t.Fatalf("resend after the mute: ack %s, want the first ack %s", again, id)
+	}
+	bob.send(map[string]any{"type": "chat", "room": "design", "content": "muted?", "client_id": "b3"})
+	bob.expectError(chatevent.CodeForbidden)
 	alice.say("design", "you can still read", "a1")
 	if m := bob.nextOf("chat"); m["content"] != "you can still read" {
 		t.Fatalf("muted bob got %v", m)
@@ -236,10 +244,44 @@ func TestBlockRefusesPrivateMessagesAndAppendsNothing(t *testing.T) {
 	})
 	alice.send(map[string]any{"type": "typing", "target": "bob"})
 	alice.expectError(chatevent.CodeForbidden)
+	// A chat frame that also names a target is refused, not a private
+	// message past the block.
+	alice.send(map[string]any{"type": "chat", "room": "general", "target": "bob", "content": "sneaky", "client_id": "s1"})
+	if m := alice.expectError(chatevent.CodeInvalidMessage); m["client_id"] != "s1" {
+		t.Fatalf("error %v, want client_id s1", m)
+	}
 	alice.send(map[string]any{"type": "private", "target": "carol", "content": "hi carol", "client_id": "c1"})
-	alice.nextOf("ack")
+	first := alice.ackID("c1")
 	if got := directEnd(); got != before+1 {
 		t.Fatalf("chat.direct grew by %d, want 1 (only the message to carol)", got-before)
+	}
+
+	// Carol blocks alice: a resend of the message acknowledged before keeps
+	// its ack and appends nothing; a new one is refused.
+	appendACL(t, broker, chatevent.ACLRecord{Type: chatevent.ACLBlock, Username: "carol", Target: "alice", Blocked: true})
+	eventually(t, 5*time.Second, "carol's block is enforced", func() bool {
+		alice.send(map[string]any{"type": "typing", "target": "carol"})
+		alice.send(map[string]any{"type": "private", "target": "nobody", "content": "marker", "client_id": fmt.Sprint("m", time.Now().UnixNano())})
+		refused := false
+		for {
+			m := alice.next()
+			switch m["type"] {
+			case "error":
+				refused = refused || m["code"] == chatevent.CodeForbidden
+			case "ack":
+				before++ // the marker
+				return refused
+			}
+		}
+	})
+	alice.send(map[string]any{"type": "private", "target": "carol", "content": "hi carol", "client_id": "c1"})
+	if again := alice.ackID("c1"); again != first {
+		t.Fatalf("resend after the block: ack %s, want the first ack %s", again, first)
+	}
+	alice.send(map[string]any{"type": "private", "target": "carol", "content": "still there?", "client_id": "c2"})
+	alice.expectError(chatevent.CodeForbidden)
+	if got := directEnd(); got != before+1 {
+		t.Fatalf("chat.direct grew by %d, want only the markers and the first message to carol", got-before)
 	}
 }
 

@@ -108,26 +108,25 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		if !c.id.Expires.IsZero() && !time.Now().Before(c.id.Expires) {
 			return // the expiry timer is closing the connection: nothing more is appended
 		}
-		if f.Type == chatevent.TypePrivate && !e.allowed(ctx, c, func() bool { return chatevent.MayMessage(c.id.Username, f.Target, e.aclState()) }) {
-			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), f.ClientID)
-			return
-		}
-		if f.Type == chatevent.TypeChat && !e.allowed(ctx, c, func() bool { return e.aclState().MayWrite(f.Room, c.id.Username, c.id.Admin) }) {
-			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", f.Room), f.ClientID)
-			return
-		}
 		cid := f.ClientID
 		answer := func(id string, err error) {
-			if err != nil {
-				e.m.errors.WithLabelValues(chatevent.CodeUnavailable).Inc()
-				c.send(chatevent.ErrorFrame{Code: chatevent.CodeUnavailable,
-					Message: "the message log did not acknowledge the message; it was not sent, retry", ClientID: cid}.Encode(), chatevent.TypeError)
+			code, msg := chatevent.CodeUnavailable, "the message log did not acknowledge the message; it was not sent, retry"
+			switch {
+			case err == nil:
+				c.send(chatevent.AckFrame{ClientID: cid, ID: id}.Encode(), chatevent.TypeAck)
 				return
+			case errors.Is(err, errForbidden): // a resend that waited on a refused first attempt
+				code, msg = chatevent.CodeForbidden, "you may not send this message"
+			case errors.Is(err, errRateLimited):
+				code, msg = chatevent.CodeRateLimited, "the first attempt was rate limited; slow down"
 			}
-			c.send(chatevent.AckFrame{ClientID: cid, ID: id}.Encode(), chatevent.TypeAck)
+			e.m.errors.WithLabelValues(code).Inc()
+			c.send(chatevent.ErrorFrame{Code: code, Message: msg, ClientID: cid}.Encode(), chatevent.TypeError)
 		}
 		// A resend of a known client_id is answered from the first send
-		// (and costs no rate): see sends.
+		// (and costs no rate): see sends. It is not authorized again: a
+		// message acknowledged before a mute, ban or block keeps its ack,
+		// and nothing is appended for it.
 		ev, action := e.sends.begin(c.id.Username, cid, func() chatevent.Event {
 			return chatevent.Event{
 				ID: chatevent.NewID(), Type: f.Type, Room: f.Room, Target: f.Target, Username: c.id.Username,
@@ -141,6 +140,16 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		case sendAcked:
 			e.m.resends.Inc()
 			answer(ev.ID, nil)
+			return
+		}
+		if f.Type == chatevent.TypePrivate && !e.allowed(ctx, c, func() bool { return chatevent.MayMessage(c.id.Username, f.Target, e.aclState()) }) {
+			e.sends.forget(c.id.Username, cid, errForbidden)
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), cid)
+			return
+		}
+		if f.Type == chatevent.TypeChat && !e.allowed(ctx, c, func() bool { return e.aclState().MayWrite(f.Room, c.id.Username, c.id.Admin) }) {
+			e.sends.forget(c.id.Username, cid, errForbidden)
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", f.Room), cid)
 			return
 		}
 		if !c.limiter.Allow() {
@@ -166,6 +175,10 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 	}
 }
 
-// errRateLimited ends a send refused by the rate limit: nothing was
-// appended, so a later resend of its client_id is a new send.
-var errRateLimited = errors.New("rate limited")
+// errRateLimited and errForbidden end a send refused by the rate limit or
+// by the ACL: nothing was appended, so a later resend of its client_id is a
+// new send.
+var (
+	errRateLimited = errors.New("rate limited")
+	errForbidden   = errors.New("forbidden")
+)

@@ -259,8 +259,8 @@ func (h *History) dmMessages(r *http.Request, id auth.Identity, db *pgxpool.Pool
 func (h *History) search(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any, error) {
 	q := r.URL.Query()
 	text := q.Get("q")
-	if n := utf8.RuneCountInString(text); n == 0 || n > MaxQueryLength || !utf8.ValidString(text) {
-		return nil, badRequest("invalid_query", "q must be 1 to %d characters", MaxQueryLength)
+	if n := utf8.RuneCountInString(text); n == 0 || n > MaxQueryLength || !utf8.ValidString(text) || strings.IndexByte(text, 0) >= 0 {
+		return nil, badRequest("invalid_query", "q must be 1 to %d characters of text without NUL", MaxQueryLength)
 	}
 	room := q.Get("room")
 	if room != "" && !chatevent.ValidRoom(room) {

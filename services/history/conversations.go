@@ -2,17 +2,20 @@ package history
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -117,10 +120,58 @@ func decodeBody(r *http.Request, dst any, optional bool) error {
 		}
 		return invalidRequest("a JSON body is required")
 	}
-	if err := json.Unmarshal(b, dst); err != nil {
-		return invalidRequest("the body is not valid: %v", err)
+	// Decoded as strictly as a WebSocket frame: a member given twice, a
+	// case variant of a known name or text that is not UTF-8 is refused
+	// (encoding/json would take the last value, fold case and substitute
+	// U+FFFD). Other members are ignored.
+	var members map[string]jsontext.Value
+	if err := jsonv2.Unmarshal(b, &members); err != nil {
+		return invalidRequest("the body is not a valid JSON object: %v", bodyProblem(err))
+	}
+	known := jsonNames(dst)
+	for name := range members {
+		for _, k := range known {
+			if name != k && strings.EqualFold(name, k) {
+				return invalidRequest("member %q: names are case-sensitive, want %q", name, k)
+			}
+		}
+	}
+	if err := jsonv2.Unmarshal(b, dst); err != nil {
+		return invalidRequest("the body is not valid: %v", bodyProblem(err))
 	}
 	return nil
+}
+
+// bodyProblem describes a decoding error without echoing the body.
+func bodyProblem(err error) string {
+	var se *jsonv2.SemanticError
+	if errors.As(err, &se) && se.JSONPointer != "" {
+		return fmt.Sprintf("member %q has the wrong type", strings.TrimPrefix(string(se.JSONPointer), "/"))
+	}
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) {
+		if errors.Is(err, jsontext.ErrDuplicateName) {
+			return "duplicate member " + strings.TrimPrefix(string(syn.JSONPointer), "/")
+		}
+		if p := strings.TrimPrefix(string(syn.JSONPointer), "/"); p != "" {
+			return fmt.Sprintf("member %q is not valid JSON text (a lone surrogate or invalid UTF-8?)", p)
+		}
+		return "not JSON"
+	}
+	return "not a JSON object"
+}
+
+// jsonNames lists the JSON member names of the struct dst points to.
+func jsonNames(dst any) []string {
+	t := reflect.TypeOf(dst).Elem()
+	var names []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // RoomSummary is a room in GET /v1/rooms; Role is the caller's.
@@ -130,7 +181,7 @@ type RoomSummary struct {
 	Owner   string `json:"owner,omitempty"`
 	Role    string `json:"role"`
 	// Muted is whether the caller is muted in the room (may read, not write).
-	Muted bool `json:"muted,omitempty"`
+	Muted bool `json:"muted"`
 }
 
 // Member is one membership in GET /v1/rooms/{room}.

@@ -641,3 +641,39 @@ func TestEditContentLimit(t *testing.T) {
 	}
 	must(t, 200, h.URL, "PATCH", "alice", "/v1/messages/"+mine.ID, map[string]string{"content": strings.Repeat("é", 20)})
 }
+
+// Request bodies are decoded as strictly as frames: duplicates, case
+// variants and invalid text are 400 invalid_request, nothing is done.
+func TestBodiesAreDecodedStrictly(t *testing.T) {
+	k := topics(t, testBroker(t))
+	db := pgtest.NewDatabase(t)
+	h := startHistory(t, k, db)
+	mine := event("chat", "general", "", "alice", "original", "s1")
+	produce(t, k, mine)
+	eventually(t, 20*time.Second, "the row", func() bool { return count(t, db, "SELECT count(*) FROM messages") == 1 })
+	for _, tc := range []struct{ method, path, body, says string }{
+		{"POST", "/v1/rooms/dup", `{"private":true,"private":false}`, "duplicate member private"},
+		{"POST", "/v1/rooms/variant", `{"Private":true}`, `"Private": names are case-sensitive`},
+		{"POST", "/v1/rooms/typed", `{"private":"yes"}`, `member "private" has the wrong type`},
+		{"POST", "/v1/rooms/list", `[]`, "not a valid JSON object"},
+		{"PATCH", "/v1/messages/" + mine.ID, `{"content":"a","content":"b"}`, "duplicate member content"},
+		{"PATCH", "/v1/messages/" + mine.ID, `{"content":"lone \ud800 x"}`, `member "content" is not valid JSON text`},
+		{"POST", "/v1/rooms/general/invite", `{"username":"bob","USERNAME":"carol"}`, "case-sensitive"},
+	} {
+		r := call(t, h.URL, tc.method, "alice", tc.path, json.RawMessage(tc.body))
+		msg, _ := r.Body["error"].(map[string]any)["message"].(string)
+		if r.Status != 400 || r.code() != "invalid_request" || !strings.Contains(msg, tc.says) {
+			t.Errorf("%s %s %s = %d %s, want 400 invalid_request saying %q", tc.method, tc.path, tc.body, r.Status, r.Raw, tc.says)
+		}
+	}
+	var rooms struct {
+		Rooms []map[string]any `json:"rooms"`
+	}
+	getJSON(t, h.URL, "alice", "/v1/rooms", nil, &rooms)
+	if len(rooms.Rooms) != 0 {
+		t.Fatalf("rooms = %v, want none created", rooms.Rooms)
+	}
+	if m := message(t, h.URL, "alice", mine.ID); m.Body["content"] != "original" {
+		t.Fatalf("message = %s, want it unchanged", m.Raw)
+	}
+}

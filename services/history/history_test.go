@@ -107,6 +107,8 @@ func TestAPIErrors(t *testing.T) {
 		{"bad room", "a", "/v1/rooms/Bad%20Room/messages", nil, 400, "invalid_room"},
 		{"bad peer", "a", "/v1/dm/bad%20peer/messages", nil, 400, "invalid_user"},
 		{"empty search", "a", "/v1/search", nil, 400, "invalid_query"},
+		{"NUL in search", "a", "/v1/search", []string{"q", "a\x00b"}, 400, "invalid_query"},
+		{"NUL in room search", "a", "/v1/search", []string{"q", "\x00", "room", "general"}, 400, "invalid_query"},
 		{"search bad room", "a", "/v1/search", []string{"q", "x", "room", "NO"}, 400, "invalid_room"},
 		{"missing room", "a", "/v1/rooms/empty/messages", nil, 404, "not_found"},
 		{"search missing room", "a", "/v1/search", []string{"q", "x", "room", "empty"}, 404, "not_found"},
