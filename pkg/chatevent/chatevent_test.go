@@ -61,6 +61,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"unknown type", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"x","room":"r","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
 		{"NUL in content", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"chat","room":"r","username":"u","content":"a\u0000","timestamp":"2026-11-27T10:11:12.345Z"}`},
 		{"chat without room", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"chat","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
+		{"chat with a target", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"chat","room":"r","target":"bob","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
+		{"private with a room", `{"id":"01936c4e-8a3b-7cde-8f00-0123456789ab","type":"private","room":"r","target":"bob","username":"u","timestamp":"2026-11-27T10:11:12.345Z"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Decode([]byte(tc.in)); err == nil {

@@ -168,9 +168,15 @@ func (e *Event) Validate() error {
 		if !ValidRoom(e.Room) {
 			return bad("room %q is not a valid room name", e.Room)
 		}
+		if e.Target != "" {
+			return bad("a %s event has a room and no target", e.Type)
+		}
 	case TypePrivate:
 		if !ValidUsername(e.Target) {
 			return bad("target %q is not a valid username", e.Target)
+		}
+		if e.Room != "" {
+			return bad("a private event has a target and no room")
 		}
 	case TypeEdit, TypeDelete, TypeRead:
 		if (e.Room == "") == (e.Target == "") {
