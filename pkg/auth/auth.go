@@ -8,8 +8,10 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -21,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -134,6 +137,9 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
+	if err := strictClaims(token); err != nil {
+		return Identity{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
 	if !chatevent.ValidUsername(c.Subject) {
 		return Identity{}, fmt.Errorf("%w: sub %q is not a valid username", ErrInvalidToken, c.Subject)
 	}
@@ -142,6 +148,50 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 		id.Expires = c.ExpiresAt.Time
 	}
 	return id, nil
+}
+
+// claimNames are the claims Verify reads (the jwt library decodes them with
+// encoding/json, which matches names case-insensitively and keeps the last
+// of duplicates).
+var claimNames = []string{"sub", "roles", "exp", "nbf", "iat", "iss", "aud", "jti"}
+
+// strictClaims refuses a signed payload that encoding/json would read
+// leniently: a claim given twice ({"sub":"dave","sub":"root"}) or a case
+// variant of a claim Verify reads ("Roles"), which could otherwise stand in
+// for the real one.
+func strictClaims(token string) error {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return errors.New("not a JWS compact token")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return fmt.Errorf("payload: %v", err)
+	}
+	// The decoder refuses duplicate names and invalid UTF-8 by default.
+	dec := jsontext.NewDecoder(bytes.NewReader(payload))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return errors.New("claims are not a JSON object")
+	}
+	for dec.PeekKind() == '"' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return fmt.Errorf("claims: %v", err)
+		}
+		name := tok.String()
+		for _, known := range claimNames {
+			if name != known && strings.EqualFold(name, known) {
+				return fmt.Errorf("claim %q: names are case-sensitive, want %q", name, known)
+			}
+		}
+		if err := dec.SkipValue(); err != nil {
+			return fmt.Errorf("claims (a claim given twice?): %v", err)
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil { // }
+		return fmt.Errorf("claims: %v", err)
+	}
+	return nil
 }
 
 // VerifyRequest extracts the token from r (see TokenFromRequest) and verifies it.

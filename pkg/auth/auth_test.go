@@ -1,11 +1,15 @@
 package auth
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -114,5 +118,46 @@ func TestLoadOrCreateSecretIsStable(t *testing.T) {
 	}
 	if st, _ := os.Stat(filepath.Join(dir, SecretFile)); st.Mode().Perm() != 0o600 {
 		t.Fatalf("secret file mode = %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// signHS256 signs payload as it is, byte for byte (a minter would never
+// write a duplicate or a case variant; another issuer might).
+func signHS256(payload string) string {
+	enc := base64.RawURLEncoding
+	input := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(payload))
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(input))
+	return input + "." + enc.EncodeToString(mac.Sum(nil))
+}
+
+// Claims are read case-sensitively and once: encoding/json alone would take
+// "Roles" for roles and the last of two subs.
+func TestClaimsAreStrict(t *testing.T) {
+	v, err := NewVerifier(Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tc := range []struct {
+		payload string
+		ok      bool
+		admin   bool
+	}{
+		{fmt.Sprintf(`{"sub":"dave","exp":%d,"roles":["admin"],"nickname":"D"}`, exp), true, true},
+		{fmt.Sprintf(`{"sub":"dave","exp":%d,"Nickname":"D"}`, exp), true, false},
+		{fmt.Sprintf(`{"sub":"dave","exp":%d,"Roles":["admin"]}`, exp), false, false},
+		{fmt.Sprintf(`{"sub":"dave","sub":"root","exp":%d}`, exp), false, false},
+		{fmt.Sprintf(`{"SUB":"root","sub":"dave","exp":%d}`, exp), false, false},
+		{fmt.Sprintf(`{"sub":"dave","exp":%d,"EXP":1}`, exp), false, false},
+	} {
+		id, err := v.Verify(signHS256(tc.payload))
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalidToken)) {
+			t.Errorf("Verify(%s) error = %v, want ok %v", tc.payload, err, tc.ok)
+			continue
+		}
+		if tc.ok && (id.Username != "dave" || id.Admin != tc.admin) {
+			t.Errorf("Verify(%s) = %+v, want dave admin=%v", tc.payload, id, tc.admin)
+		}
 	}
 }
