@@ -336,6 +336,48 @@ func TestMultiProcess(t *testing.T) {
 		}
 	})
 
+	t.Run("a stalled edge's users are online again when it resumes", func(t *testing.T) {
+		// Stopped longer than the edge timeout, edge 1 is expired by the
+		// router, which kept running; its connections stay open.
+		if err := edge1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stopped := true
+		defer func() {
+			if stopped {
+				edge1.cmd.Process.Signal(syscall.SIGCONT)
+			}
+		}()
+		waitFor(t, 10*time.Second, "edge 1 expired: carol offline", func() bool { on, _ := presenceOf(t, router, "carol"); return !on })
+		edge1.cmd.Process.Signal(syscall.SIGCONT)
+		stopped = false
+		t0 := time.Now()
+		waitFor(t, 10*time.Second, "carol online and alice on both edges again", func() bool {
+			onC, _ := presenceOf(t, router, "carol")
+			_, a := presenceOf(t, router, "alice")
+			return onC && a == 2
+		})
+		t.Logf("presence back %v after the edge resumed", time.Since(t0).Round(10*time.Millisecond))
+		// And it stays so (longer than an edge timeout), and DMs reach her.
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			if on, _ := presenceOf(t, router, "carol"); !on {
+				t.Fatal("carol went offline again")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		erin, _ := mpDial(t, edge2, "erin")
+		erin.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "after the stall", "client_id": "st1"})
+		waitFor(t, 10*time.Second, "carol gets the DM live", func() bool {
+			for _, f := range carolOn1.ofType("private") {
+				if f["content"] == "after the stall" {
+					return true
+				}
+			}
+			return false
+		})
+	})
+
 	t.Run("SIGKILL of edge 2 makes bob offline and emits his leave", func(t *testing.T) {
 		edge2.cmd.Process.Kill()
 		edge2.cmd.Wait()
@@ -370,4 +412,45 @@ func TestMultiProcess(t *testing.T) {
 			t.Fatalf("members after restart = %v, want alice,carol", m.Members)
 		}
 	})
+}
+
+// A whole single-machine process stopped for longer than the edge timeout
+// (SIGSTOP, a stalled VM) resumes with its users online: its router must not
+// expire its edge before reading the heartbeats it sent, and nobody gets a
+// leave they never did.
+func TestStoppedProcessKeepsPresence(t *testing.T) {
+	dir := dataDir(t)
+	env := []string{"CHAT_JWT_SECRET=" + mpSecret, "CHAT_DATA_DIR=" + dir,
+		"CHAT_EDGE_HEARTBEAT=300ms", "CHAT_ROUTER_EDGE_TIMEOUT=2s", "CHAT_EDGE_DRAIN_DURATION=100ms"}
+	all := startProc(t, env, "all", "-target=all", "-broker.addr="+freeAddr(t))
+	alice, aliceFrames := mpDial(t, all, "alice")
+	_, bobFrames := mpDial(t, all, "bob")
+	alice.WriteJSON(map[string]string{"type": "join", "room": "general"})
+	waitFor(t, 10*time.Second, "alice and bob online", func() bool {
+		a, _ := presenceOf(t, all.addr, "alice")
+		b, _ := presenceOf(t, all.addr, "bob")
+		return a && b
+	})
+	if err := all.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // the stop itself: longer than the edge timeout
+	if err := all.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Online throughout the next two edge timeouts.
+	deadline := time.Now().Add(4 * time.Second)
+	for time.Now().Before(deadline) {
+		a, _ := presenceOf(t, all.addr, "alice")
+		b, _ := presenceOf(t, all.addr, "bob")
+		if !a || !b {
+			t.Fatalf("after the stop: alice online %v, bob online %v; want both", a, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	alice.WriteJSON(map[string]string{"type": "private", "target": "bob", "content": "still here?", "client_id": "p1"})
+	waitFor(t, 10*time.Second, "bob gets the DM live", func() bool { return len(bobFrames.ofType("private")) == 1 })
+	if leaves := aliceFrames.ofType("leave"); len(leaves) != 0 {
+		t.Fatalf("alice got leave events %v in general", leaves)
+	}
 }

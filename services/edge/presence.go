@@ -226,16 +226,30 @@ func (p *presence) leftLocked(user, room string) {
 	}
 }
 
+// stalledBeats is how many heartbeat intervals without a beat count as a
+// stall: the routers may have expired this edge meanwhile.
+const stalledBeats = 3
+
 // beat publishes a heartbeat every interval until ctx ends.
 func (p *presence) beat(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	p.publish(chatevent.PresenceHeartbeat, "", "", 0)
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// A beat this late means the process did not run (SIGSTOP, a
+			// stalled VM, a machine starved of CPU): a router that kept
+			// running may have expired this edge and dropped its users
+			// while their connections stayed open. Republish them.
+			if now := time.Now(); now.Sub(last) > stalledBeats*interval {
+				p.e.log.Warn("heartbeats stalled; republishing presence", "gap", now.Sub(last).Round(time.Millisecond))
+				p.lost.Store(true)
+			}
+			last = time.Now()
 			// Republish once the log takes writes again and has room for
 			// them (into a queue it cannot drain it would only pile up).
 			if p.healthy.Load() && p.queued.Load() < p.maxQueued/2 && p.lost.Swap(false) {

@@ -53,7 +53,7 @@ func TestBrokerOutageDoesNotExpireLiveEdges(t *testing.T) {
 	eventually(t, 10*time.Second, "alice and bob online in general", func() bool {
 		return online("alice") && online("bob") && slices.Equal(members(), []string{"alice", "bob"})
 	})
-	eventually(t, 10*time.Second, "presence health", func() bool { return !r.health.healthySince().IsZero() })
+	eventually(t, 10*time.Second, "presence health", func() bool { return !r.health.healthySince(time.Now()).IsZero() })
 
 	// The outage: both edges fall silent (they could not append anyway).
 	e1.pause(true)

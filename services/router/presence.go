@@ -131,12 +131,20 @@ type health struct {
 	since  time.Time // start of the current healthy stretch; zero while not healthy
 	prev   []int64   // partition ends seen by the previous successful probe
 	prevAt time.Time
+	maxGap time.Duration // the longest a probe may lag the previous one
 }
 
-// healthySince returns the start of the current healthy stretch, or zero.
-func (h *health) healthySince() time.Time {
+// healthySince returns the start of the current healthy stretch at now, or
+// zero. The stretch has ended if no probe observed it for longer than the
+// longest gap between probes, even before the next probe says so: after the
+// process was stopped (SIGSTOP, a stalled VM) the expiry may run before the
+// probe, and the heartbeats the edges sent meanwhile are not read yet.
+func (h *health) healthySince(now time.Time) time.Time {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if now.Sub(h.prevAt) > h.maxGap {
+		return time.Time{}
+	}
 	return h.since
 }
 
@@ -150,7 +158,7 @@ func (h *health) observe(now time.Time, ends, pos []int64, maxGap time.Duration)
 	for p := 0; ok && p < len(h.prev); p++ {
 		ok = pos[p] >= h.prev[p]
 	}
-	h.prev, h.prevAt = ends, now
+	h.prev, h.prevAt, h.maxGap = ends, now, maxGap
 	was := !h.since.IsZero()
 	switch {
 	case ok && !was:
@@ -240,8 +248,8 @@ func (r *Router) expireLoop(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
-		since := r.health.healthySince()
 		now := time.Now()
+		since := r.health.healthySince(now)
 		if since.IsZero() || now.Sub(since) < r.cfg.EdgeTimeout {
 			continue
 		}

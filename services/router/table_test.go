@@ -98,10 +98,20 @@ func TestHealth(t *testing.T) {
 		{7*time.Second + gap + time.Millisecond, []int64{9, 9}, []int64{9, 9}, false, 0}, // probes too far apart
 	} {
 		got, _ := h.observe(t0.Add(step.at), step.ends, step.pos, gap)
-		since := h.healthySince()
+		since := h.healthySince(t0.Add(step.at))
 		if got != step.healthy || (got && !since.Equal(t0.Add(step.sinceOff))) || (!got && !since.IsZero()) {
 			t.Errorf("step %d: observe = %v since %v, want %v since +%v", i, got, since.Sub(t0), step.healthy, step.sinceOff)
 		}
+	}
+	// Healthy at the last probe, but no probe for longer than the gap (the
+	// process was stopped): not healthy now, before the next probe says so.
+	h.observe(t0.Add(20*time.Second), []int64{9, 9}, []int64{9, 9}, gap)
+	h.observe(t0.Add(21*time.Second), []int64{9, 9}, []int64{9, 9}, gap)
+	if since := h.healthySince(t0.Add(22 * time.Second)); !since.Equal(t0.Add(21 * time.Second)) {
+		t.Fatalf("healthy since %v, want +21s", since.Sub(t0))
+	}
+	if since := h.healthySince(t0.Add(21*time.Second + gap + time.Millisecond)); !since.IsZero() {
+		t.Fatalf("healthy since %v a gap after the last probe, want not healthy", since.Sub(t0))
 	}
 }
 

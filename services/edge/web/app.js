@@ -184,13 +184,17 @@ function unregister(c, li) {
 // the outbox keeps its delivery state.
 function render(c, ev) {
   const li = messageElement(ev, me);
-  if (ev.username === me && ev.type !== "system" && !ev.deleted) {
+  if (ev.username === me && isMessage(ev) && !ev.deleted) {
     const o = ev.client_id && outbox.get(ev.client_id);
     if (o) { o.li = li; setState(li, o.state, o.detail); } else setState(li, "sent");
   }
   decorate(c, li);
   return li;
 }
+
+// isMessage tells a message someone wrote (chat, private) from the other
+// events a conversation's log holds (announcements, presence notes).
+const isMessage = (ev) => ev.type === "chat" || ev.type === "private";
 
 // mayModerate tells whether the user may delete others' messages in c.
 const mayModerate = (c) => c.kind === "room" && (admin || c.role === "owner" || c.role === "mod");
@@ -276,7 +280,7 @@ function live(c, ev) {
 }
 
 function countUnread(c, ev) {
-  if (ev.username === me || ev.deleted) return;
+  if (ev.username === me || ev.deleted || (!isMessage(ev) && ev.type !== "system")) return;
   if (c === current && visible()) { markRead(c); return; }
   if (ev.id && ev.id <= (readMarks[c.key] || "")) return;
   c.unread++;
@@ -501,7 +505,7 @@ async function startRoom(c) {
       const mark = readMarks[c.key];
       if (!mark) markRead(c);
       else if (c !== current || !visible()) {
-        const theirs = msgs.filter((m) => m.id > mark && m.username && m.username !== me && !m.deleted);
+        const theirs = msgs.filter((m) => m.id > mark && isMessage(m) && m.username !== me && !m.deleted);
         c.unread = theirs.length;
         c.mentioned = theirs.filter((m) => mentions(m.content, me)).length;
         updateBadge(c);
@@ -848,7 +852,7 @@ async function countHistoryUnread(c, latest) {
   if (!latest || latest.id <= mark || c === current) return;
   try {
     const msgs = await api.dmMessages(c.name, mark ? { after: mark, limit: 200 } : { limit: 200 });
-    const theirs = msgs.filter((m) => m.username !== me && m.id > mark);
+    const theirs = msgs.filter((m) => isMessage(m) && m.username !== me && m.id > mark);
     c.unread = theirs.length;
     c.mentioned = theirs.filter((m) => mentions(m.content, me)).length;
     updateBadge(c);

@@ -64,6 +64,16 @@ export function messageElement(ev, me) {
     markDeleted(li, ev.timestamp);
     return li;
   }
+  if (ev.type === "leave" || ev.type === "join") {
+    // Presence in the room's log (the router's leave when a member's
+    // connection was lost): a note, not a message.
+    li.classList.add("note");
+    const body = document.createElement("div");
+    body.className = "body";
+    body.append(`${ev.username || "Someone"} ${ev.type === "leave" ? "left (connection lost)" : "joined"} `, timeOf(ev.timestamp));
+    li.append(body);
+    return li;
+  }
   if (ev.client_id) li.dataset.cid = ev.client_id;
   if (ev.username) li.dataset.user = ev.username;
   const head = document.createElement("div");

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/kafkaio"
+)
+
+// The router appends a leave event to a room for each member an expired
+// edge held; history stores it with the room's messages. The page shows it
+// as a note ("bob left"), not as an empty message of bob's with actions,
+// and does not count it as unread.
+func TestBrowserLeaveIsANote(t *testing.T) {
+	chromiumPath(t)
+	shotDir = screenshotDir(t)
+	dir := dataDir(t)
+	broker := freeAddr(t)
+	s := startAll(t, dir, "-broker.addr="+broker)
+	carolTok := tokenFromDataDir(t, dir, "carol")
+	carol := dialUser(t, s.addr, carolTok)
+	carol.sendAll("general", "before the leave")
+
+	k := kafkaio.Config{Brokers: broker, WriteTimeout: 5 * time.Second, BatchTimeout: time.Millisecond}
+	w := k.NewWriter(chatevent.TopicRooms)
+	defer w.Close()
+	leave := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeLeave, Room: "general", Username: "bob", Timestamp: chatevent.FormatTime(time.Now())}
+	v, err := leave.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteMessages(context.Background(), kafka.Message{Key: []byte(chatevent.RoomKey("general")), Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	carol.sendAll("general", "after the leave")
+	waitFor(t, 20*time.Second, "history has the leave and the messages", func() bool {
+		return len(historyContents(t, s.addr, carolTok, "general")) == 3
+	})
+
+	browser := newBrowser(t)
+	bob := signIn(t, browser, s.addr, "bob", tokenFromDataDir(t, dir, "bob"))
+	const notes = `[...document.querySelectorAll("#msgs li.msg.note")].map(li => li.textContent)`
+	bob.waitFor("the leave as a note", notes+`.some(t => t.startsWith("bob left"))`, 10*time.Second)
+	if got := eval[int](bob, `document.querySelectorAll('#msgs li.msg[data-user="bob"], #msgs li.msg.mine').length`); got != 0 {
+		t.Fatalf("the leave shows as %d message(s) of bob's", got)
+	}
+	if got := eval[int](bob, countText("after the leave")); got != 1 {
+		t.Fatalf("the message after the leave shows %d times", got)
+	}
+	bob.screenshot("leave-note-bob")
+	if got := strings.TrimSpace(eval[string](bob, `(document.querySelector('#rooms li[data-key="#general"] .unread') || {}).textContent || ""`)); got != "" {
+		t.Fatalf("general's unread badge = %q, want none", got)
+	}
+}
