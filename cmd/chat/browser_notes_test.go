@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -55,5 +56,15 @@ func TestBrowserLeaveIsANote(t *testing.T) {
 	bob.screenshot("leave-note-bob")
 	if got := strings.TrimSpace(eval[string](bob, `(document.querySelector('#rooms li[data-key="#general"] .unread') || {}).textContent || ""`)); got != "" {
 		t.Fatalf("general's unread badge = %q, want none", got)
+	}
+
+	// A message over the limit is refused in the page, and the composer
+	// keeps its text for the writer to shorten.
+	long := strings.Repeat("é", 4001)
+	bob.do(chromedp.SetValue("#content", long))
+	eval[bool](bob, `document.getElementById("composer").requestSubmit(), true`)
+	bob.waitFor("the limit is explained", `document.getElementById("composer-error").textContent.includes("the limit is 4000")`, 5*time.Second)
+	if got := eval[int](bob, `[...document.getElementById("content").value].length`); got != 4001 {
+		t.Fatalf("the composer holds %d characters after the refusal, want the 4001 written", got)
 	}
 }

@@ -148,11 +148,23 @@ function sendRead(c) {
   if (c.kind === "room" && !c.member) return;
   const pos = newestPos(c);
   if (!pos || (c.readPos && !posAfter(pos, c.readPos))) return;
+  if (onlyMineAfter(c, c.readPos)) return; // nothing of others' to mark (reads cost the message rate)
   const f = c.kind === "room" ? { type: "read", room: c.name, pos } : { type: "read", target: c.name, pos };
   if (!conn.send(f)) return;
   c.readPos = pos;
   readPos[c.key] = pos;
   save("readpos", readPos);
+}
+
+// onlyMineAfter tells whether every message c shows after log position
+// after is the user's own.
+function onlyMineAfter(c, after) {
+  for (let li = c.list.lastElementChild; li; li = li.previousElementSibling) {
+    if (!li.dataset.pos) continue;
+    if (after && !posAfter(li.dataset.pos, after)) break;
+    if (li.dataset.user !== me) return false;
+  }
+  return true;
 }
 
 // posAfter tells whether log position a ("p:o") is after b.
@@ -561,14 +573,16 @@ function leaveRoom(c) {
 
 // --- sending
 
+// send queues text as a message of the open conversation; it answers
+// false, keeping nothing, when there is none or the text cannot be sent.
 function send(text) {
   const c = current;
-  if (!c) return;
+  if (!c) return false;
   const chars = [...text].length;
-  if (!text.trim()) return;
+  if (!text.trim()) return false;
   if (chars > MAX_CHARS) {
     $("composer-error").textContent = `The message is ${chars} characters; the limit is ${MAX_CHARS}.`;
-    return;
+    return false;
   }
   $("composer-error").textContent = "";
   if (c.detached) loadNewest(c);
@@ -585,6 +599,7 @@ function send(text) {
   showPending(c, o);
   log.scrollTop = log.scrollHeight;
   transmit(o);
+  return true;
 }
 
 // showPending shows one of the outbox's messages at the end of c.
@@ -1655,10 +1670,9 @@ function wire() {
   $("content").addEventListener("input", typed);
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
-    const t = $("content").value;
-    if (!t.trim()) return;
-    $("content").value = "";
-    send(t);
+    // The composer keeps a text that could not be sent (too long), for
+    // the writer to shorten.
+    if (send($("content").value)) $("content").value = "";
   });
   $("content").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
