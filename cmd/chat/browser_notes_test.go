@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +17,10 @@ import (
 // The router appends a leave event to a room for each member an expired
 // edge held; history stores it with the room's messages. The page shows it
 // as a note ("bob left"), not as an empty message of bob's with actions,
-// and does not count it as unread.
-func TestBrowserLeaveIsANote(t *testing.T) {
+// and does not count it as unread. The log stays at its newest message when
+// the members line appears above it, and a message over the limit stays in
+// the composer.
+func TestBrowserNotesScrollAndComposer(t *testing.T) {
 	chromiumPath(t)
 	shotDir = screenshotDir(t)
 	dir := dataDir(t)
@@ -39,8 +42,13 @@ func TestBrowserLeaveIsANote(t *testing.T) {
 		t.Fatal(err)
 	}
 	carol.sendAll("general", "after the leave")
+	var more []string
+	for i := range 40 { // more than the log shows at once
+		more = append(more, fmt.Sprintf("filler %d", i))
+	}
+	carol.sendAll("general", more...)
 	waitFor(t, 20*time.Second, "history has the leave and the messages", func() bool {
-		return len(historyContents(t, s.addr, carolTok, "general")) == 3
+		return len(historyContents(t, s.addr, carolTok, "general")) == 43
 	})
 
 	browser := newBrowser(t)
@@ -54,6 +62,15 @@ func TestBrowserLeaveIsANote(t *testing.T) {
 		t.Fatalf("the message after the leave shows %d times", got)
 	}
 	bob.screenshot("leave-note-bob")
+
+	// The members line above the log appears after the room opened: the
+	// log stays at its newest message, and follows the next one.
+	bob.waitFor("the members line", `document.getElementById("members").textContent.startsWith("Online here")`, 10*time.Second)
+	const atBottom = `(() => { const l = document.getElementById("log"); return l.scrollTop + l.clientHeight >= l.scrollHeight - 8; })()`
+	bob.waitFor("the log at its newest message", atBottom, 5*time.Second)
+	carol.sendAll("general", "the newest one")
+	bob.waitFor("the newest message shown", countText("the newest one")+` === 1`, 10*time.Second)
+	bob.waitFor("the log follows it", atBottom, 5*time.Second)
 	if got := strings.TrimSpace(eval[string](bob, `(document.querySelector('#rooms li[data-key="#general"] .unread') || {}).textContent || ""`)); got != "" {
 		t.Fatalf("general's unread badge = %q, want none", got)
 	}

@@ -177,6 +177,15 @@ function posAfter(a, b) {
 const log = $("log");
 const atBottom = () => log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
 
+// The log follows the newest message while the reader is at the bottom.
+// When the log itself gets shorter (the members line appears above it, the
+// window shrinks) no scroll happens, so it stays pinned: it was at the
+// bottom at the last scroll, and is put back there.
+let pinned = true;
+new ResizeObserver(() => {
+  if (pinned && !atBottom()) log.scrollTop = log.scrollHeight;
+}).observe(log);
+
 // A resend after a lost ack can put one message in the log twice (new id,
 // same client_id): the sender's name and client_id identify it.
 const cidKey = (user, cid) => user + "\u0000" + cid;
@@ -265,7 +274,7 @@ function trimTop(c) {
 // append adds a newer event at the end.
 function append(c, ev) {
   if (seen(c, ev)) return null;
-  const stick = c === current && atBottom();
+  const stick = c === current && (atBottom() || pinned);
   const li = render(c, ev);
   c.list.append(li);
   register(c, li);
@@ -1689,6 +1698,7 @@ function wire() {
   $("older").addEventListener("click", () => current && loadOlder(current));
   $("newer").addEventListener("click", () => current && loadNewest(current));
   log.addEventListener("scroll", () => {
+    pinned = atBottom();
     if (!current) return;
     if (log.scrollTop < 60) loadOlder(current);
     if (current.detached && log.scrollTop + log.clientHeight >= log.scrollHeight - 60) loadNewer(current);
