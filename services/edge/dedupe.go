@@ -63,7 +63,8 @@ type sendState struct {
 type sendAction int
 
 const (
-	sendAppend sendAction = iota // append ev (new, or a retry of a failed one)
+	sendAppend sendAction = iota // append ev, a new event
+	sendRetry                    // append ev again: the last attempt failed (it may have landed), same id
 	sendWait                     // the first attempt is in flight: its outcome answers this one too
 	sendAcked                    // already acknowledged: answer with ev.ID
 )
@@ -112,7 +113,7 @@ expire:
 }
 
 // begin looks a send up. For sendAppend it returns the event to append (mk
-// makes a new one); for sendWait it registers wait, called with the first
+// makes a new one), for sendRetry the event of the failed attempt; for sendWait it registers wait, called with the first
 // attempt's outcome; for sendAcked it returns an event with only the
 // acknowledged id set.
 func (s *sends) begin(user, clientID string, mk func() chatevent.Event, wait func(id string, err error)) (chatevent.Event, sendAction) {
@@ -136,7 +137,7 @@ func (s *sends) begin(user, clientID string, mk func() chatevent.Event, wait fun
 		return chatevent.Event{ID: st.id}, sendAcked
 	default: // the last attempt failed: try the same event again
 		st.pending, st.err = true, nil
-		return *st.ev, sendAppend
+		return *st.ev, sendRetry
 	}
 }
 

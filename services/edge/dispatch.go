@@ -142,18 +142,36 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 			answer(ev.ID, nil)
 			return
 		}
-		if f.Type == chatevent.TypePrivate && !e.allowed(ctx, c, func() bool { return chatevent.MayMessage(c.id.Username, f.Target, e.aclState()) }) {
-			e.sends.forget(c.id.Username, cid, errForbidden)
-			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", f.Target), cid)
+		// refuse ends this attempt unappended. A new send is forgotten (a
+		// later resend is a new send); a retry keeps its event, which an
+		// earlier attempt may have appended, so the next resend writes the
+		// same id again.
+		retry := action == sendRetry
+		refuse := func(err error) {
+			if retry {
+				e.sends.finish(c.id.Username, cid, err)
+			} else {
+				e.sends.forget(c.id.Username, cid, err)
+			}
+		}
+		if retry {
+			e.m.resends.Inc()
+		}
+		// What is appended is ev (a retry's is the first attempt's event,
+		// whatever the resend's frame says): it is what is authorized.
+		if ev.Type == chatevent.TypePrivate && !e.allowed(ctx, c, func() bool { return chatevent.MayMessage(c.id.Username, ev.Target, e.aclState()) }) {
+			refuse(errForbidden)
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", ev.Target), cid)
 			return
 		}
-		if f.Type == chatevent.TypeChat && !e.allowed(ctx, c, func() bool { return e.aclState().MayWrite(f.Room, c.id.Username, c.id.Admin) }) {
-			e.sends.forget(c.id.Username, cid, errForbidden)
-			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", f.Room), cid)
+		if ev.Type == chatevent.TypeChat && !e.allowed(ctx, c, func() bool { return e.aclState().MayWrite(ev.Room, c.id.Username, c.id.Admin) }) {
+			refuse(errForbidden)
+			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", ev.Room), cid)
 			return
 		}
-		if !c.limiter.Allow() {
-			e.sends.forget(c.id.Username, cid, errRateLimited)
+		// A resend is not counted by the rate limit (README, Resending).
+		if !retry && !c.limiter.Allow() {
+			refuse(errRateLimited)
 			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), cid)
 			return
 		}
@@ -161,7 +179,7 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		// in flight, up to maxInFlight per connection; the ack (or the
 		// error) follows the broker's answer.
 		if err := c.acquireInFlight(ctx); err != nil {
-			e.sends.forget(c.id.Username, cid, err)
+			refuse(err)
 			return
 		}
 		e.appendAsync(ctx, &ev, func(err error) {

@@ -100,6 +100,65 @@ func TestAckOnlyAfterDurableAppend(t *testing.T) {
 	}
 }
 
+// A resend after unavailable is the same event again, and is not counted
+// by the rate limit: with the user's whole bucket spent by the first
+// attempt, the resend is acknowledged, not refused (a refusal used to make
+// the next resend a new event with a new id, a duplicate if the first
+// attempt had landed).
+func TestResendAfterUnavailableIsNotRateLimited(t *testing.T) {
+	addr := freePort(t)
+	dir := t.TempDir()
+	startB := func() *embedkafka.Broker {
+		b := embedkafka.New(embedkafka.Config{Addr: addr, DataDir: dir}, nil)
+		if err := b.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	br := startB()
+	t.Cleanup(func() { br.Stop(context.Background()) })
+	e := startEdge(t, addr, func(c *edge.Config) {
+		c.Kafka.WriteTimeout = 1500 * time.Millisecond
+		c.RatePerSecond, c.RateBurst = 0.001, 1
+	})
+	alice := dial(t, e.URL, "alice")
+	alice.join("general")
+	br.Stop(context.Background())
+	frame := map[string]any{"type": "chat", "room": "general", "content": "once", "client_id": "r1"}
+	alice.send(frame)
+	if m := alice.nextOf("error"); m["code"] != "unavailable" || m["client_id"] != "r1" {
+		t.Fatalf("error = %v, want unavailable for r1", m)
+	}
+	br = startB()
+	var id string
+	deadline := time.Now().Add(20 * time.Second)
+	for id == "" {
+		alice.send(frame)
+		for {
+			m := alice.next()
+			if m["type"] == "ack" && m["client_id"] == "r1" {
+				id = m["id"].(string)
+				break
+			}
+			if m["type"] == "error" {
+				if m["code"] != "unavailable" {
+					t.Fatalf("resend: %v, want an ack (or unavailable while the producer reconnects)", m)
+				}
+				break
+			}
+		}
+		if id == "" && time.Now().After(deadline) {
+			t.Fatal("no ack for the resend within 20s of the broker's return")
+		}
+	}
+	if m := alice.nextOf("chat"); m["id"] != id {
+		t.Fatalf("delivered %v, want the acknowledged id %s", m, id)
+	}
+	// The bucket is still spent for new sends.
+	alice.send(map[string]any{"type": "chat", "room": "general", "content": "new", "client_id": "r2"})
+	alice.expectError("rate_limited")
+}
+
 func TestBadFramesGetErrorsAndConnectionSurvives(t *testing.T) {
 	e := startEdge(t, testBroker(t))
 	c := dial(t, e.URL, "alice")
