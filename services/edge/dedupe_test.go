@@ -160,3 +160,37 @@ func TestResumeFromNewestGetsNothingTwice(t *testing.T) {
 		}
 	}
 }
+
+// A private message routed twice to this edge (appended twice by a retry,
+// or routed again after a rebalance) reaches its recipient once.
+func TestSameDeliveryTwiceIsDeliveredOnce(t *testing.T) {
+	broker := testBroker(t)
+	var cfg edge.Config
+	e := startEdge(t, broker, func(c *edge.Config) { cfg = *c })
+	bob := dial(t, e.URL, "bob")
+	ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "bob", Username: "alice",
+		Content: "twice", ClientID: "d1", Timestamp: chatevent.FormatTime(time.Now())}
+	v, _ := chatevent.EncodeDelivery(ev, chatevent.Pos{Partition: 1, Offset: 7})
+	marker := ev
+	marker.ID, marker.Content, marker.ClientID = chatevent.NewID(), "marker", "d2"
+	mv, _ := chatevent.EncodeDelivery(marker, chatevent.Pos{Partition: 1, Offset: 9})
+	w := cfg.Kafka.NewWriter(cfg.Kafka.DeliveriesTopic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	key := []byte(cfg.ID)
+	if err := w.WriteMessages(ctx, kafka.Message{Key: key, Value: v}, kafka.Message{Key: key, Value: v}, kafka.Message{Key: key, Value: mv}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		m := bob.nextOf("private")
+		got = append(got, m["content"].(string))
+		if m["content"] == "marker" {
+			break
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("bob saw %q, want [twice marker]", got)
+	}
+}

@@ -42,6 +42,11 @@ func newDeliveriesSource(ctx context.Context, k kafkaio.Config, edgeID string, l
 func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 	var ds []*delivery
 	var spans []trace.Span
+	// A private message appended twice (a retry whose first attempt had
+	// landed) is routed twice, and the router's group may route a record
+	// again after a rebalance: deliver each event once, as room events
+	// (edits and deletes carry their message's id: never dropped).
+	recent := newRecentIDs(recentIDWindow)
 	return tailPartition(ctx, s.k, s.k.DeliveriesTopic, s.partition, s.start, s.log, func(msgs []kafka.Message) {
 		ds = ds[:0]
 		for i := range msgs {
@@ -52,6 +57,10 @@ func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) e
 			ev, pos, err := chatevent.DecodeDelivery(m.Value)
 			if err != nil {
 				s.m.badRecords.Inc()
+				continue
+			}
+			if !changes(&ev) && !recent.add(ev.ID) {
+				s.m.duplicates.Inc()
 				continue
 			}
 			if sp := deliverySpan(m, &ev); sp != nil {
