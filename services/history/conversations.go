@@ -461,6 +461,41 @@ func messageByID(ctx context.Context, db *pgxpool.Pool, r *http.Request) (Messag
 	return msgs[0], nil
 }
 
+// storedMessageByID is messageByID for a change to the message: a message
+// acknowledged a moment ago may not be stored yet (history lags the log by
+// its batch wait, more under load), so for an id minted in the last two
+// minutes it waits up to syncBudget for the row before answering not_found.
+func storedMessageByID(ctx context.Context, db *pgxpool.Pool, r *http.Request) (Message, error) {
+	m, err := messageByID(ctx, db, r)
+	if !errors.Is(err, errNotFound) {
+		return m, err
+	}
+	u, _ := uuid.Parse(r.PathValue("id")) // parsed by messageByID
+	if u.Version() != 7 {
+		return m, err
+	}
+	sec, nsec := u.Time().UnixTime()
+	if age := time.Since(time.Unix(sec, nsec)); age > 2*time.Minute || age < -time.Minute {
+		return m, err
+	}
+	deadline := time.NewTimer(syncBudget)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return m, err
+		case <-deadline.C:
+			return m, err
+		case <-tick.C:
+		}
+		if m, err = messageByID(ctx, db, r); !errors.Is(err, errNotFound) {
+			return m, err
+		}
+	}
+}
+
 // isDM reports whether m belongs to a private conversation.
 func isDM(m *Message) bool { return m.Type == chatevent.TypePrivate }
 
@@ -507,7 +542,7 @@ func (h *History) editMessage(r *http.Request, id auth.Identity, db *pgxpool.Poo
 		return nil, invalidRequest("client_id must be at most %d bytes of UTF-8 text without NUL", chatevent.MaxClientIDBytes)
 	}
 	ctx := r.Context()
-	m, err := messageByID(ctx, db, r)
+	m, err := storedMessageByID(ctx, db, r)
 	if err != nil {
 		return nil, err
 	}
@@ -535,7 +570,7 @@ func (h *History) editMessage(r *http.Request, id auth.Identity, db *pgxpool.Poo
 
 func (h *History) deleteMessage(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any, error) {
 	ctx := r.Context()
-	m, err := messageByID(ctx, db, r)
+	m, err := storedMessageByID(ctx, db, r)
 	if err != nil {
 		return nil, err
 	}

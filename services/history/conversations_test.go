@@ -677,3 +677,36 @@ func TestBodiesAreDecodedStrictly(t *testing.T) {
 		t.Fatalf("message = %s, want it unchanged", m.Raw)
 	}
 }
+
+// An edit sent right after the message's ack finds it, although history
+// stores it a moment later.
+func TestEditOfAMessageNotStoredYet(t *testing.T) {
+	k := topics(t, testBroker(t))
+	db := pgtest.NewDatabase(t)
+	h := startHistory(t, k, db)
+	mine := event("chat", "general", "", "alice", "just sent", "n1")
+	req, _ := http.NewRequest("PATCH", h.URL+"/v1/messages/"+mine.ID, strings.NewReader(`{"content":"just fixed"}`))
+	req.Header.Set("Authorization", "Bearer "+token(t, "alice"))
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- answer{status: resp.StatusCode, body: string(b)}
+	}()
+	time.Sleep(500 * time.Millisecond) // the edit is waiting by now
+	produce(t, k, mine)
+	a := <-done
+	if a.err != nil || a.status != 200 || !strings.Contains(a.body, `"content":"just fixed"`) {
+		t.Fatalf("edit = %d %s %v, want 200 with the new text", a.status, a.body, a.err)
+	}
+}
