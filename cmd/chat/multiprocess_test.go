@@ -378,6 +378,29 @@ func TestMultiProcess(t *testing.T) {
 		})
 	})
 
+	t.Run("a stopped router expires no edge when it resumes", func(t *testing.T) {
+		leavesBefore := len(carolOn1.ofType("leave"))
+		if err := router.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second) // longer than the edge timeout (2s)
+		if err := router.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(4 * time.Second)
+		for time.Now().Before(deadline) {
+			onC, _ := presenceOf(t, router, "carol")
+			_, a := presenceOf(t, router, "alice")
+			if !onC || a != 2 {
+				t.Fatalf("after the router's stop: carol online %v, alice on %d edges; want online, 2", onC, a)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if n := len(carolOn1.ofType("leave")); n != leavesBefore {
+			t.Fatalf("carol got %d leave events after the router's stop", n-leavesBefore)
+		}
+	})
+
 	t.Run("SIGKILL of edge 2 makes bob offline and emits his leave", func(t *testing.T) {
 		edge2.cmd.Process.Kill()
 		edge2.cmd.Wait()
