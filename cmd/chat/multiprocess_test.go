@@ -417,6 +417,14 @@ func TestMultiProcess(t *testing.T) {
 			}
 			return false
 		})
+		// alice's second connection was in general on edge 2 too, but she
+		// is still there on edge 1: no leave for her (the router writes an
+		// expired edge's leaves in one batch, so bob's came with it).
+		for _, f := range carolOn1.ofType("leave") {
+			if f["username"] == "alice" {
+				t.Fatalf("carol got %v, but alice is still in general on edge 1", f)
+			}
+		}
 		t.Logf("bob offline and his leave delivered %v after the kill (edge timeout 2s)", time.Since(t0).Round(10*time.Millisecond))
 	})
 

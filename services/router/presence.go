@@ -265,7 +265,8 @@ func (r *Router) expireLoop(ctx context.Context) error {
 }
 
 // announceLeaves appends a leave event to each room for each member the
-// expired edge held, retrying for up to a minute.
+// expired edge held, retrying for up to a minute; not for a member who is
+// in the room on another edge (reconnected there, or there all along).
 func (r *Router) announceLeaves(ctx context.Context, id string, e *edgeState) {
 	stamp := e.stamp
 	if stamp.IsZero() {
@@ -274,6 +275,9 @@ func (r *Router) announceLeaves(ctx context.Context, id string, e *edgeState) {
 	var msgs []kafka.Message
 	for room, users := range e.rooms {
 		for u := range users {
+			if r.t.inRoom(room, u) {
+				continue
+			}
 			ev := chatevent.Event{ID: leaveID(id, stamp, u, room), Type: chatevent.TypeLeave, Room: room, Username: u,
 				Timestamp: chatevent.FormatTime(time.Now())}
 			b, err := ev.Encode()

@@ -240,6 +240,18 @@ func (t *table) members(room string) []string {
 	return out
 }
 
+// inRoom reports whether user is in room on any live edge.
+func (t *table) inRoom(room, user string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, e := range t.edges {
+		if _, ok := e.rooms[room][user]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // edgesOf returns the edges holding any of users, sorted.
 func (t *table) edgesOf(users ...string) []string {
 	t.mu.RLock()
