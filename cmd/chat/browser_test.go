@@ -420,6 +420,7 @@ func TestBrowserChat(t *testing.T) {
 		bob.do(chromedp.Reload())
 		online(bob)
 		bob.waitFor("conversation listed after reload", `!!document.querySelector('#dms li[data-key="@alice"]')`, 10*time.Second)
+		bob.waitFor("the conversation open before the reload is open again", `document.getElementById("conv-title").textContent === "alice"`, 5*time.Second)
 		bob.holds("still read after reload", badge+` === ""`, time.Second)
 		// bob replies; alice has the conversation open, so it counts as read.
 		bob.do(chromedp.Click(`#dms li[data-key="@alice"] button`))

@@ -1599,7 +1599,11 @@ function start() {
   readPos = load("readpos", {});
   for (const r of load("rooms", ["general"])) if (ROOM_RE.test(r)) conv("room", r);
   restoreOutbox();
-  const saved = convs.get(load("current", "")) || [...convs.values()][0];
+  // The conversation open before the reload opens again; a DM one is not
+  // listed until GET /v1/dm answers, so it is made now.
+  const savedKey = load("current", "");
+  if (savedKey.startsWith("@") && USER_RE.test(savedKey.slice(1)) && savedKey.slice(1) !== me) conv("dm", savedKey.slice(1));
+  const saved = convs.get(savedKey) || [...convs.values()][0];
   conn = new Connection({ token, exp: claims.exp, user: me, api, onFrame, onState, onAuthFailed: authFailed });
   if (claims.exp) {
     // The edge closes the socket with 1008 at exp (Connection: sign-in
