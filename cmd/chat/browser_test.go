@@ -364,6 +364,16 @@ func TestBrowserChat(t *testing.T) {
 		}
 	})
 
+	t.Run("links end where the prose does", func(t *testing.T) {
+		const text = `(see https://example.com/x) and https://en.wikipedia.org/wiki/Go_(game).`
+		alice.send(text)
+		bob.waitFor("bob sees it", countText(text)+" === 1", 10*time.Second)
+		links := eval[[]string](bob, `[...document.querySelectorAll("#log a")].map(a => a.href).slice(-2)`)
+		if len(links) != 2 || links[0] != "https://example.com/x" || links[1] != "https://en.wikipedia.org/wiki/Go_(game)" {
+			t.Fatalf("links %q, want https://example.com/x and https://en.wikipedia.org/wiki/Go_(game)", links)
+		}
+	})
+
 	t.Run("switching rooms opens no new WebSocket", func(t *testing.T) {
 		before := handshakes(t, s.addr)
 		// An invalid name is refused before anything is sent.

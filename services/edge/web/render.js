@@ -4,11 +4,25 @@
 
 const URL_RE = /\bhttps?:\/\/[^\s<>"']+/gi;
 
+// trimURL drops the prose after a URL: trailing punctuation, and closing
+// brackets it does not open ("(see http://x.test/a)" ends at /a, while
+// http://x.test/wiki/A_(b) keeps its parenthesis).
+export function trimURL(s) {
+  const count = (c) => s.split(c).length - 1;
+  for (;;) {
+    const t = s.replace(/[.,;:!?'"]+$/, "");
+    if (t !== s) { s = t; continue; }
+    if (s.endsWith(")") && count(")") > count("(")) { s = s.slice(0, -1); continue; }
+    if (s.endsWith("]") && count("]") > count("[")) { s = s.slice(0, -1); continue; }
+    return s;
+  }
+}
+
 // appendLinkified appends text to el, with http(s) URLs as links.
 export function appendLinkified(el, text) {
   let last = 0;
   for (const m of text.matchAll(URL_RE)) {
-    let raw = m[0].replace(/[.,;:!?)\]]+$/, ""); // trailing punctuation is prose
+    const raw = trimURL(m[0]);
     if (m.index > last) el.append(document.createTextNode(text.slice(last, m.index)));
     let url = null;
     try { url = new URL(raw); } catch { /* not a URL after all */ }
