@@ -85,3 +85,22 @@ func TestBrowserNotesScrollAndComposer(t *testing.T) {
 		t.Fatalf("the composer holds %d characters after the refusal, want the 4001 written", got)
 	}
 }
+
+// While the edge drains (a restart) its handshakes answer 503: the page
+// says the server is restarting, not that it refuses connections.
+func TestBrowserDrainSaysRestarting(t *testing.T) {
+	chromiumPath(t)
+	shotDir = screenshotDir(t)
+	dir := dataDir(t)
+	s := startAll(t, dir, "-edge.drain-duration=8s")
+	browser := newBrowser(t)
+	alice := signIn(t, browser, s.addr, "alice", tokenFromDataDir(t, dir, "alice"))
+	// A second connection keeps the drain going while the page retries.
+	dialUser(t, s.addr, tokenFromDataDir(t, dir, "bob"))
+	stopped := make(chan struct{})
+	go func() { s.stop(); close(stopped) }()
+	defer func() { <-stopped }()
+	alice.waitFor("the restarting banner", `document.getElementById("banner-text").textContent.includes("restarting")`, 15*time.Second)
+	alice.holds("not called a refusal", `!document.getElementById("banner-text").textContent.includes("refuses")`, 2*time.Second)
+	alice.screenshot("drain-alice")
+}

@@ -93,12 +93,24 @@ export class Connection {
         if (e instanceof ApiError && e.status === 401) return this.onAuthFailed("rejected");
         return this.schedule("the server cannot be reached");
       }
-      // The API accepts the token but the WebSocket handshake fails: the
-      // edge refuses connections (HTTP 429 too_many_connections: too many
-      // tabs or devices, or a proxy in the way). Back off further on each
-      // refusal, 5 s doubling up to a minute, so a refused page never loops.
+      // The API accepts the token but the WebSocket handshake fails. A
+      // draining edge answers 503 (and /readyz says so, where the page
+      // can reach it): it is restarting, come back soon.
       if (this.stopped) return;
       this.refused++;
+      let ready = true;
+      try {
+        ready = (await fetch("/readyz", { cache: "no-store" })).status !== 503;
+      } catch { /* unknown: as ready */ }
+      if (this.stopped) return;
+      if (!ready) {
+        const delay = Math.min(8000, 1000 * 2 ** (this.refused - 1)) * (0.75 + Math.random() * 0.5);
+        return this.schedule("the server is restarting", delay);
+      }
+      // Otherwise the edge refuses connections (HTTP 429
+      // too_many_connections: too many tabs or devices, or a proxy in the
+      // way). Back off further on each refusal, 5 s doubling up to a
+      // minute, so a refused page never loops.
       const delay = Math.min(60000, 5000 * 2 ** (this.refused - 1)) * (0.75 + Math.random() * 0.5);
       return this.schedule("the server refuses connections (too many open tabs or devices?)", delay);
     }
