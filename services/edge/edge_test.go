@@ -48,16 +48,22 @@ func TestRoomMessageCrossesEdges(t *testing.T) {
 	}
 }
 
-func TestAckOnlyAfterDurableAppend(t *testing.T) {
+// restartableBroker returns the address of an embedded broker on its own
+// data directory and a function that starts it (again) there.
+func restartableBroker(t *testing.T) (string, func() *embedkafka.Broker) {
 	addr := freePort(t)
 	dir := t.TempDir()
-	startB := func() *embedkafka.Broker {
+	return addr, func() *embedkafka.Broker {
 		b := embedkafka.New(embedkafka.Config{Addr: addr, DataDir: dir}, nil)
 		if err := b.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
+}
+
+func TestAckOnlyAfterDurableAppend(t *testing.T) {
+	addr, startB := restartableBroker(t)
 	br := startB()
 	t.Cleanup(func() { br.Stop(context.Background()) })
 	e := startEdge(t, addr, func(c *edge.Config) { c.Kafka.WriteTimeout = 1500 * time.Millisecond })
@@ -106,15 +112,7 @@ func TestAckOnlyAfterDurableAppend(t *testing.T) {
 // the next resend a new event with a new id, a duplicate if the first
 // attempt had landed).
 func TestResendAfterUnavailableIsNotRateLimited(t *testing.T) {
-	addr := freePort(t)
-	dir := t.TempDir()
-	startB := func() *embedkafka.Broker {
-		b := embedkafka.New(embedkafka.Config{Addr: addr, DataDir: dir}, nil)
-		if err := b.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	addr, startB := restartableBroker(t)
 	br := startB()
 	t.Cleanup(func() { br.Stop(context.Background()) })
 	e := startEdge(t, addr, func(c *edge.Config) {
