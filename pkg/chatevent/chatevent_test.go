@@ -76,7 +76,7 @@ func TestPos(t *testing.T) {
 	for _, tc := range []struct {
 		in string
 		ok bool
-	}{{"0:0", true}, {"11:123456789", true}, {"", false}, {"1", false}, {"a:1", false}, {"1:-1", false}, {"-1:1", false}, {"1:2:3", false}} {
+	}{{"0:0", true}, {"11:123456789", true}, {"", false}, {"1", false}, {"a:1", false}, {"1:-1", false}, {"-1:1", false}, {"1:2:3", false}, {"+7:1", false}, {"07:1", false}, {"7:0001", false}, {"7: 1", false}} {
 		p, err := ParsePos(tc.in)
 		if (err == nil) != tc.ok {
 			t.Errorf("ParsePos(%q) error = %v, want ok %v", tc.in, err, tc.ok)

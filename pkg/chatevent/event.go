@@ -237,7 +237,10 @@ func ParsePos(s string) (Pos, error) {
 	}
 	p, err1 := strconv.Atoi(ps)
 	o, err2 := strconv.ParseInt(os, 10, 64)
-	if err1 != nil || err2 != nil || p < 0 || o < 0 || p > 1<<20 {
+	// Canonical decimal only, as positions are written: no sign, no
+	// leading zero ("+7:1" and "07:0001" are not positions).
+	canonical := strconv.Itoa(p) == ps && strconv.FormatInt(o, 10) == os
+	if err1 != nil || err2 != nil || !canonical || p < 0 || o < 0 || p > 1<<20 {
 		return Pos{}, fmt.Errorf("position %q: want <partition>:<offset>", s)
 	}
 	return Pos{Partition: p, Offset: o}, nil
