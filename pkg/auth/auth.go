@@ -178,11 +178,8 @@ func strictClaims(token string) error {
 		if err != nil {
 			return fmt.Errorf("claims: %v", err)
 		}
-		name := tok.String()
-		for _, known := range claimNames {
-			if name != known && strings.EqualFold(name, known) {
-				return fmt.Errorf("claim %q: names are case-sensitive, want %q", name, known)
-			}
+		if name := tok.String(); chatevent.CaseVariant(name, claimNames) != "" {
+			return fmt.Errorf("claim %q: names are case-sensitive, want %q", name, chatevent.CaseVariant(name, claimNames))
 		}
 		if err := dec.SkipValue(); err != nil {
 			return fmt.Errorf("claims (a claim given twice?): %v", err)

@@ -2,7 +2,6 @@ package chatevent
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -103,11 +102,8 @@ func decodeStrict(b []byte, f *Frame) error {
 		if err != nil {
 			return err
 		}
-		name := tok.String()
-		for _, known := range frameNames {
-			if name != known && strings.EqualFold(name, known) {
-				return fmt.Errorf("member %q: names are case-sensitive, want %q", name, known)
-			}
+		if name := tok.String(); CaseVariant(name, frameNames) != "" {
+			return fmt.Errorf("member %q: names are case-sensitive, want %q", name, CaseVariant(name, frameNames))
 		}
 		if err := dec.SkipValue(); err != nil {
 			return err
@@ -136,7 +132,7 @@ func DecodeFrame(b []byte, lim Limits) (Frame, error) {
 	}
 	var f Frame
 	if err := decodeStrict(b, &f); err != nil {
-		return invalid(salvageClientID(b), "frame is not valid: %s", jsonProblem(err))
+		return invalid(salvageClientID(b), "frame is not valid: %s", JSONProblem(err))
 	}
 	if !utf8.ValidString(f.ClientID) || len(f.ClientID) > MaxClientIDBytes || strings.IndexByte(f.ClientID, 0) >= 0 {
 		return invalid("", "client_id must be at most %d bytes of UTF-8 text without NUL", MaxClientIDBytes)
@@ -295,23 +291,4 @@ func salvageClientID(b []byte) string {
 		return ""
 	}
 	return s
-}
-
-// jsonProblem describes a decoding error without echoing the input.
-func jsonProblem(err error) string {
-	var se *json.SemanticError
-	if errors.As(err, &se) && se.JSONPointer != "" {
-		return fmt.Sprintf("member %q must be a string", strings.TrimPrefix(string(se.JSONPointer), "/"))
-	}
-	var syn *jsontext.SyntacticError
-	if errors.As(err, &syn) {
-		if errors.Is(err, jsontext.ErrDuplicateName) {
-			return "duplicate member " + strings.TrimPrefix(string(syn.JSONPointer), "/")
-		}
-		if m := strings.TrimPrefix(string(syn.JSONPointer), "/"); m != "" && (strings.Contains(syn.Err.Error(), "surrogate") || strings.Contains(syn.Err.Error(), "UTF-8")) {
-			return fmt.Sprintf("member %q is not valid text: a lone surrogate escape or invalid UTF-8", m)
-		}
-		return "not JSON"
-	}
-	return err.Error()
 }

@@ -113,9 +113,9 @@ expire:
 }
 
 // begin looks a send up. For sendAppend it returns the event to append (mk
-// makes a new one), for sendRetry the event of the failed attempt; for sendWait it registers wait, called with the first
-// attempt's outcome; for sendAcked it returns an event with only the
-// acknowledged id set.
+// makes a new one), for sendRetry the event of the failed attempt; for
+// sendWait it registers wait, called with the first attempt's outcome; for
+// sendAcked it returns an event with only the acknowledged id set.
 func (s *sends) begin(user, clientID string, mk func() chatevent.Event, wait func(id string, err error)) (chatevent.Event, sendAction) {
 	now := time.Now()
 	k := sendKey{user, clientID}

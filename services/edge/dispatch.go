@@ -193,9 +193,8 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 	}
 }
 
-// errRateLimited and errForbidden end a send refused by the rate limit or
-// by the ACL: nothing was appended, so a later resend of its client_id is a
-// new send.
+// errRateLimited and errForbidden end an attempt refused by the rate limit
+// or by the ACL: nothing was appended by it (see refuse in handleFrame).
 var (
 	errRateLimited = errors.New("rate limited")
 	errForbidden   = errors.New("forbidden")

@@ -126,39 +126,18 @@ func decodeBody(r *http.Request, dst any, optional bool) error {
 	// U+FFFD). Other members are ignored.
 	var members map[string]jsontext.Value
 	if err := jsonv2.Unmarshal(b, &members); err != nil {
-		return invalidRequest("the body is not a valid JSON object: %v", bodyProblem(err))
+		return invalidRequest("the body is not a valid JSON object: %v", chatevent.JSONProblem(err))
 	}
 	known := jsonNames(dst)
 	for name := range members {
-		for _, k := range known {
-			if name != k && strings.EqualFold(name, k) {
-				return invalidRequest("member %q: names are case-sensitive, want %q", name, k)
-			}
+		if k := chatevent.CaseVariant(name, known); k != "" {
+			return invalidRequest("member %q: names are case-sensitive, want %q", name, k)
 		}
 	}
 	if err := jsonv2.Unmarshal(b, dst); err != nil {
-		return invalidRequest("the body is not valid: %v", bodyProblem(err))
+		return invalidRequest("the body is not valid: %v", chatevent.JSONProblem(err))
 	}
 	return nil
-}
-
-// bodyProblem describes a decoding error without echoing the body.
-func bodyProblem(err error) string {
-	var se *jsonv2.SemanticError
-	if errors.As(err, &se) && se.JSONPointer != "" {
-		return fmt.Sprintf("member %q has the wrong type", strings.TrimPrefix(string(se.JSONPointer), "/"))
-	}
-	var syn *jsontext.SyntacticError
-	if errors.As(err, &syn) {
-		if errors.Is(err, jsontext.ErrDuplicateName) {
-			return "duplicate member " + strings.TrimPrefix(string(syn.JSONPointer), "/")
-		}
-		if p := strings.TrimPrefix(string(syn.JSONPointer), "/"); p != "" {
-			return fmt.Sprintf("member %q is not valid JSON text (a lone surrogate or invalid UTF-8?)", p)
-		}
-		return "not JSON"
-	}
-	return "not a JSON object"
 }
 
 // jsonNames lists the JSON member names of the struct dst points to.

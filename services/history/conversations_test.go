@@ -657,7 +657,7 @@ func TestBodiesAreDecodedStrictly(t *testing.T) {
 		{"POST", "/v1/rooms/typed", `{"private":"yes"}`, `member "private" has the wrong type`},
 		{"POST", "/v1/rooms/list", `[]`, "not a valid JSON object"},
 		{"PATCH", "/v1/messages/" + mine.ID, `{"content":"a","content":"b"}`, "duplicate member content"},
-		{"PATCH", "/v1/messages/" + mine.ID, `{"content":"lone \ud800 x"}`, `member "content" is not valid JSON text`},
+		{"PATCH", "/v1/messages/" + mine.ID, `{"content":"lone \ud800 x"}`, `member "content" is not valid text`},
 		{"POST", "/v1/rooms/general/invite", `{"username":"bob","USERNAME":"carol"}`, "case-sensitive"},
 	} {
 		r := call(t, h.URL, tc.method, "alice", tc.path, json.RawMessage(tc.body))
