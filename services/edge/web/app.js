@@ -216,6 +216,9 @@ function render(c, ev) {
 // isMessage tells a message someone wrote (chat, private) from the other
 // events a conversation's log holds (announcements, presence notes).
 const isMessage = (ev) => ev.type === "chat" || ev.type === "private";
+// countsUnread tells the events an unread count counts: messages and
+// announcements, not presence notes.
+const countsUnread = (ev) => isMessage(ev) || ev.type === "system";
 
 // mayModerate tells whether the user may delete others' messages in c.
 const mayModerate = (c) => c.kind === "room" && (admin || c.role === "owner" || c.role === "mod");
@@ -301,7 +304,7 @@ function live(c, ev) {
 }
 
 function countUnread(c, ev) {
-  if (ev.username === me || ev.deleted || (!isMessage(ev) && ev.type !== "system")) return;
+  if (ev.username === me || ev.deleted || !countsUnread(ev)) return;
   if (c === current && visible()) { markRead(c); return; }
   if (ev.id && ev.id <= (readMarks[c.key] || "")) return;
   c.unread++;
@@ -526,7 +529,7 @@ async function startRoom(c) {
       const mark = readMarks[c.key];
       if (!mark) markRead(c);
       else if (c !== current || !visible()) {
-        const theirs = msgs.filter((m) => m.id > mark && isMessage(m) && m.username !== me && !m.deleted);
+        const theirs = msgs.filter((m) => m.id > mark && countsUnread(m) && m.username !== me && !m.deleted);
         c.unread = theirs.length;
         c.mentioned = theirs.filter((m) => mentions(m.content, me)).length;
         updateBadge(c);
@@ -876,7 +879,7 @@ async function countHistoryUnread(c, latest) {
   if (!latest || latest.id <= mark || c === current) return;
   try {
     const msgs = await api.dmMessages(c.name, mark ? { after: mark, limit: 200 } : { limit: 200 });
-    const theirs = msgs.filter((m) => isMessage(m) && m.username !== me && m.id > mark);
+    const theirs = msgs.filter((m) => countsUnread(m) && m.username !== me && m.id > mark);
     c.unread = theirs.length;
     c.mentioned = theirs.filter((m) => mentions(m.content, me)).length;
     updateBadge(c);
