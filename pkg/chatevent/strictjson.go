@@ -3,6 +3,7 @@ package chatevent
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	json "github.com/go-json-experiment/json"
@@ -44,4 +45,39 @@ func JSONProblem(err error) string {
 		return "not JSON"
 	}
 	return err.Error()
+}
+
+// DecodeObject decodes the JSON object b into the struct dst points to, as
+// strictly as a frame: a member given twice, a case variant of one of dst's
+// names, text that is not UTF-8, a wrong type or anything after the object
+// is refused; members dst does not name are ignored. The error describes
+// the problem without echoing the input.
+func DecodeObject(b []byte, dst any) error {
+	var members map[string]jsontext.Value
+	if err := json.Unmarshal(b, &members); err != nil {
+		return fmt.Errorf("not a valid JSON object: %s", JSONProblem(err))
+	}
+	known := jsonNames(dst)
+	for name := range members {
+		if k := CaseVariant(name, known); k != "" {
+			return fmt.Errorf("member %q: names are case-sensitive, want %q", name, k)
+		}
+	}
+	if err := json.Unmarshal(b, dst); err != nil {
+		return errors.New(JSONProblem(err))
+	}
+	return nil
+}
+
+// jsonNames lists the JSON member names of the struct dst points to.
+func jsonNames(dst any) []string {
+	t := reflect.TypeOf(dst).Elem()
+	var names []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
 }

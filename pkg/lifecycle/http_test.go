@@ -259,3 +259,49 @@ func TestHTTPServerTimeouts(t *testing.T) {
 		t.Fatalf("80 KiB header: %d, want 431", a.status)
 	}
 }
+
+// TestMuxErrorsAreJSON: a path no route takes, a method its route does not
+// accept, and the static files' 404 answer in the API's error shape; a
+// handler's own 404 is left alone.
+func TestMuxErrorsAreJSON(t *testing.T) {
+	mux := NewMux()
+	mux.HandleFunc("POST /v1/things", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ok") })
+	mux.HandleFunc("GET /v1/mine", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "mine", http.StatusNotFound) })
+	mux.Handle("GET /", http.FileServer(http.Dir(t.TempDir())))
+	srv := &http.Server{Handler: mux}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	base := "http://" + ln.Addr().String()
+
+	for _, c := range []struct {
+		method, path string
+		status       int
+		code, allow  string
+	}{
+		{"DELETE", "/v1/nothing", 405, "method_not_allowed", "GET"}, // only GET / takes the path
+		{"PUT", "/v1/things", 405, "method_not_allowed", "POST"},
+		{"GET", "/v1/things", 404, "not_found", ""}, // GET / takes it: the files' 404
+		{"GET", "/missing.js", 404, "not_found", ""},
+	} {
+		req, _ := http.NewRequest(c.method, base+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e struct{ Error struct{ Code, Message string } }
+		if err := json.Unmarshal(b, &e); err != nil || resp.StatusCode != c.status || e.Error.Code != c.code || e.Error.Message == "" ||
+			resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(resp.Header.Get("Allow"), c.allow) {
+			t.Errorf("%s %s = %d %s %q (Allow %q), want %d {\"error\":{\"code\":%q…}} as JSON", c.method, c.path,
+				resp.StatusCode, resp.Header.Get("Content-Type"), b, resp.Header.Get("Allow"), c.status, c.code)
+		}
+	}
+	if a := get(t, base+"/v1/mine"); a.status != 404 || a.body != "mine\n" {
+		t.Errorf("GET /v1/mine = %d %q, want the handler's own 404", a.status, a.body)
+	}
+}

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -71,9 +72,12 @@ func (m *Mux) Mount(c Component, routes func(*http.ServeMux)) {
 }
 
 // ServeHTTP serves r, or answers 503 when r's route belongs to a component
-// that is not running.
+// that is not running. A path no route takes, or a method its route does
+// not accept, is answered in the API's error shape: 404 not_found or 405
+// method_not_allowed (with Allow), never http.Error's plain text.
 func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if mt := m.owner(r); mt != nil {
+	mt, pattern := m.owner(r)
+	if mt != nil {
 		switch mt.state.Load() {
 		case starting:
 			unavailable(w, mt.c.Name()+" is starting")
@@ -83,18 +87,25 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if pattern == "" || pattern == "GET /" {
+		// The mux's own 404 and 405, or the static files' 404. (Never a
+		// WebSocket route: the wrapper hides http.Hijacker.)
+		w = &jsonErrors{ResponseWriter: w}
+	}
 	m.all.ServeHTTP(w, r)
 }
 
-// owner returns the mounted component whose route r takes, or nil.
-func (m *Mux) owner(r *http.Request) *mount {
+// owner returns the mounted component whose route r takes, or nil, and
+// the route's pattern ("" when none: not found, method not allowed, or a
+// redirect).
+func (m *Mux) owner(r *http.Request) (*mount, string) {
 	_, pattern := m.all.Handler(r)
 	if pattern == "" {
-		return nil // not found, method not allowed, or a redirect
+		return nil, ""
 	}
 	if v, ok := m.owners.Load(pattern); ok {
 		mt, _ := v.(*mount)
-		return mt
+		return mt, pattern
 	}
 	m.mu.Lock()
 	mounts := m.mounts
@@ -109,7 +120,38 @@ func (m *Mux) owner(r *http.Request) *mount {
 		}
 	}
 	m.owners.Store(pattern, owner)
-	return owner
+	return owner, pattern
+}
+
+// jsonErrors turns a plain-text 404 or 405 (http.Error's, as ServeMux and
+// http.FileServer write them) into {"error":{"code","message"}}.
+type jsonErrors struct {
+	http.ResponseWriter
+	replaced bool
+}
+
+func (w *jsonErrors) WriteHeader(status int) {
+	h := w.Header()
+	if (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) &&
+		strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		w.replaced = true
+		code, msg := "not_found", "no such path"
+		if status == http.StatusMethodNotAllowed {
+			code, msg = "method_not_allowed", "method not allowed here; see the Allow header"
+		}
+		h.Set("Content-Type", "application/json")
+		w.ResponseWriter.WriteHeader(status)
+		json.NewEncoder(w.ResponseWriter).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+		return
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *jsonErrors) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil // http.Error's text, replaced
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 func (m *Mux) setState(c Component, s int32) {

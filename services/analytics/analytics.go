@@ -9,6 +9,7 @@
 package analytics
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/chatsys/chat/pkg/analyticsapi"
 	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/pkg/pgutil"
 )
@@ -367,9 +369,16 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 			fail(http.StatusForbidden, "forbidden", "analytics needs a token with the admin role")
 			return
 		}
-		var req struct{ From, To string }
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-			fail(http.StatusBadRequest, "invalid_request", "body must be {\"from\":\"YYYY-MM-DD\",\"to\":\"YYYY-MM-DD\"}")
+		var req struct {
+			From string `json:"from"`
+			To   string `json:"to"`
+		}
+		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+		if err == nil && len(bytes.TrimSpace(b)) > 0 { // no body: yesterday
+			err = chatevent.DecodeObject(b, &req)
+		}
+		if err != nil {
+			fail(http.StatusBadRequest, "invalid_request", "body must be {\"from\":\"YYYY-MM-DD\",\"to\":\"YYYY-MM-DD\"}: "+err.Error())
 			return
 		}
 		c := Config{From: req.From, To: req.To}

@@ -122,6 +122,19 @@ func TestAdminRunEmptyRangeNote(t *testing.T) {
 	}
 }
 
+// TestAdminRunBodyIsStrict: the body is decoded as strictly as a frame, so
+// a duplicate or case-variant member cannot pick another range.
+func TestAdminRunBodyIsStrict(t *testing.T) {
+	k := kafkaio.Config{Brokers: silentBroker(t), RoomsTopic: "rooms", DirectTopic: "direct"}
+	_, srv, tok := adminServer(t, k, 0)
+	for _, body := range []string{`{"from":"2026-11-01","from":"2026-11-02"}`, `{"FROM":"2026-11-01"}`, `{"from":"2026-11-01"} x`, `{"from":1}`, `[]`} {
+		r, err := postAnalytics(context.Background(), srv, tok, body)
+		if err != nil || r.status != http.StatusBadRequest || r.body.Error.Code != "invalid_request" {
+			t.Errorf("%s: %+v, %v; want 400 invalid_request", body, r, err)
+		}
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	chattest.Eventually(t, 10*time.Second, what, cond)

@@ -3,6 +3,7 @@ package edge
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -29,8 +30,11 @@ func (e *Edge) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req announceRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, e.cfg.ReadLimit))
-	if err := dec.Decode(&req); err != nil {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, e.cfg.ReadLimit))
+	if err == nil {
+		err = chatevent.DecodeObject(b, &req)
+	}
+	if err != nil {
 		httpError(w, http.StatusBadRequest, chatevent.CodeInvalidMessage, "body must be a JSON object {content, room?}: "+err.Error())
 		return
 	}

@@ -409,6 +409,12 @@ func TestAnnounce(t *testing.T) {
 	if got := post(token(t, "root", true), `{"content":"a\u0000b"}`); got != http.StatusBadRequest {
 		t.Fatalf("announce with NUL = %d, want 400", got)
 	}
+	// Decoded as strictly as a frame.
+	for _, body := range []string{`{"content":"a","room":"general","room":"x"}`, `{"Content":"hi"}`, `{"content":"hi"} {}`, `{"content":1}`} {
+		if got := post(token(t, "root", true), body); got != http.StatusBadRequest {
+			t.Fatalf("announce %s = %d, want 400", body, got)
+		}
+	}
 	if got := post(token(t, "root", true), `{"content":"room news","room":"general"}`); got != http.StatusOK {
 		t.Fatalf("room announce = %d, want 200", got)
 	}

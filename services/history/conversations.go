@@ -7,15 +7,12 @@ import (
 	"hash/fnv"
 	"io"
 	"net/http"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	jsonv2 "github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -120,37 +117,11 @@ func decodeBody(r *http.Request, dst any, optional bool) error {
 		}
 		return invalidRequest("a JSON body is required")
 	}
-	// Decoded as strictly as a WebSocket frame: a member given twice, a
-	// case variant of a known name or text that is not UTF-8 is refused
-	// (encoding/json would take the last value, fold case and substitute
-	// U+FFFD). Other members are ignored.
-	var members map[string]jsontext.Value
-	if err := jsonv2.Unmarshal(b, &members); err != nil {
-		return invalidRequest("the body is not a valid JSON object: %v", chatevent.JSONProblem(err))
-	}
-	known := jsonNames(dst)
-	for name := range members {
-		if k := chatevent.CaseVariant(name, known); k != "" {
-			return invalidRequest("member %q: names are case-sensitive, want %q", name, k)
-		}
-	}
-	if err := jsonv2.Unmarshal(b, dst); err != nil {
-		return invalidRequest("the body is not valid: %v", chatevent.JSONProblem(err))
+	// Decoded as strictly as a WebSocket frame (chatevent.DecodeObject).
+	if err := chatevent.DecodeObject(b, dst); err != nil {
+		return invalidRequest("the body is not valid: %v", err)
 	}
 	return nil
-}
-
-// jsonNames lists the JSON member names of the struct dst points to.
-func jsonNames(dst any) []string {
-	t := reflect.TypeOf(dst).Elem()
-	var names []string
-	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
-		if name != "" && name != "-" {
-			names = append(names, name)
-		}
-	}
-	return names
 }
 
 // RoomSummary is a room in GET /v1/rooms; Role is the caller's.
