@@ -310,19 +310,54 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			t.Fatalf("bob edits alice's message: %v, want not_found", a)
 		}
 		// The edit may reach history before the message: retry until it is there.
+		var editCID string
 		waitFor(t, 10*time.Second, "alice's edit is acknowledged", func() bool {
-			cid := fmt.Sprint("e2-", time.Now().UnixNano())
-			aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "the fixed text", "client_id": cid})
-			return answered(t, alice, cid)["type"] == "ack"
+			editCID = fmt.Sprint("e2-", time.Now().UnixNano())
+			aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "the fixed text", "client_id": editCID})
+			return answered(t, alice, editCID)["type"] == "ack"
 		})
 		waitFor(t, 10*time.Second, "bob sees the edit in place", func() bool {
 			e := bob.lastOf("edit", field("id", id))
 			return e != nil && e["content"] == "the fixed text" && e["edited_at"] != nil && e["pos"] != nil && e["room"] == "general"
 		})
+
+		// A late resend of that edit, after a newer one, is answered with
+		// the same ack and changes nothing: the newer text stays.
+		aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "the final text", "client_id": "e3"})
+		if a := answered(t, alice, "e3"); a["type"] != "ack" {
+			t.Fatalf("second edit: %v", a)
+		}
+		aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "the fixed text", "client_id": editCID})
+		waitFor(t, 10*time.Second, "the resent edit is answered", func() bool {
+			var acks []map[string]any
+			for _, a := range alice.ofType("ack") {
+				if a["client_id"] == editCID {
+					acks = append(acks, a)
+				}
+			}
+			if len(acks) == 2 && acks[1]["id"] != id {
+				t.Fatalf("resent edit acked with %v, want id %s", acks[1], id)
+			}
+			return len(acks) == 2
+		})
+		// A chat sent after the answer lands behind anything the resend
+		// appended, in the same partition: once bob has it, the resend's
+		// edit would have arrived.
+		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "after the resend", "client_id": "e4"})
+		waitFor(t, 10*time.Second, "bob gets the chat after the resend", func() bool {
+			return bob.lastOf("chat", field("client_id", "e4")) != nil
+		})
+		if e := bob.lastOf("edit", field("id", id)); e["content"] != "the final text" {
+			t.Fatalf("after the resend bob's last edit of %s is %v, want the final text", id, e)
+		}
+		waitFor(t, 10*time.Second, "history keeps the final text", func() bool {
+			var m map[string]any
+			return apiGet(t, hist.addr, "bob", "/v1/messages/"+id, &m) == 200 && m["content"] == "the final text"
+		})
 		var found struct{ Messages []map[string]any }
 		waitFor(t, 10*time.Second, "history serves the new text, search finds it and not the old", func() bool {
 			var old struct{ Messages []map[string]any }
-			return apiGet(t, hist.addr, "bob", "/v1/search?q=fixed&room=general", &found) == 200 && len(found.Messages) == 1 &&
+			return apiGet(t, hist.addr, "bob", "/v1/search?q=final&room=general", &found) == 200 && len(found.Messages) == 1 &&
 				found.Messages[0]["edited_at"] != nil &&
 				apiGet(t, hist.addr, "bob", "/v1/search?q=typo&room=general", &old) == 200 && len(old.Messages) == 0
 		})
@@ -341,7 +376,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 				if m["id"] == id {
 					_, hasContent := m["content"]
 					return m["deleted"] == true && !hasContent &&
-						apiGet(t, hist.addr, "bob", "/v1/search?q=fixed&room=general", &found) == 200 && len(found.Messages) == 0
+						apiGet(t, hist.addr, "bob", "/v1/search?q=final&room=general", &found) == 200 && len(found.Messages) == 0
 				}
 			}
 			return false

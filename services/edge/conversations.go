@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -328,14 +329,66 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 		e.sendError(ctx, c, chatevent.CodeUnavailable, "edits are not available on this edge (no -edge.history-url)", cid)
 		return
 	}
-	if !c.limiter.Allow() {
-		e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), cid)
-		return
+	// A resend of a client_id is answered from the first attempt, as for
+	// chat (see sends): after its ack with the same ack, and nothing is
+	// changed again (a late retry of an edit must not undo a newer one).
+	answer := func(id string, err error) {
+		var r *refusal
+		switch {
+		case err == nil:
+			c.send(chatevent.AckFrame{ClientID: cid, ID: id}.Encode(), chatevent.TypeAck)
+		case errors.As(err, &r):
+			e.sendError(ctx, c, r.code, r.msg, cid)
+		default:
+			e.sendError(ctx, c, chatevent.CodeUnavailable, "history could not change the message; retry", cid)
+		}
 	}
+	ev, action := e.sends.begin(c.id.Username, cid, func() chatevent.Event {
+		return chatevent.Event{ID: f.ID, Type: f.Type, Content: f.Content}
+	}, answer)
+	switch action {
+	case sendWait:
+		e.m.resends.Inc()
+		return
+	case sendAcked:
+		e.m.resends.Inc()
+		answer(ev.ID, nil)
+		return
+	case sendRetry:
+		e.m.resends.Inc()
+	case sendAppend:
+		if !c.limiter.Allow() {
+			e.sends.forget(c.id.Username, cid, &refusal{chatevent.CodeRateLimited, "the first attempt was rate limited; slow down"})
+			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), cid)
+			return
+		}
+	}
+	// What is relayed is the first attempt's frame (ev), whatever a
+	// resend's says.
+	err := e.relayEdit(ctx, c, ev, cid)
+	var r *refusal
+	if errors.As(err, &r) {
+		e.sends.forget(c.id.Username, cid, err) // refused: a later resend is a new attempt
+	} else {
+		e.sends.finish(c.id.Username, cid, err)
+	}
+	answer(ev.ID, err)
+}
+
+// refusal is history's definitive answer to an edit or delete: nothing
+// was changed, and a resend would get the same.
+type refusal struct{ code, msg string }
+
+func (r *refusal) Error() string { return r.code + ": " + r.msg }
+
+// relayEdit asks history to apply ev (an edit or delete of message ev.ID).
+// It returns nil when history applied it, a *refusal when history refused
+// it, and another error when the outcome is unknown.
+func (e *Edge) relayEdit(ctx context.Context, c *conn, ev chatevent.Event, cid string) error {
 	method, body := http.MethodDelete, []byte(nil)
-	if f.Type == chatevent.TypeEdit {
+	if ev.Type == chatevent.TypeEdit {
 		method = http.MethodPatch
-		body, _ = json.Marshal(map[string]string{"content": f.Content, "client_id": cid})
+		body, _ = json.Marshal(map[string]string{"content": ev.Content, "client_id": cid})
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -350,11 +403,10 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	if e.cfg.HistoryHandler != nil {
 		base = "http://in-process"
 	}
-	u := base + "/v1/messages/" + url.PathEscape(f.ID)
+	u := base + "/v1/messages/" + url.PathEscape(ev.ID)
 	req, err := http.NewRequestWithContext(rctx, method, u, bytes.NewReader(body))
 	if err != nil {
-		e.sendError(ctx, c, chatevent.CodeUnavailable, "cannot reach history", cid)
-		return
+		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.id.Token)
 	if body != nil {
@@ -363,8 +415,7 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	res, err := e.historyClient.Do(req)
 	if err != nil {
 		e.log.Warn("edit relay failed", "err", err)
-		e.sendError(ctx, c, chatevent.CodeUnavailable, "history did not answer; the message was not changed, retry", cid)
-		return
+		return err
 	}
 	defer res.Body.Close()
 	var answer struct {
@@ -375,26 +426,25 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	}
 	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
 	json.Unmarshal(b, &answer)
+	msg := answer.Error.Message
 	switch {
 	case res.StatusCode == http.StatusOK || res.StatusCode == http.StatusCreated:
-		c.send(chatevent.AckFrame{ClientID: cid, ID: f.ID}.Encode(), chatevent.TypeAck)
+		return nil
 	case res.StatusCode == http.StatusNotFound:
-		e.sendError(ctx, c, chatevent.CodeNotFound, fmt.Sprintf("no message %s that you may change", f.ID), cid)
+		return &refusal{chatevent.CodeNotFound, fmt.Sprintf("no message %s that you may change", ev.ID)}
 	case res.StatusCode == http.StatusForbidden:
-		msg := answer.Error.Message
 		if msg == "" {
 			msg = "you may not change this message"
 		}
-		e.sendError(ctx, c, chatevent.CodeForbidden, msg, cid)
+		return &refusal{chatevent.CodeForbidden, msg}
 	case res.StatusCode == http.StatusBadRequest:
-		msg := answer.Error.Message
 		if msg == "" {
 			msg = "history refused the change"
 		}
-		e.sendError(ctx, c, chatevent.CodeInvalidMessage, msg, cid)
+		return &refusal{chatevent.CodeInvalidMessage, msg}
 	default:
 		e.log.Warn("edit relay: history answered", "status", res.StatusCode, "code", answer.Error.Code)
-		e.sendError(ctx, c, chatevent.CodeUnavailable, "history could not change the message; retry", cid)
+		return fmt.Errorf("history answered %d", res.StatusCode)
 	}
 }
 
