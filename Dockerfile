@@ -1,6 +1,8 @@
 # One image for every service; -target picks which (deploy/compose, deploy/k8s).
 # It holds no PostgreSQL server, so single-machine mode (-target=all) needs
-# CHAT_DATABASE_URL; without a target the image prints the flags.
+# CHAT_DATABASE_URL; without arguments the image runs an edge, which serves
+# the page and answers /readyz 503 until the broker in CHAT_KAFKA_BROKERS
+# answers.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY . .
@@ -9,9 +11,10 @@ RUN CGO_ENABLED=0 go build -trimpath -o /out/chat ./cmd/chat && \
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/chat /out/chatctl /usr/local/bin/
-USER nonroot
+# Numeric, so that Kubernetes can verify runAsNonRoot (distroless nonroot).
+USER 65532:65532
 ENV CHAT_HTTP_ADDR=0.0.0.0:8080 CHAT_DATA_DIR=/home/nonroot/data CHAT_LOG_FORMAT=json
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/chat"]
-# e.g. docker run -e CHAT_KAFKA_BROKERS=kafka:9092 -e CHAT_JWT_SECRET=… IMAGE -target=edge
-CMD ["-h"]
+# e.g. docker run -e CHAT_KAFKA_BROKERS=kafka:9092 -e CHAT_JWT_SECRET=… IMAGE
+CMD ["-target=edge"]

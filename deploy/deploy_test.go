@@ -7,11 +7,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -213,9 +215,21 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("analytics CronJob does not run -target=analytics")
 		}
 	}
+	// The kubelet refuses runAsNonRoot for an image whose USER is a name
+	// ("cannot verify user is non-root"): the Dockerfile's USER is numeric,
+	// and every pod of the image runs as that user.
+	imageUser := dockerfileUser(t)
+	checkUser := func(what string, pod corev1.PodSpec) {
+		sc := pod.SecurityContext
+		if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || fmt.Sprint(*sc.RunAsUser) != imageUser {
+			t.Errorf("%s: pod securityContext must set runAsNonRoot and runAsUser %s (the image's USER)", what, imageUser)
+		}
+	}
+	checkUser("analytics CronJob", cronJobs[0].Spec.JobTemplate.Spec.Template.Spec)
 	names := map[string]bool{}
 	for _, d := range deployments {
 		names[d.Name] = true
+		checkUser(d.Name, d.Spec.Template.Spec)
 	}
 	if !names["edge"] || !names["history"] || !names["router"] {
 		t.Fatalf("deployments %v, want edge, history and router", names)
@@ -241,6 +255,25 @@ func TestKubernetes(t *testing.T) {
 			checkArgs(t, c.Args, env)
 		}
 	}
+}
+
+// dockerfileUser returns the numeric uid of the image's USER.
+func dockerfileUser(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "USER "); ok {
+			user, _, _ = strings.Cut(strings.TrimSpace(rest), ":")
+		}
+	}
+	if _, err := strconv.Atoi(user); err != nil {
+		t.Fatalf("Dockerfile USER %q is not numeric: Kubernetes cannot verify runAsNonRoot", user)
+	}
+	return user
 }
 
 // TestGrafanaDashboards checks that the dashboards are valid JSON, that
