@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -127,8 +128,18 @@ func TestCompose(t *testing.T) {
 			t.Fatalf("service %s: %v", name, err)
 		}
 	}
-	for name, target := range map[string]string{"edge1": "edge", "edge2": "edge", "history": "history", "router": "router"} {
-		s, _ := p.GetService(name)
+	for name, target := range map[string]string{"edge1": "edge", "edge2": "edge", "history": "history", "router": "router", "analytics": "analytics"} {
+		s, err := p.GetService(name)
+		if err != nil {
+			t.Fatalf("service %s: %v", name, err)
+		}
+		// Docker's default 10s would SIGKILL an edge in its drain.
+		if s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) < 2*time.Second+10*time.Second+5*time.Second {
+			t.Errorf("%s: stop_grace_period %v, want at least the shutdown delay + the drain + 5s", name, s.StopGracePeriod)
+		}
+		if target == "analytics" && s.Restart != "no" {
+			t.Errorf("analytics: restart %q, want \"no\" (a job that ends)", s.Restart)
+		}
 		env := map[string]string{}
 		for k, v := range s.Environment {
 			if v != nil {
@@ -145,8 +156,8 @@ func TestCompose(t *testing.T) {
 		if !strings.Contains(cfg, "target="+target+"\n") {
 			t.Errorf("%s does not run -target=%s:\n%s", name, target, cfg)
 		}
-		if target == "history" && !strings.Contains(env["CHAT_DATABASE_URL"], "@postgres:5432/") {
-			t.Errorf("history: CHAT_DATABASE_URL = %q, want the postgres service", env["CHAT_DATABASE_URL"])
+		if (target == "history" || target == "analytics") && !strings.Contains(env["CHAT_DATABASE_URL"], "@postgres:5432/") {
+			t.Errorf("%s: CHAT_DATABASE_URL = %q, want the postgres service", name, env["CHAT_DATABASE_URL"])
 		}
 	}
 	// Without the secret the file refuses to load instead of running with none.

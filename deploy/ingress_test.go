@@ -1,6 +1,8 @@
 package deploy_test
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -150,6 +152,18 @@ func checkIngress(t *testing.T, c *cluster) {
 		"/v1/blocks/bob":                  "history",
 		"/v1/messages/0190a0b0-0000-7000": "history",
 		"/v1/openapi.yaml":                "history",
+	}
+	// Every file of the page reaches the edges.
+	web, err := os.ReadDir(filepath.Join("..", "services", "edge", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range web {
+		want["/"+f.Name()] = "edge"
+	}
+	// What is for the cluster only is not published.
+	for _, p := range []string{"/metrics", "/healthz", "/readyz", "/debug/pprof/", "/debug/pprof/profile"} {
+		want[p] = ""
 	}
 	for path, svc := range want {
 		if got, _ := route(routes, path); got != svc {
