@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -353,6 +354,33 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 		waitFor(t, 10*time.Second, "history keeps the final text", func() bool {
 			var m map[string]any
 			return apiGet(t, hist.addr, "bob", "/v1/messages/"+id, &m) == 200 && m["content"] == "the final text"
+		})
+		// A client_id is one edit of one message: reused for an edit of
+		// another message it is a new edit; an id in capitals is acked
+		// with its canonical form.
+		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "another one", "client_id": "o1"})
+		other := answered(t, alice, "o1")["id"].(string)
+		waitFor(t, 10*time.Second, "the edit of the other message (same client_id as an earlier edit) is applied", func() bool {
+			before := len(alice.ofType("ack"))
+			aliceWS.WriteJSON(map[string]string{"type": "edit", "id": strings.ToUpper(other), "content": "another, edited", "client_id": editCID})
+			var a map[string]any
+			waitFor(t, 10*time.Second, "an answer", func() bool {
+				acks := alice.ofType("ack")
+				if len(acks) > before {
+					a = acks[len(acks)-1]
+				} else if e := alice.lastOf("error", field("client_id", editCID)); e != nil && e["code"] == "not_found" {
+					a = e // history may not have the message yet
+				}
+				return a != nil
+			})
+			if a["type"] == "ack" && a["id"] != other {
+				t.Fatalf("edit of %s acked with %v, want its canonical id", other, a)
+			}
+			return a["type"] == "ack"
+		})
+		waitFor(t, 10*time.Second, "bob sees the other message edited", func() bool {
+			e := bob.lastOf("edit", field("id", other))
+			return e != nil && e["content"] == "another, edited"
 		})
 		var found struct{ Messages []map[string]any }
 		waitFor(t, 10*time.Second, "history serves the new text, search finds it and not the old", func() bool {

@@ -154,7 +154,7 @@ func (m Membership) After(action string) Membership {
 		}
 		m.Banned = false
 	case ActionRemove:
-		m = Membership{Banned: m.Banned}
+		m = Membership{Banned: m.Banned, Muted: m.Muted} // a mute outlives the membership: leaving does not lift it
 	case ActionMod:
 		m.Role, m.Banned = RoleMod, false
 	case ActionUnmod:

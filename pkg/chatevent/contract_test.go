@@ -208,6 +208,17 @@ func TestACLPolicy(t *testing.T) {
 	if a.MayRead("design", "carol", false) {
 		t.Fatal("a removed member keeps access")
 	}
+	// Leaving (or being removed) does not lift a mute: a muted user who
+	// removes themself from a public room and joins again is still muted.
+	member("lobby", "mallory", ActionInvite)
+	member("lobby", "mallory", ActionMute)
+	if !a.MayManage("lobby", "mallory", ActionRemove, "mallory", false) {
+		t.Fatal("a member may not remove themself")
+	}
+	member("lobby", "mallory", ActionRemove)
+	if !a.MayJoin("lobby", "mallory", false) || a.MayWrite("lobby", "mallory", false) {
+		t.Fatal("a muted user who removed themself may write again, or may not rejoin the public room")
+	}
 	apply(ACLRecord{Type: ACLBlock, Username: "bob", Target: "eve", Blocked: true})
 	if MayMessage("eve", "bob", a) || !MayMessage("bob", "eve", a) || !MayMessage("eve", "bob", nil) {
 		t.Fatal("MayMessage does not follow blocks")

@@ -205,9 +205,12 @@ func DecodeFrame(b []byte, lim Limits) (Frame, error) {
 		if f.ID == "" {
 			return invalid(cid, "id is required")
 		}
-		if _, err := uuid.Parse(f.ID); err != nil || len(f.ID) != 36 {
+		u, err := uuid.Parse(f.ID)
+		if err != nil || len(f.ID) != 36 {
 			return invalid(cid, "id %q is not a message id", f.ID)
 		}
+		f.ID = u.String() // canonical (lower case), as events carry it
+
 		if f.Type == TypeEdit {
 			if err := checkContent(f.Content, lim.maxContent()); err != "" {
 				return invalid(cid, "%s", err)

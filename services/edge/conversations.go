@@ -343,7 +343,8 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 			e.sendError(ctx, c, chatevent.CodeUnavailable, "history could not change the message; retry", cid)
 		}
 	}
-	ev, action := e.sends.begin(c.id.Username, cid, func() chatevent.Event {
+	key := changeKey(f.Type, f.ID, cid)
+	ev, action := e.sends.begin(c.id.Username, key, func() chatevent.Event {
 		return chatevent.Event{ID: f.ID, Type: f.Type, Content: f.Content}
 	}, answer)
 	switch action {
@@ -358,7 +359,7 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 		e.m.resends.Inc()
 	case sendAppend:
 		if !c.limiter.Allow() {
-			e.sends.forget(c.id.Username, cid, &refusal{chatevent.CodeRateLimited, "the first attempt was rate limited; slow down"})
+			e.sends.forget(c.id.Username, key, &refusal{chatevent.CodeRateLimited, "the first attempt was rate limited; slow down"})
 			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), cid)
 			return
 		}
@@ -368,9 +369,9 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	err := e.relayEdit(ctx, c, ev, cid)
 	var r *refusal
 	if errors.As(err, &r) {
-		e.sends.forget(c.id.Username, cid, err) // refused: a later resend is a new attempt
+		e.sends.forget(c.id.Username, key, err) // refused: a later resend is a new attempt
 	} else {
-		e.sends.finish(c.id.Username, cid, err)
+		e.sends.finish(c.id.Username, key, err)
 	}
 	answer(ev.ID, err)
 }

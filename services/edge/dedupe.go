@@ -175,13 +175,28 @@ func (s *sends) forget(user, clientID string, err error) {
 	s.mu.Unlock()
 }
 
+// changeKey is the client_id under which an edit or delete of message id
+// is remembered: a client_id reused for another message, or for a chat,
+// is a different send.
+func changeKey(typ, id, clientID string) string {
+	return typ + "\x00" + id + "\x00" + clientID // a client_id holds no NUL
+}
+
 // seen records an event read from the log (its send was acknowledged by
 // whichever edge appended it), unless this send is already known.
 func (s *sends) seen(ev *chatevent.Event) {
 	if ev.ClientID == "" {
 		return
 	}
-	k := sendKey{ev.Username, ev.ClientID}
+	cid := ev.ClientID
+	switch ev.Type {
+	case chatevent.TypeEdit, chatevent.TypeDelete:
+		cid = changeKey(ev.Type, ev.ID, cid)
+	case chatevent.TypeChat, chatevent.TypePrivate:
+	default:
+		return
+	}
+	k := sendKey{ev.Username, cid}
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -194,3 +194,30 @@ func TestSameDeliveryTwiceIsDeliveredOnce(t *testing.T) {
 		t.Fatalf("bob saw %q, want [twice marker]", got)
 	}
 }
+
+// A private message delivered here to its sender's connection (sent
+// through another edge) answers a resend on this edge: same ack, nothing
+// appended again.
+func TestDMResendOnAnotherEdgeAfterDelivery(t *testing.T) {
+	broker := testBroker(t)
+	var cfg edge.Config
+	e := startEdge(t, broker, func(c *edge.Config) { cfg = *c })
+	alice := dial(t, e.URL, "alice")
+	ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "walt", Username: "alice",
+		Content: "sent elsewhere", ClientID: "d9", Timestamp: chatevent.FormatTime(time.Now())}
+	v, _ := chatevent.EncodeDelivery(ev, chatevent.Pos{Partition: 2, Offset: 5})
+	w := cfg.Kafka.NewWriter(cfg.Kafka.DeliveriesTopic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(cfg.ID), Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	if m := alice.nextOf("private"); m["id"] != ev.ID {
+		t.Fatalf("alice got %v, want her DM %s", m, ev.ID)
+	}
+	alice.send(map[string]any{"type": "private", "target": "walt", "content": "sent elsewhere", "client_id": "d9"})
+	if got := alice.ackID("d9"); got != ev.ID {
+		t.Fatalf("resend on this edge: ack %s, want the delivered DM's %s", got, ev.ID)
+	}
+}

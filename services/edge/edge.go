@@ -135,7 +135,19 @@ func (e *Edge) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { e.pingLoop(ctx); return nil })
 	g.Go(func() error { e.presence.beat(ctx, e.cfg.Heartbeat); return nil })
-	g.Go(func() error { return e.dsrc.Run(ctx, e.hub.deliverDirect) })
+	g.Go(func() error {
+		return e.dsrc.Run(ctx, func(ds []*delivery) {
+			// A DM delivered here to its sender's connection answers a
+			// resend on this edge too (the first send may have gone
+			// through another edge).
+			for _, d := range ds {
+				if d.ev.ClientID != "" && e.hub.hasUser(d.ev.Username) {
+					e.sends.seen(&d.ev)
+				}
+			}
+			e.hub.deliverDirect(ds)
+		})
+	})
 	g.Go(func() error { return e.src.Run(ctx, e.hub.deliver) })
 	g.Go(func() error { return e.runTyping(ctx) })
 	return g.Wait()
