@@ -294,7 +294,9 @@ func TestMuxErrorsAreJSON(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		var e struct{ Error struct{ Code, Message string } }
+		var e struct {
+			Error struct{ Code, Message string }
+		}
 		if err := json.Unmarshal(b, &e); err != nil || resp.StatusCode != c.status || e.Error.Code != c.code || e.Error.Message == "" ||
 			resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(resp.Header.Get("Allow"), c.allow) {
 			t.Errorf("%s %s = %d %s %q (Allow %q), want %d {\"error\":{\"code\":%q…}} as JSON", c.method, c.path,
