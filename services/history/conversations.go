@@ -497,7 +497,7 @@ func (h *History) editMessage(r *http.Request, id auth.Identity, db *pgxpool.Poo
 		return nil, err
 	}
 	// Only the author's own message, not deleted, that they may still read.
-	if (m.Type != chatevent.TypeChat && m.Type != chatevent.TypePrivate) || m.Deleted || m.Username != id.Username ||
+	if (m.Type != chatevent.TypeChat && m.Type != chatevent.TypePrivate) || m.Deleted || h.deleted.has(m.ID) || m.Username != id.Username ||
 		!h.mayReadMessage(ctx, &m, id) {
 		return nil, errNotFound
 	}
@@ -538,10 +538,11 @@ func (h *History) deleteMessage(r *http.Request, id auth.Identity, db *pgxpool.P
 	}
 	ev := chatevent.Event{ID: m.ID, Type: chatevent.TypeDelete, Room: m.Room, Target: m.Target, Username: id.Username,
 		Timestamp: chatevent.FormatTime(time.Now())}
-	if m.Deleted {
-		return ev, nil // already deleted: nothing to append
+	if m.Deleted || !h.deleted.claim(m.ID) {
+		return ev, nil // already deleted (or being deleted): nothing to append
 	}
 	if err := h.appendEvent(ctx, &m, &ev); err != nil {
+		h.deleted.release(m.ID)
 		return nil, err
 	}
 	return ev, nil

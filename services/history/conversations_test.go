@@ -435,6 +435,17 @@ func TestEditAndDelete(t *testing.T) {
 	if r := must(t, 403, h.URL, "PATCH", "alice", "/v1/messages/"+q2.ID, map[string]string{"content": "still loud"}); r.code() != "forbidden" {
 		t.Fatalf("muted edit = %s", r.Raw)
 	}
+
+	// Right after a delete (before the writer applied it to the table) a
+	// second delete appends nothing and an edit is not_found: no client
+	// sees the deleted message changed again.
+	if r := must(t, 200, h.URL, "DELETE", "alice", "/v1/messages/"+dm.ID, nil); r.Body["pos"] == nil {
+		t.Fatalf("delete = %s, want a pos", r.Raw)
+	}
+	if r := must(t, 200, h.URL, "DELETE", "alice", "/v1/messages/"+dm.ID, nil); r.Body["pos"] != nil {
+		t.Fatalf("second delete = %s: appended again", r.Raw)
+	}
+	must(t, 404, h.URL, "PATCH", "alice", "/v1/messages/"+dm.ID, map[string]string{"content": "zombie"})
 }
 
 // An edit in the same batch as its message applies after the insert.

@@ -67,6 +67,7 @@ type History struct {
 	appender *chatacl.Appender
 	rooms    *eventWriter
 	direct   *eventWriter
+	deleted  deletes // deletes appended, maybe not yet in the table
 
 	dbOK     atomic.Bool // the last database write (or ping) succeeded
 	stopping atomic.Bool
