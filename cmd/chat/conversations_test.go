@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -292,6 +293,14 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 		bobWS.WriteJSON(map[string]string{"type": "private", "target": "alice", "content": "one more", "client_id": "dm2"})
 		answered(t, bob, "dm2")
 		waitFor(t, 5*time.Second, "unread counts the later message", func() bool { n, _ := unreadFrom("bob"); return n == 2 })
+
+		// A position outside the conversation's partition is refused.
+		part, _, _ := strings.Cut(poss[0], ":")
+		n, _ := strconv.Atoi(part)
+		aliceWS.WriteJSON(map[string]string{"type": "read", "target": "bob", "pos": fmt.Sprintf("%d:99999", (n+1)%12), "client_id": "rp"})
+		if a := answered(t, alice, "rp"); a["code"] != "invalid_message" {
+			t.Fatalf("read at another partition's position: %v, want invalid_message", a)
+		}
 
 		// A room read reaches the reader's devices only.
 		pos := alice.lastOf("chat", field("client_id", "t1"))["pos"].(string)

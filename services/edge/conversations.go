@@ -295,6 +295,18 @@ func (e *Edge) handleRead(ctx context.Context, c *conn, f chatevent.Frame) {
 		e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not read room %q", f.Room), f.ClientID)
 		return
 	}
+	// A position is one of the conversation's: in the partition that holds
+	// it (another would pass history's forward-only rule and reach the
+	// DM peer as a receipt for nothing).
+	key, parts := chatevent.RoomKey(f.Room), len(e.writer.parts)
+	if f.Room == "" {
+		key, parts = chatevent.DMKey(user, f.Target), len(e.direct.parts)
+	}
+	if p, _ := chatevent.ParsePos(f.Pos); parts > 0 && p.Partition != kafkaio.PartitionFor(key, parts) { // validated by DecodeFrame
+		e.sendError(ctx, c, chatevent.CodeInvalidMessage, fmt.Sprintf("pos %s is not a position of this conversation (its partition is %d)",
+			f.Pos, kafkaio.PartitionFor(key, parts)), f.ClientID)
+		return
+	}
 	// A read is a durable append: it costs what a message costs.
 	if !c.limiter.Allow() {
 		e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), f.ClientID)
