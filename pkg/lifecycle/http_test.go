@@ -284,7 +284,8 @@ func TestMuxErrorsAreJSON(t *testing.T) {
 	}{
 		{"DELETE", "/v1/nothing", 405, "method_not_allowed", "GET"}, // only GET / takes the path
 		{"PUT", "/v1/things", 405, "method_not_allowed", "POST"},
-		{"GET", "/v1/things", 404, "not_found", ""}, // GET / takes it: the files' 404
+		{"GET", "/v1/things", 405, "method_not_allowed", "POST"}, // GET / takes it, but it is an API path POST serves
+		{"GET", "/v1/other", 404, "not_found", ""},               // GET / takes it: the files' 404
 		{"GET", "/missing.js", 404, "not_found", ""},
 	} {
 		req, _ := http.NewRequest(c.method, base+c.path, nil)

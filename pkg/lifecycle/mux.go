@@ -87,6 +87,17 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if pattern == "GET /" && strings.HasPrefix(r.URL.Path, "/v1/") {
+		// The page's catch-all takes a GET of any path; an API path that
+		// other methods serve is 405, as ServeMux answers elsewhere.
+		if allow := m.allowed(r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8") // replaced by jsonErrors
+			w = &jsonErrors{ResponseWriter: w}
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+	}
 	if pattern == "" || pattern == "GET /" {
 		// The mux's own 404 and 405, or the static files' 404. (Never a
 		// WebSocket route: the wrapper hides http.Hijacker.)
@@ -121,6 +132,20 @@ func (m *Mux) owner(r *http.Request) (*mount, string) {
 	}
 	m.owners.Store(pattern, owner)
 	return owner, pattern
+}
+
+// allowed lists the methods other than GET that a route serves r's path
+// with.
+func (m *Mux) allowed(r *http.Request) []string {
+	var allow []string
+	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		rr := r.Clone(r.Context())
+		rr.Method = method
+		if _, p := m.all.Handler(rr); p != "" && p != "GET /" {
+			allow = append(allow, method)
+		}
+	}
+	return allow
 }
 
 // jsonErrors turns a plain-text 404 or 405 (http.Error's, as ServeMux and
