@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -159,5 +160,33 @@ func TestClaimsAreStrict(t *testing.T) {
 		if tc.ok && (id.Username != "dave" || id.Admin != tc.admin) {
 			t.Errorf("Verify(%s) = %+v, want dave admin=%v", tc.payload, id, tc.admin)
 		}
+	}
+}
+
+// TestAPIRequestsGetNoLeeway: a token 5 s past its exp still passes the
+// handshake's leeway, but not an API request.
+func TestAPIRequestsGetNoLeeway(t *testing.T) {
+	const secret = "0123456789abcdef0123"
+	v, err := NewVerifier(Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(ttl time.Duration) *http.Request {
+		tok, err := NewHS256Minter(secret, "").Mint("alice", true, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest("POST", "/v1/admin/announce", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		return r
+	}
+	if _, err := v.VerifyRequest(req(-5 * time.Second)); err != nil {
+		t.Fatalf("handshake within the leeway: %v", err)
+	}
+	if _, err := v.VerifyAPIRequest(req(-5 * time.Second)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("API request 5 s after exp: %v, want ErrExpired", err)
+	}
+	if id, err := v.VerifyAPIRequest(req(time.Minute)); err != nil || id.Username != "alice" {
+		t.Fatalf("valid API request: %v %v", id, err)
 	}
 }

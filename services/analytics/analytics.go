@@ -360,7 +360,7 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 			w.WriteHeader(status)
 			json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
 		}
-		id, err := s.verify.VerifyRequest(r)
+		id, err := s.verify.VerifyAPIRequest(r)
 		if err != nil {
 			fail(http.StatusUnauthorized, "unauthorized", err.Error())
 			return

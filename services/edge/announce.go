@@ -19,7 +19,7 @@ type announceRequest struct {
 }
 
 func (e *Edge) serveAnnounce(w http.ResponseWriter, r *http.Request) {
-	id, err := e.verify.VerifyRequest(r)
+	id, err := e.verify.VerifyAPIRequest(r)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
 		httpError(w, http.StatusUnauthorized, "unauthorized", err.Error())

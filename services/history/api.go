@@ -99,7 +99,7 @@ func (h *History) handleWith(route string, timeout time.Duration, fn handlerFunc
 		defer cancel()
 		r = r.WithContext(ctx)
 		var body any
-		id, err := h.verify.VerifyRequest(r)
+		id, err := h.verify.VerifyAPIRequest(r)
 		db := h.api.Load()
 		switch {
 		case err != nil:

@@ -347,7 +347,7 @@ func (r *Router) roomMembers(room string, id auth.Identity) ([]string, bool) {
 
 func (r *Router) authed(h func(http.ResponseWriter, *http.Request, auth.Identity)) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
-		id, err := r.verify.VerifyRequest(req)
+		id, err := r.verify.VerifyAPIRequest(req)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
 			httpError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid token")
