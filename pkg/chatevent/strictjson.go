@@ -53,6 +53,9 @@ func JSONProblem(err error) string {
 // is refused; members dst does not name are ignored. The error describes
 // the problem without echoing the input.
 func DecodeObject(b []byte, dst any) error {
+	if t := strings.TrimLeft(string(b), " \t\r\n"); !strings.HasPrefix(t, "{") {
+		return errors.New("not a valid JSON object")
+	}
 	var members map[string]jsontext.Value
 	if err := json.Unmarshal(b, &members); err != nil {
 		return fmt.Errorf("not a valid JSON object: %s", JSONProblem(err))

@@ -667,6 +667,7 @@ func TestBodiesAreDecodedStrictly(t *testing.T) {
 		{"POST", "/v1/rooms/variant", `{"Private":true}`, `"Private": names are case-sensitive`},
 		{"POST", "/v1/rooms/typed", `{"private":"yes"}`, `member "private" has the wrong type`},
 		{"POST", "/v1/rooms/list", `[]`, "not a valid JSON object"},
+		{"POST", "/v1/rooms/list", `null`, "not a valid JSON object"},
 		{"PATCH", "/v1/messages/" + mine.ID, `{"content":"a","content":"b"}`, "duplicate member content"},
 		{"PATCH", "/v1/messages/" + mine.ID, `{"content":"lone \ud800 x"}`, `member "content" is not valid text`},
 		{"POST", "/v1/rooms/general/invite", `{"username":"bob","USERNAME":"carol"}`, "case-sensitive"},
