@@ -357,3 +357,55 @@ func SampledTraceContext(m *kafka.Message) (context.Context, bool) {
 	}
 	return pctx, true
 }
+
+// GroupLag returns, for every partition of each topic (topic → partition
+// count), how many records lie between group's committed offset and the
+// partition's end; from the partition's first offset where the group has
+// committed none. It reads the broker, not a consumer's last fetch, so it
+// grows while the group is stalled and is the same whichever member asks.
+func (c *Config) GroupLag(ctx context.Context, group string, topics map[string]int) (map[string]map[int]int64, error) {
+	cl := c.Client()
+	fetch := &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{}}
+	list := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for t, n := range topics {
+		for p := range n {
+			fetch.Topics[t] = append(fetch.Topics[t], p)
+			list.Topics[t] = append(list.Topics[t], kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+		}
+	}
+	committed, err := cl.OffsetFetch(ctx, fetch)
+	if err != nil {
+		return nil, fmt.Errorf("fetch committed offsets of %s: %w", group, err)
+	}
+	if committed.Error != nil && !errors.Is(committed.Error, kafka.GroupIdNotFound) {
+		return nil, fmt.Errorf("fetch committed offsets of %s: %w", group, committed.Error)
+	}
+	ends, err := cl.ListOffsets(ctx, list)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets: %w", err)
+	}
+	at := map[string]map[int]int64{}
+	for t, ps := range committed.Topics {
+		at[t] = map[int]int64{}
+		for _, p := range ps {
+			if p.Error == nil && p.CommittedOffset >= 0 {
+				at[t][p.Partition] = p.CommittedOffset
+			}
+		}
+	}
+	lag := map[string]map[int]int64{}
+	for t, ps := range ends.Topics {
+		lag[t] = map[int]int64{}
+		for _, p := range ps {
+			if p.Error != nil {
+				return nil, fmt.Errorf("list offsets %s/%d: %w", t, p.Partition, p.Error)
+			}
+			from, ok := at[t][p.Partition]
+			if !ok || from < p.FirstOffset {
+				from = p.FirstOffset // nothing committed, or retention passed it
+			}
+			lag[t][p.Partition] = max(p.LastOffset-from, 0)
+		}
+	}
+	return lag, nil
+}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"github.com/chatsys/chat/pkg/testutil"
+
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/chatsys/chat/pkg/embedkafka"
 	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/pkg/testutil"
 )
 
 func freeAddr(t *testing.T) string {
@@ -48,5 +51,51 @@ func TestEnsureTopicsRetries(t *testing.T) {
 	counts, err := c.EnsureTopics(ctx, kafkaio.TopicSpec{Name: "t1", Partitions: 2}, kafkaio.TopicSpec{Name: "t2", Partitions: 3})
 	if err != nil || counts["t1"] != 2 || counts["t2"] != 3 {
 		t.Fatalf("EnsureTopics with a broker starting late = %v, %v; want t1:2 t2:3", counts, err)
+	}
+}
+
+// GroupLag counts from the group's committed offset to each partition's
+// end, from the first offset where nothing is committed, for every
+// partition whoever asks.
+func TestGroupLag(t *testing.T) {
+	addr := freeAddr(t)
+	b := embedkafka.New(embedkafka.Config{Addr: addr}, nil)
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Stop(context.Background()) })
+	c := config(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.EnsureTopics(ctx, kafkaio.TopicSpec{Name: "lagged", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client()
+	produce := func(p, n int) {
+		t.Helper()
+		recs := make([]kafka.Record, n)
+		for i := range recs {
+			recs[i] = kafka.Record{Value: kafka.NewBytes([]byte("x"))}
+		}
+		res, err := cl.Produce(ctx, &kafka.ProduceRequest{Topic: "lagged", Partition: p, RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(recs...)})
+		if err != nil || res.Error != nil {
+			t.Fatalf("produce: %v %v", err, res)
+		}
+	}
+	produce(0, 5)
+	produce(1, 3)
+	lag, err := c.GroupLag(ctx, "g", map[string]int{"lagged": 2})
+	if err != nil || lag["lagged"][0] != 5 || lag["lagged"][1] != 3 {
+		t.Fatalf("lag of a group with no commits = %v, %v; want 0:5 1:3", lag, err)
+	}
+	res, err := cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: "g", GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{"lagged": {{Partition: 0, Offset: 2}, {Partition: 1, Offset: 3}}}})
+	if err != nil || res.Topics["lagged"][0].Error != nil {
+		t.Fatalf("commit: %v %v", err, res)
+	}
+	produce(1, 4)
+	lag, err = c.GroupLag(ctx, "g", map[string]int{"lagged": 2})
+	if err != nil || lag["lagged"][0] != 3 || lag["lagged"][1] != 4 {
+		t.Fatalf("lag after commits = %v, %v; want 0:3 1:4", lag, err)
 	}
 }

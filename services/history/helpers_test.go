@@ -56,6 +56,7 @@ func topics(t testing.TB, broker string) kafkaio.Config {
 
 type testHistory struct {
 	*history.History
+	Reg    *prometheus.Registry
 	URL    string
 	cancel context.CancelFunc
 	done   chan error
@@ -76,7 +77,8 @@ func startHistory(t testing.TB, k kafkaio.Config, dbURL string, mods ...func(*hi
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	h, err := history.New(cfg, log, prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	h, err := history.New(cfg, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +86,7 @@ func startHistory(t testing.TB, k kafkaio.Config, dbURL string, mods ...func(*hi
 	if err := h.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	th := &testHistory{History: h, cancel: cancel, done: make(chan error, 1)}
+	th := &testHistory{History: h, Reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { th.done <- h.Run(ctx) }()
 	mux := http.NewServeMux()
 	h.Routes(mux)

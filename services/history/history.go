@@ -71,8 +71,10 @@ type History struct {
 
 	dbOK     atomic.Bool // the last database write (or ping) succeeded
 	stopping atomic.Bool
+	topics   map[string]int // consumed topic → partitions (set by Start)
 	lagMu    sync.Mutex
-	lag      map[string]int64 // "topic/partition" → records behind
+	lag      map[string]int64     // "topic/partition" → the group's records behind (lagLoop)
+	fetched  map[string]time.Time // "topic/partition" → when this instance last committed from it
 }
 
 type metrics struct {
@@ -97,7 +99,7 @@ func newMetrics(reg prometheus.Registerer, group string) *metrics {
 		batchSize:  f.NewHistogram(prometheus.HistogramOpts{Name: "chat_history_batch_records", Help: "Records per database transaction.", Buckets: prometheus.ExponentialBuckets(1, 4, 7)}),
 		writeSecs:  f.NewHistogram(prometheus.HistogramOpts{Name: "chat_history_write_duration_seconds", Help: "Duration of one batch transaction.", Buckets: prometheus.DefBuckets}),
 		writeErrs:  f.NewCounter(prometheus.CounterOpts{Name: "chat_history_write_errors_total", Help: "Failed batch transactions (retried)."}),
-		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "chat_history_consumer_lag_records", Help: "Records between the last one written and the partition's end.", ConstLabels: prometheus.Labels{"group": group}}, []string{"topic", "partition"}),
+		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "chat_history_consumer_lag_records", Help: "Records between the group's committed offset and the partition's end, every partition of the consumed topics (the same from every instance).", ConstLabels: prometheus.Labels{"group": group}}, []string{"topic", "partition"}),
 		dead:       f.NewCounter(prometheus.CounterOpts{Name: "chat_history_dead_letters_total", Help: "Records moved to dead_letters: undecodable, or refused by the database for their own data."}),
 		ops:        f.NewCounter(prometheus.CounterOpts{Name: "chat_history_ops_applied_total", Help: "Edits, deletes, read positions and chat.acl records applied to the tables."}),
 		aclBad:     f.NewCounter(prometheus.CounterOpts{Name: "chat_history_acl_undecodable_total", Help: "chat.acl records the authorization follower skipped because they do not decode."}),
@@ -118,7 +120,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*History, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &History{cfg: cfg, log: log, m: newMetrics(reg, cfg.GroupID), verify: v, lag: map[string]int64{}}
+	h := &History{cfg: cfg, log: log, m: newMetrics(reg, cfg.GroupID), verify: v, lag: map[string]int64{}, fetched: map[string]time.Time{}}
 	h.acl = chatacl.New(cfg.Kafka, log, h.m.aclBad.Inc)
 	if reg != nil {
 		// kafka-go's reader statistics and both pools' (pool="writer", "api").
@@ -166,11 +168,13 @@ func (h *History) Start(ctx context.Context) error {
 			specs = append(specs, s)
 		}
 	}
-	if _, err := k.EnsureTopics(sctx, specs...); err != nil {
+	counts, err := k.EnsureTopics(sctx, specs...)
+	if err != nil {
 		pool.Close()
 		api.Close()
 		return err
 	}
+	h.topics = counts
 	// The authorization state is loaded before the API serves.
 	if err := h.acl.Start(sctx); err != nil {
 		pool.Close()
@@ -232,6 +236,7 @@ func openPool(ctx context.Context, url string, params map[string]string) (*pgxpo
 func (h *History) Run(ctx context.Context) error {
 	batches := make(chan *decoded, 1)
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { h.lagLoop(ctx); return nil })
 	g.Go(func() error {
 		defer close(batches)
 		for {
@@ -414,27 +419,68 @@ func retry(ctx context.Context, op func() error, notify func(err error, wait tim
 	return kafkaio.Retry(ctx, 100*time.Millisecond, 5*time.Second, 0, op, notify)
 }
 
+// updateLag notes the partitions this instance just committed from.
 func (h *History) updateLag(batch []kafka.Message) {
-	last := map[string]kafka.Message{}
-	for _, m := range batch {
-		last[m.Topic+"/"+strconv.Itoa(m.Partition)] = m
-	}
+	now := time.Now()
 	h.lagMu.Lock()
 	defer h.lagMu.Unlock()
-	for k, m := range last {
-		lag := max(m.HighWaterMark-m.Offset-1, 0)
-		h.lag[k] = lag
-		h.m.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(lag))
+	for _, m := range batch {
+		h.fetched[m.Topic+"/"+strconv.Itoa(m.Partition)] = now
 	}
 }
 
-// Lag returns the consumer lag summed over the partitions seen so far.
+// lagInterval is how often lagLoop reads the group's lag from the broker;
+// ownedFor is how long a partition counts as this instance's after its
+// last commit from it (then it is idle, or another instance has it).
+const (
+	lagInterval = 5 * time.Second
+	ownedFor    = 30 * time.Second
+)
+
+// lagLoop reads the group's lag from the broker (committed offsets against
+// the partitions' ends) every lagInterval and exports it for every
+// partition, so the gauge grows while the group is stalled, and no
+// instance exports a partition it no longer reads at a stale value.
+func (h *History) lagLoop(ctx context.Context) {
+	t := time.NewTicker(lagInterval)
+	defer t.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, lagInterval)
+		lag, err := h.cfg.Kafka.GroupLag(qctx, h.cfg.GroupID, h.topics)
+		cancel()
+		if err != nil {
+			h.log.Debug("reading the group's lag", "err", err)
+		} else {
+			h.lagMu.Lock()
+			for topic, ps := range lag {
+				for p, n := range ps {
+					k := topic + "/" + strconv.Itoa(p)
+					h.lag[k] = n
+					h.m.lag.WithLabelValues(topic, strconv.Itoa(p)).Set(float64(n))
+				}
+			}
+			h.lagMu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Lag returns the group's lag summed over the partitions this instance
+// committed from within ownedFor: what it is behind on.
 func (h *History) Lag() int64 {
 	h.lagMu.Lock()
 	defer h.lagMu.Unlock()
 	var sum int64
-	for _, l := range h.lag {
-		sum += l
+	for k, at := range h.fetched {
+		if time.Since(at) > ownedFor {
+			delete(h.fetched, k)
+			continue
+		}
+		sum += h.lag[k]
 	}
 	return sum
 }

@@ -195,3 +195,55 @@ func tryGet(url, tok string) apiResult {
 	r.Status = resp.StatusCode
 	return r
 }
+
+// lagSeries returns the lag gauge's series count and their sum.
+func lagSeries(t *testing.T, reg *prometheus.Registry) (int, float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == "chat_history_consumer_lag_records" {
+			for _, m := range mf.GetMetric() {
+				n++
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return n, sum
+}
+
+// The lag gauge comes from the broker: every partition of the consumed
+// topics is exported, and it grows while history is stalled (a locked
+// table: nothing is written, so nothing is committed).
+func TestLagGrowsWhileStalled(t *testing.T) {
+	k := topics(t, testBroker(t))
+	db := pgtest.NewDatabase(t)
+	h := startHistory(t, k, db)
+	produce(t, k, event("chat", "general", "", "alice", "hello", "c1"))
+	eventually(t, 20*time.Second, "the message stored", func() bool { return count(t, db, "SELECT count(*) FROM messages") == 1 })
+	// rooms 4 + direct 4 + acl 1 partitions.
+	eventually(t, 20*time.Second, "every partition exported at lag 0", func() bool { n, sum := lagSeries(t, h.Reg); return n == 9 && sum == 0 })
+
+	ctx := context.Background()
+	locker, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, k, event("chat", "general", "", "alice", "one", "c2"), event("chat", "general", "", "alice", "two", "c3"),
+		event("chat", "general", "", "alice", "three", "c4"))
+	eventually(t, 20*time.Second, "the lag shows the stalled records", func() bool { _, sum := lagSeries(t, h.Reg); return sum >= 3 })
+	tx.Rollback(ctx)
+	eventually(t, 30*time.Second, "the lag back to 0", func() bool { _, sum := lagSeries(t, h.Reg); return sum == 0 })
+}
