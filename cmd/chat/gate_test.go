@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/chatsys/chat/pkg/auth"
 )
 
 // syncBuffer is a log destination tests read while the process writes.
@@ -88,13 +90,19 @@ func TestRoutesUnavailableUntilStarted(t *testing.T) {
 		api    [][2]string // method, path
 	}{
 		{"edge", [][2]string{{"POST", "/v1/admin/announce"}, {"GET", "/"}}},
+		// A database that does not answer yet: history waits for it.
+		{"history", [][2]string{{"GET", "/v1/rooms/general/messages"}, {"GET", "/v1/unread"}}},
 		{"all", [][2]string{{"POST", "/v1/admin/announce"}, {"GET", "/v1/rooms/general/messages"}, {"GET", "/v1/dm"},
 			{"GET", "/v1/search?q=x"}, {"GET", "/v1/presence?user=alice"}, {"GET", "/v1/rooms/general/members"}, {"POST", "/v1/admin/analytics"}}},
 	} {
 		t.Run(tc.target, func(t *testing.T) {
 			dir := dataDir(t)
 			addr := freeAddr(t)
-			s, log := startRun(t, "-target="+tc.target, "-data.dir="+dir, "-http.addr="+addr, "-kafka.brokers="+freeAddr(t), "-log.level=debug")
+			args := []string{"-target=" + tc.target, "-data.dir=" + dir, "-http.addr=" + addr, "-kafka.brokers=" + freeAddr(t), "-log.level=debug"}
+			if tc.target == "history" {
+				args = append(args, "-database.url=postgres://chat@"+freeAddr(t)+"/chat?sslmode=disable", "-jwt.secret=gate-test-secret-0123456789")
+			}
+			s, log := startRun(t, args...)
 			waitFor(t, 30*time.Second, "/healthz", func() bool {
 				select {
 				case code := <-s.exit:
@@ -110,23 +118,33 @@ func TestRoutesUnavailableUntilStarted(t *testing.T) {
 					return strings.Contains(log.String(), `msg="component started" component=postgres`)
 				})
 			}
-			tok := tokenFromDataDir(t, dir, "root")
+			var tok string
+			if tc.target == "history" {
+				waitFor(t, 30*time.Second, "history retrying the database", func() bool {
+					return strings.Contains(log.String(), "database not reachable yet; retrying")
+				})
+				tok, _ = auth.NewHS256Minter("gate-test-secret-0123456789", "").Mint("root", true, time.Hour)
+			} else {
+				tok = tokenFromDataDir(t, dir, "root")
+			}
 
-			ws, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?token="+tok, nil)
-			if err == nil {
-				ws.Close()
-				t.Fatal("WebSocket upgrade accepted before the edge started")
-			}
-			if !errors.Is(err, websocket.ErrBadHandshake) || resp == nil || resp.StatusCode != 503 {
-				t.Fatalf("upgrade before start: %v %v, want 503", resp, err)
-			}
-			var e struct {
-				Error struct{ Code, Message string }
-			}
-			json.NewDecoder(resp.Body).Decode(&e)
-			resp.Body.Close()
-			if e.Error.Code != "unavailable" || e.Error.Message == "" {
-				t.Fatalf("upgrade before start answered %+v, want code unavailable", e)
+			if tc.target != "history" { // it serves no /ws
+				ws, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?token="+tok, nil)
+				if err == nil {
+					ws.Close()
+					t.Fatal("WebSocket upgrade accepted before the edge started")
+				}
+				if !errors.Is(err, websocket.ErrBadHandshake) || resp == nil || resp.StatusCode != 503 {
+					t.Fatalf("upgrade before start: %v %v, want 503", resp, err)
+				}
+				var e struct {
+					Error struct{ Code, Message string }
+				}
+				json.NewDecoder(resp.Body).Decode(&e)
+				resp.Body.Close()
+				if e.Error.Code != "unavailable" || e.Error.Message == "" {
+					t.Fatalf("upgrade before start answered %+v, want code unavailable", e)
+				}
 			}
 			for _, r := range tc.api {
 				if a := call(t, r[0], "http://"+addr+r[1], tok); a.status != 503 || a.code != "unavailable" {

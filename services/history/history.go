@@ -148,8 +148,25 @@ func (h *History) Start(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	url := h.cfg.DatabaseURL
-	pool, err := openPool(sctx, url, nil)
+	// A database that is not up yet (starting alongside, restarting) is
+	// waited for, with the API answering 503 meanwhile; a connection
+	// string that does not parse is not.
+	var pool *pgxpool.Pool
+	var last error
+	_, perr := pgxpool.ParseConfig(url)
+	err := kafkaio.Retry(sctx, 200*time.Millisecond, 5*time.Second, 0, func() error {
+		pool, last = openPool(sctx, url, nil)
+		if perr != nil {
+			return backoff.Permanent(last)
+		}
+		return last
+	}, func(err error, wait time.Duration) {
+		h.log.Warn("database not reachable yet; retrying", "retry_in", wait.Round(time.Millisecond), "err", err)
+	})
 	if err != nil {
+		if last != nil && sctx.Err() != nil && ctx.Err() == nil {
+			return fmt.Errorf("database not reachable within 60s: %w", last)
+		}
 		return err
 	}
 	if err := Migrate(sctx, pool); err != nil {
