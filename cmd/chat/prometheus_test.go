@@ -102,15 +102,39 @@ func TestDashboardsLive(t *testing.T) {
 		}
 	}
 
-	// Every dashboard expression returns a series once the traffic has
-	// been scraped (two scrapes for a rate).
+	// A histogram's series appear with their first observation, so a rate
+	// over them needs traffic after Prometheus first scraped them: once it
+	// has, a second round.
+	waitFor(t, 60*time.Second, "Prometheus scraping the first round's histograms", func() bool {
+		a, err1 := prom.query(`chat_edge_append_duration_seconds_count`)
+		h, err2 := prom.query(`chat_history_http_request_duration_seconds_count`)
+		return err1 == nil && err2 == nil && len(a) > 0 && len(h) > 0
+	})
+	alice.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "hello again", "client_id": "r2"})
+	waitFor(t, 10*time.Second, "bob gets the second room message", func() bool { return len(bobIn.ofType("chat")) >= 2 })
+	alice.WriteJSON(map[string]string{"type": "private", "target": "bob", "content": "psst again", "client_id": "d2"})
+	waitFor(t, 10*time.Second, "bob gets the second DM", func() bool { return len(bobIn.ofType("private")) == 2 })
+	apiGet(t, hist.addr, "alice", "/v1/rooms/general/messages?limit=10", &page)
+	apiGet(t, hist.addr, "alice", "/v1/search?q=hello", &page)
+
+	// Every dashboard expression returns a series with a number once the
+	// traffic has been scraped (two scrapes for a rate): NaN, a quantile
+	// or ratio over nothing, would mean the panel shows no data.
 	deadline := time.Now().Add(60 * time.Second)
+	hasNumber := func(res []promSample) bool {
+		for _, r := range res {
+			if v, ok := r.Value[1].(string); ok && v != "NaN" {
+				return true
+			}
+		}
+		return false
+	}
 	for _, e := range exprs {
 		var res []promSample
 		var err error
 		for {
 			res, err = prom.query(e.expr)
-			if (err == nil && len(res) > 0) || time.Now().After(deadline) {
+			if (err == nil && hasNumber(res)) || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(250 * time.Millisecond)
@@ -120,6 +144,8 @@ func TestDashboardsLive(t *testing.T) {
 			t.Errorf("%s / %q: %s: %v", e.file, e.panel, e.expr, err)
 		case len(res) == 0:
 			t.Errorf("%s / %q: %s returns no series", e.file, e.panel, e.expr)
+		case !hasNumber(res):
+			t.Errorf("%s / %q: %s returns only NaN (no data in its window)", e.file, e.panel, e.expr)
 		default:
 			t.Logf("%s: %d series, e.g. %v = %v", e.expr, len(res), res[0].Metric, res[0].Value[1])
 		}
