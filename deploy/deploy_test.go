@@ -296,7 +296,7 @@ func TestGrafanaDashboards(t *testing.T) {
 		t.Fatal("no dashboards")
 	}
 	var src strings.Builder
-	for _, pattern := range []string{"../services/*/*.go", "../services/*/migrations/*.sql", "../pkg/*/*.go"} {
+	for _, pattern := range []string{"../services/*/*.go", "../services/*/migrations/*.sql", "../pkg/*/*.go", "../cmd/chat/*.go"} {
 		names, _ := filepath.Glob(pattern)
 		for _, n := range names {
 			if strings.HasSuffix(n, "_test.go") {

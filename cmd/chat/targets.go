@@ -146,6 +146,14 @@ func orNone(d time.Duration) time.Duration {
 func (a *app) initHTTP() (lifecycle.Component, error) {
 	a.runner.HealthHandler(a.mux)
 	a.mux.Handle("GET /metrics", observe.MetricsHandler(a.reg))
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chat_ready",
+		Help: "1 when /readyz answers 200 (every component started and its checks pass), else 0; evaluated at each scrape."},
+		func() float64 {
+			if a.runner.Readiness(context.Background()) != nil {
+				return 0
+			}
+			return 1
+		}))
 	if a.o.pprof {
 		a.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		a.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

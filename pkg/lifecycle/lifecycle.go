@@ -252,26 +252,33 @@ func (r *Runner) HealthHandler(mux Handlers) {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !r.Ready() {
+		if err := r.Readiness(req.Context()); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, "not ready: starting or stopping")
+			fmt.Fprintf(w, "not ready: %v\n", err)
 			return
-		}
-		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
-		defer cancel()
-		r.mu.Lock()
-		checks := make(map[string]Check, len(r.checks))
-		for k, v := range r.checks {
-			checks[k] = v
-		}
-		r.mu.Unlock()
-		for name, c := range checks {
-			if err := c(ctx); err != nil {
-				w.WriteHeader(http.StatusServiceUnavailable)
-				fmt.Fprintf(w, "not ready: %s: %v\n", name, err)
-				return
-			}
 		}
 		fmt.Fprintln(w, "ready")
 	})
+}
+
+// Readiness is what /readyz answers: nil when every component has started,
+// none is stopping and every check passes (within 2 s), else why not.
+func (r *Runner) Readiness(ctx context.Context) error {
+	if !r.Ready() {
+		return errors.New("starting or stopping")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	r.mu.Lock()
+	checks := make(map[string]Check, len(r.checks))
+	for k, v := range r.checks {
+		checks[k] = v
+	}
+	r.mu.Unlock()
+	for name, c := range checks {
+		if err := c(ctx); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
 }
