@@ -122,6 +122,10 @@ A private room can be joined, read, searched and listed only by its members
 (and admins). Its owner and moderators invite, remove, mute and ban users;
 only the owner makes moderators. Admins (--admin) manage every room, also
 public rooms without an owner.`,
+		// An unknown action is an error (cobra only says so for the root
+		// command; here it would print the help and exit 0).
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	c.AddCommand(roomCreateCmd(g), roomShowCmd(g), roomListCmd(g))
 	for _, action := range chatevent.MemberActions {

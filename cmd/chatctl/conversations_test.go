@@ -188,6 +188,7 @@ func TestConversationErrors(t *testing.T) {
 		{[]string{"edit", "0f8fad5b-d9cb-469f-a165-70867728950e", ""}, "give the new text", false},
 		{[]string{"room", "invite", "design"}, "accepts 2 arg(s), received 1", false},
 		{[]string{"unblock"}, "accepts 1 arg(s), received 0", false},
+		{[]string{"room", "frob", "design", "carol"}, `unknown command "frob" for "chatctl room"`, false},
 	} {
 		_, err := ctl(t, "", append(base, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
