@@ -17,7 +17,12 @@ const $ = (id) => document.getElementById(id);
 
 let token = "", me = "", admin = false, api = null, conn = null, expiryTimer = null;
 const convs = new Map();  // "#room" or "@peer" -> conversation
-const outbox = new Map(); // client_id -> {frame, key, li, attempt, timer, state}
+// The outbox: client_id -> {frame, key, li, attempt, state, detail, ts,
+// inflight, failed}, in the order written. Each conversation's messages go
+// out one at a time, in that order (the next once the previous is acked or
+// refused), so the log holds them in the order they were written.
+const outbox = new Map();
+const holds = new Map();  // conversation key -> timer: its queue waits (rate_limited, unavailable)
 const seenBroadcasts = new Set();
 let current = null;       // the open conversation
 let readMarks = {};       // key -> id of the newest message read
@@ -62,8 +67,9 @@ function conv(kind, name) {
 }
 
 function sidebarItem(c) {
-  const name = el("span", { class: "name", text: c.kind === "room" ? "# " + c.name : c.name });
-  const unread = el("span", { class: "unread", "aria-label": "unread messages" });
+  const name = el("span", { class: "name", dir: "auto", text: c.kind === "room" ? "# " + c.name : c.name });
+  // The button's label carries the count: the badge is for the eye.
+  const unread = el("span", { class: "unread", "aria-hidden": "true" });
   const btn = el("button", { type: "button", class: "open" });
   if (c.kind === "dm") btn.append(el("span", { class: "dot", "aria-hidden": "true" }));
   btn.append(name);
@@ -207,7 +213,11 @@ function render(c, ev) {
   const li = messageElement(ev, me);
   if (ev.username === me && isMessage(ev) && !ev.deleted) {
     const o = ev.client_id && outbox.get(ev.client_id);
-    if (o) { o.li = li; setState(li, o.state, o.detail); } else setState(li, "sent");
+    if (o) {
+      o.li = li;
+      setState(li, o.state, o.detail);
+      if (o.failed) unsentActions(li);
+    } else setState(li, "sent");
   }
   decorate(c, li);
   return li;
@@ -231,6 +241,7 @@ function decorate(c, li) {
   if (old) old.remove();
   const head = li.querySelector(":scope > .head");
   if (!head || !li.dataset.user || li.classList.contains("deleted") || li.classList.contains("announcement")) return;
+  if (c.kind === "room" && c.revoked) return; // no longer a member: nothing to change here
   const mine = li.dataset.user === me;
   if (!mine && !mayModerate(c)) return;
   const who = mine ? "your message" : `the message from ${li.dataset.user}`;
@@ -249,20 +260,42 @@ function redecorate(c) {
 function seen(c, ev) {
   if (ev.id && c.ids.has(ev.id)) {
     const li = c.ids.get(ev.id);
-    if (ev.pos && !li.dataset.pos) li.dataset.pos = ev.pos;
+    if (ev.pos && !li.dataset.pos) {
+      li.dataset.pos = ev.pos;
+      placeByPos(c, li); // one of the user's own, acked before its echo came
+    }
     return true;
   }
   const li = ev.client_id && ev.username && c.cids.get(cidKey(ev.username, ev.client_id));
   if (li) {
-    if (ev.pos && !li.dataset.pos && (!li.dataset.id || li.dataset.id === ev.id)) li.dataset.pos = ev.pos;
+    const placed = ev.pos && !li.dataset.pos && (!li.dataset.id || li.dataset.id === ev.id);
+    if (placed) li.dataset.pos = ev.pos;
     if (ev.username === me && !li.dataset.id && ev.id) {
       li.dataset.id = ev.id;
       c.ids.set(ev.id, li);
-      c.list.append(li); // the log's order, not the order of typing
+      if (!placed) c.list.append(li); // the log's order, not the order of typing
     }
+    if (placed) placeByPos(c, li);
     return true;
   }
   return false;
+}
+
+// placeByPos moves li (one of the user's own messages, which showed where
+// it was written) to its place in the log's order: after the newest shown
+// event at or before its position. Messages still pending stay after it.
+function placeByPos(c, li) {
+  const pos = li.dataset.pos;
+  if (!pos || li.parentNode !== c.list) return;
+  const part = pos.split(":")[0];
+  for (let x = c.list.lastElementChild; x; x = x.previousElementSibling) {
+    if (x === li || !x.dataset.pos) continue;
+    if (x.dataset.pos.split(":")[0] !== part) return; // another partition: no order to follow
+    if (!posAfter(x.dataset.pos, pos)) {
+      if (x.nextElementSibling !== li) x.after(li);
+      return;
+    }
+  }
 }
 
 function trimTop(c) {
@@ -400,15 +433,37 @@ async function reloadNewest(c) {
   return loadNewest(c);
 }
 
+// anchorOf remembers where a message the reader sees is: the first one
+// visible (fromEnd: the last), which a change at the other end keeps.
+function anchorOf(c, fromEnd) {
+  if (c !== current) return null;
+  const box = log.getBoundingClientRect();
+  const items = [...c.list.children];
+  if (fromEnd) items.reverse();
+  for (const li of items) {
+    const r = li.getBoundingClientRect();
+    if (r.height && (fromEnd ? r.top < box.bottom : r.bottom > box.top)) return { li, top: r.top - box.top };
+  }
+  return null;
+}
+
+// keepAnchor scrolls so that the anchor is where it was: the reader's
+// place survives messages added and dropped above it.
+function keepAnchor(a) {
+  if (!a || !a.li.isConnected || a.li.parentNode !== (current && current.list)) return;
+  const moved = a.li.getBoundingClientRect().top - log.getBoundingClientRect().top - a.top;
+  if (moved) log.scrollTop += moved;
+}
+
 async function loadOlder(c) {
   if (c.loading || c.noOlder || !c.loaded) return;
   const before = oldestId(c);
   if (!before) return;
   c.loading = (async () => {
+    let anchor = null;
     try {
       const msgs = await page(c, { before, limit: PAGE });
-      const h = log.scrollHeight, top = log.scrollTop;
-      const first = c.list.firstElementChild;
+      anchor = anchorOf(c, false);
       for (const m of msgs) { // newest first: each goes above the previous
         if (c.ids.has(m.id)) continue;
         const li = render(c, m);
@@ -420,43 +475,75 @@ async function loadOlder(c) {
       let dropped = false;
       for (let li = c.list.lastElementChild; c.list.children.length > MAX_DOM && li;) {
         const prev = li.previousElementSibling;
-        if (li.dataset.id) { unregister(c, li); li.remove(); dropped = true; }
+        if (li.dataset.id && li !== (anchor && anchor.li)) { unregister(c, li); li.remove(); dropped = true; }
         li = prev;
       }
       if (dropped) c.detached = true;
-      if (c === current && first) log.scrollTop = top + (log.scrollHeight - h);
     } catch { /* try again on the next scroll */ }
     finally {
       c.loading = null;
-      if (c === current) showConvChrome();
+      if (c === current) {
+        showConvChrome(); // the buttons above and below the messages
+        keepAnchor(anchor);
+      }
     }
   })();
   return c.loading;
+}
+
+// addNewer shows ev at the end of c unless it is shown (no scrolling).
+function addNewer(c, ev) {
+  if (seen(c, ev)) return;
+  const li = render(c, ev);
+  c.list.append(li);
+  register(c, li);
 }
 
 async function loadNewer(c) {
   if (c.loading || !c.detached) return;
   const after = newestId(c);
   c.loading = (async () => {
+    let anchor = null;
     try {
       const msgs = await page(c, { after, limit: PAGE }); // oldest first
-      for (const m of msgs) append(c, m);
+      anchor = anchorOf(c, true);
+      for (const m of msgs) addNewer(c, m);
       if (msgs.length < PAGE) {
         c.detached = false;
         const buf = c.buffer;
         c.buffer = [];
-        for (const ev of buf) append(c, ev);
+        for (const ev of buf) addNewer(c, ev);
+      }
+      // Bounded: drop the oldest, above the reader's place.
+      while (c.list.children.length > MAX_DOM && c.list.firstElementChild !== (anchor && anchor.li)) {
+        const li = c.list.firstElementChild;
+        unregister(c, li);
+        li.remove();
+        c.noOlder = false;
       }
     } catch { /* try again on the next scroll */ }
     finally {
       c.loading = null;
-      if (c === current) showConvChrome();
+      if (c === current) {
+        showConvChrome(); // the buttons above and below the messages
+        keepAnchor(anchor);
+      }
     }
   })();
   return c.loading;
 }
 
 // --- opening, joining, leaving
+
+// closedReason tells why the user may not write in c ("" when they may):
+// removed or banned, refused at the join (private, or banned), or muted.
+function closedReason(c) {
+  if (!c || c.kind !== "room") return "";
+  if (c.revoked) return c.notice || `You are no longer a member of #${c.name}: you cannot read or write here any more.`;
+  if (c.refused) return c.notice || `You may not join #${c.name}.`;
+  if (c.muted) return c.notice || `You are muted in #${c.name}: you can read but not write here.`;
+  return "";
+}
 
 function showConvChrome() {
   const c = current;
@@ -465,14 +552,16 @@ function showConvChrome() {
   $("leave").hidden = !c || c.kind !== "room";
   $("details").hidden = !c || c.kind !== "room";
   $("block").hidden = !c || c.kind !== "dm" || c.name === me;
-  const closed = !!c && c.kind === "room" && c.revoked;
-  $("content").disabled = !c || closed;
-  $("send").disabled = !c || closed;
+  const closed = closedReason(c);
+  $("content").disabled = !c || !!closed;
+  $("send").disabled = !c || !!closed;
   if (!$("panel").hidden && (!c || c.kind !== "room" || c.name !== panelRoom)) closePanel(false);
   showTyping();
   if (!c) { $("conv-notice").textContent = ""; return; }
   $("conv-title").textContent = c.kind === "room" ? "# " + c.name : c.name;
-  $("content").placeholder = (c.kind === "room" ? `Message #${c.name}` : `Message ${c.name}`) + " (Enter sends, Shift+Enter: new line)";
+  $("content").placeholder = closed
+    ? (c.muted && !c.revoked && !c.refused ? "You are muted here: you can read but not write." : "You cannot write here: you are not a member.")
+    : (c.kind === "room" ? `Message #${c.name}` : `Message ${c.name}`) + " (Enter sends, Shift+Enter: new line)";
   if (c.kind === "room" && c.private) $("conv-presence").replaceChildren(lockIcon(), " private room");
   else $("conv-presence").textContent = c.kind === "dm" ? (c.online === null ? "" : c.online ? "online" : "offline") : "";
   if (c.kind !== "room") $("members").textContent = "";
@@ -482,7 +571,7 @@ function showConvChrome() {
     $("block").setAttribute("aria-label", (isBlocked ? "Unblock " : "Block ") + c.name);
     $("block").setAttribute("aria-pressed", String(isBlocked));
   }
-  $("conv-notice").textContent = c.notice ||
+  $("conv-notice").textContent = c.notice || closed ||
     (c.kind === "dm" && blocked.has(c.name) ? `You block ${c.name}: their messages to you are refused.` : "");
 }
 
@@ -525,6 +614,12 @@ async function startRoom(c) {
   if (!c.loaded) {
     const msgs = await loadNewest(c);
     await unreadReady;
+    if (msgs && c.serverCounted && c.unread && c !== current) {
+      // The server counts unread messages, not mentions: the page read shows them.
+      const theirs = msgs.filter((m) => m.pos && posAfter(m.pos, c.readPos) && m.username !== me && !m.deleted && mentions(m.content, me));
+      c.mentioned = Math.min(c.unread, theirs.length);
+      updateBadge(c);
+    }
     if (msgs && !c.serverCounted) {
       const mark = readMarks[c.key];
       if (!mark) markRead(c);
@@ -592,6 +687,7 @@ function send(text) {
   if (!c) return false;
   const chars = [...text].length;
   if (!text.trim()) return false;
+  if (closedReason(c)) return false;
   if (chars > MAX_CHARS) {
     $("composer-error").textContent = `The message is ${chars} characters; the limit is ${MAX_CHARS}.`;
     return false;
@@ -605,12 +701,12 @@ function send(text) {
   const frame = c.kind === "room"
     ? { type: "chat", room: c.name, content: text, client_id: cid }
     : { type: "private", target: c.name, content: text, client_id: cid };
-  const o = { frame, key: c.key, li: null, attempt: 0, timer: null, state: "pending", detail: "", ts: new Date().toISOString() };
+  const o = { frame, key: c.key, li: null, attempt: 0, state: "pending", detail: "", ts: new Date().toISOString(), inflight: false, failed: false };
   outbox.set(cid, o);
   saveOutbox();
   showPending(c, o);
   log.scrollTop = log.scrollHeight;
-  transmit(o);
+  pump(c.key);
   return true;
 }
 
@@ -625,10 +721,11 @@ function showPending(c, o) {
 
 // The outbox is kept in sessionStorage: a message written while offline
 // survives a reload of the tab and goes out once (same client_id) when the
-// page is back online.
+// page is back online; one the server refused stays, for the writer to
+// retry, edit or dismiss.
 const OUTBOX_MAX_AGE = 24 * 3600 * 1000;
 function saveOutbox() {
-  const list = [...outbox.values()].map((o) => ({ frame: o.frame, key: o.key, ts: o.ts }));
+  const list = [...outbox.values()].map((o) => ({ frame: o.frame, key: o.key, ts: o.ts, failed: o.failed || undefined, detail: o.failed ? o.detail : undefined }));
   try {
     if (list.length) sessionStorage.setItem(`chat:${me}:outbox`, JSON.stringify(list));
     else sessionStorage.removeItem(`chat:${me}:outbox`);
@@ -650,7 +747,8 @@ function restoreOutbox() {
     const frame = f.type === "chat"
       ? { type: "chat", room: f.room, content: f.content, client_id: f.client_id }
       : { type: "private", target: f.target, content: f.content, client_id: f.client_id };
-    const o = { frame, key: c.key, li: null, attempt: 0, timer: null, state: "queued", detail: "", ts: x.ts };
+    const failed = x.failed === true;
+    const o = { frame, key: c.key, li: null, attempt: 0, state: failed ? "failed" : "queued", detail: failed && typeof x.detail === "string" ? x.detail : "", ts: x.ts, inflight: false, failed };
     outbox.set(frame.client_id, o);
     showPending(c, o);
   }
@@ -663,21 +761,37 @@ function setOutState(o, state, detail) {
   if (o.li) setState(o.li, state, detail);
 }
 
-function transmit(o) {
-  clearTimeout(o.timer);
-  o.timer = null;
-  if (conn && conn.send(o.frame)) setOutState(o, o.attempt ? "retrying" : "pending", o.attempt ? "retrying…" : "");
-  else setOutState(o, "queued");
-}
-
-function retryLater(o, state, delay, detail) {
-  setOutState(o, state, detail);
-  clearTimeout(o.timer);
-  o.timer = setTimeout(() => { o.timer = null; transmit(o); }, delay);
+// pump sends the oldest unsent message of conversation key unless one of
+// its messages is already on its way or the queue waits (rate_limited,
+// unavailable): one at a time, in the order written.
+function pump(key) {
+  if (holds.has(key)) return;
+  let head = null;
+  for (const o of outbox.values()) {
+    if (o.key !== key || o.failed) continue;
+    if (!head) {
+      head = o;
+      if (o.inflight) return;
+      if (conn && conn.send(o.frame)) {
+        o.inflight = true;
+        setOutState(o, o.attempt ? "retrying" : "pending", o.attempt ? "retrying…" : "");
+      } else setOutState(o, "queued");
+      continue;
+    }
+    // Behind the head: queued while offline, pending (next in line) otherwise.
+    const state = head.inflight ? "pending" : "queued";
+    if (o.state !== state) setOutState(o, state);
+  }
 }
 
 function flushOutbox() {
-  for (const o of outbox.values()) if (!o.timer) transmit(o);
+  for (const key of new Set([...outbox.values()].map((o) => o.key))) pump(key);
+}
+
+// holdQueue makes conversation key's queue wait delay ms, then go on in order.
+function holdQueue(key, delay) {
+  clearTimeout(holds.get(key));
+  holds.set(key, setTimeout(() => { holds.delete(key); pump(key); }, delay));
 }
 
 function onAck(f) {
@@ -687,13 +801,85 @@ function onAck(f) {
   if (!o) return;
   outbox.delete(f.client_id);
   saveOutbox();
-  clearTimeout(o.timer);
+  o.inflight = false;
   setOutState(o, "sent");
   const c = convs.get(o.key);
   if (c && o.li && f.id && !o.li.dataset.id) {
     o.li.dataset.id = f.id;
     c.ids.set(f.id, o.li);
+    decorate(c, o.li);
   }
+  pump(o.key);
+}
+
+// failOut marks one of the outbox's messages as refused for good: it stays
+// shown, with Retry, Edit and Dismiss, and the next message goes out.
+function failOut(o, msg) {
+  o.failed = true;
+  o.inflight = false;
+  o.attempt = 0;
+  setOutState(o, "failed", "not sent: " + msg);
+  saveOutbox();
+  if (o.li) unsentActions(o.li);
+}
+
+// unsentActions gives a message the server refused its three ways out.
+function unsentActions(li) {
+  if (li.querySelector(":scope > .unsent")) return;
+  li.append(el("div", { class: "unsent", role: "group", "aria-label": "Your message was not sent" },
+    el("button", { type: "button", class: "act", "data-act": "retry", "aria-label": "Retry sending your message", text: "Retry" }),
+    el("button", { type: "button", class: "act", "data-act": "revise", "aria-label": "Edit your unsent message in the composer", text: "Edit" }),
+    el("button", { type: "button", class: "act", "data-act": "dismiss", "aria-label": "Dismiss your unsent message", text: "Dismiss" })));
+}
+
+// dropUnsent forgets a refused message and its element.
+function dropUnsent(c, li) {
+  const o = li.dataset.cid && outbox.get(li.dataset.cid);
+  if (!o || !o.failed) return null;
+  outbox.delete(li.dataset.cid);
+  saveOutbox();
+  unregister(c, li);
+  li.remove();
+  $("composer-error").textContent = "";
+  return o;
+}
+
+// retryUnsent sends a refused message again. The refusal was definitive
+// for that send, so it goes out as a new send (a new client_id), after
+// whatever is queued.
+function retryUnsent(c, li) {
+  const o = li.dataset.cid && outbox.get(li.dataset.cid);
+  if (!o || !o.failed) return;
+  if (closedReason(c)) {
+    $("composer-error").textContent = closedReason(c);
+    return;
+  }
+  outbox.delete(li.dataset.cid);
+  unregister(c, li);
+  const cid = crypto.randomUUID();
+  o.frame = { ...o.frame, client_id: cid };
+  o.failed = false;
+  o.attempt = 0;
+  li.dataset.cid = cid;
+  register(c, li);
+  outbox.set(cid, o);
+  const box = li.querySelector(":scope > .unsent");
+  if (box) box.remove();
+  setOutState(o, "pending");
+  c.list.append(li);
+  saveOutbox();
+  $("composer-error").textContent = "";
+  $("content").focus();
+  pump(o.key);
+}
+
+// reviseUnsent puts a refused message's text back in the composer.
+function reviseUnsent(c, li) {
+  const o = dropUnsent(c, li);
+  if (!o) return;
+  const ta = $("content");
+  ta.value = ta.value.trim() ? ta.value + "\n" + o.frame.content : o.frame.content;
+  ta.focus();
 }
 
 function onError(f) {
@@ -707,6 +893,7 @@ function onError(f) {
       c.member = false;
       c.joined = false;
       c.loaded = false;
+      c.refused = true;
       c.notice = `Could not join #${c.name}: ${msg}`;
       saveRooms();
       updateBadge(c);
@@ -734,20 +921,22 @@ function onError(f) {
   }
   const o = outbox.get(cid);
   if (!o) { $("composer-error").textContent = msg; return; }
+  o.inflight = false;
   if (f.code === "unavailable") {
     o.attempt++;
     const delay = Math.min(30000, 1000 * 2 ** (o.attempt - 1)) * (0.75 + Math.random() * 0.5);
-    retryLater(o, "retrying", delay, `not sent yet: retrying in ${Math.ceil(delay / 1000)} s`);
+    setOutState(o, "retrying", `not sent yet: retrying in ${Math.ceil(delay / 1000)} s`);
+    holdQueue(o.key, delay);
   } else if (f.code === "rate_limited") {
+    // The messages written after this one wait with it, and follow it.
     o.attempt++;
-    retryLater(o, "waiting", 1000 + Math.random() * 1000, "slowed down: retrying…");
+    setOutState(o, "waiting", "slowed down: retrying…");
+    holdQueue(o.key, 1000 + Math.random() * 1000);
   } else {
-    outbox.delete(cid);
-    saveOutbox();
-    clearTimeout(o.timer);
-    setOutState(o, "failed", "not sent");
+    failOut(o, msg);
     if (o.key === (current && current.key)) $("composer-error").textContent = msg;
     else $("composer-error").textContent = `${o.key}: ${msg}`;
+    pump(o.key);
   }
 }
 
@@ -764,6 +953,7 @@ function onFrame(f) {
       if (!c) break;
       c.joined = true;
       c.member = true;
+      if (c.refused) { c.refused = false; updateBadge(c); if (c === current) showConvChrome(); }
       if (c === current) $("join-error").textContent = "";
       if (!c.muted && c.notice) { c.notice = ""; if (c === current) showConvChrome(); }
       if (c.fromNow) {
@@ -800,7 +990,9 @@ function onFrame(f) {
     case "private": {
       const peer = f.username === me ? f.target : f.username;
       if (!peer) break;
+      const isNew = !convs.has("@" + peer);
       const c = conv("dm", peer);
+      if (isNew) refreshPresence(); // its dot, now rather than at the next poll
       if (f.id && dmCursor < f.id) dmCursor = f.id;
       live(c, f);
       bumpDM(c);
@@ -819,6 +1011,7 @@ function broadcast(f) {
   if (f.id) seenBroadcasts.add(f.id);
   if (seenBroadcasts.size > 200) seenBroadcasts.delete(seenBroadcasts.values().next().value);
   $("announcement-text").textContent = `${f.content || ""}`;
+  $("announcement-text").dir = "auto";
   $("announcement").hidden = false;
 }
 
@@ -832,6 +1025,8 @@ function onOnline() {
     if (c.loaded) sendJoin(c);
     else startRoom(c);
   }
+  // The open DM, when its history could not be read before.
+  if (current && current.kind === "dm" && !current.loaded && !current.loading) loadNewest(current);
   refreshRooms();
   loadBlocks();
   syncDMs();
@@ -852,6 +1047,7 @@ async function syncDMs(again = true) {
   }
   for (const x of list) {
     const c = conv("dm", x.peer);
+    const prev = c.latest || ""; // the newest message of it this page knew of
     if (x.latest && (c.latest || "") < x.latest.id) c.latest = x.latest.id;
     if (x.latest && dmCursor < x.latest.id) dmCursor = x.latest.id;
     if (c.loaded) {
@@ -862,7 +1058,7 @@ async function syncDMs(again = true) {
         for (const m of msgs) live(c, m);
       } catch { /* next sync */ }
     } else {
-      await countHistoryUnread(c, x.latest);
+      await countHistoryUnread(c, x.latest, prev);
     }
   }
   for (const x of list.slice().reverse()) bumpDM(conv("dm", x.peer));
@@ -871,12 +1067,26 @@ async function syncDMs(again = true) {
 }
 
 // countHistoryUnread sets the unread count of a conversation not shown yet
-// from its history after the read mark.
-async function countHistoryUnread(c, latest) {
+// from its history after the read mark. One GET /v1/unread counted (at the
+// page's start) gains what arrived after the newest message the page knew
+// of (while disconnected, say).
+async function countHistoryUnread(c, latest, prev) {
   await unreadReady;
-  if (c.serverCounted) return;
   const mark = readMarks[c.key] || "";
   if (!latest || latest.id <= mark || c === current) return;
+  if (c.serverCounted) {
+    if (!prev || latest.id <= prev) return; // counted by the server
+    try {
+      const after = prev > mark ? prev : mark;
+      const msgs = await api.dmMessages(c.name, { after, limit: 200 });
+      const theirs = msgs.filter((m) => countsUnread(m) && m.username !== me && !m.deleted && m.id > after);
+      if (c === current || c.loaded) return; // shown meanwhile: counted as it showed
+      c.unread += theirs.length;
+      c.mentioned += theirs.filter((m) => mentions(m.content, me)).length;
+      updateBadge(c);
+    } catch { /* keep the old count */ }
+    return;
+  }
   try {
     const msgs = await api.dmMessages(c.name, mark ? { after: mark, limit: 200 } : { limit: 200 });
     const theirs = msgs.filter((m) => countsUnread(m) && m.username !== me && m.id > mark);
@@ -978,6 +1188,8 @@ function onMember(f) {
         case "unmute":
           c.muted = false;
           if (c.notice.includes("muted")) c.notice = "";
+          // The refusal shown while muted is stale now.
+          if (c === current) $("composer-error").textContent = "";
           break;
         case "remove":
           setRole(c, "");
@@ -990,6 +1202,18 @@ function onMember(f) {
           break;
         case "invite":
           if (!c.role) setRole(c, "member");
+          readmit(c);
+          break;
+        case "unban":
+          // Allowed to join again (a private room still needs an invitation).
+          if (c === current) readmit(c);
+          else if (c.revoked || c.refused) {
+            c.revoked = false;
+            c.refused = false;
+            c.revokeReason = "";
+            c.notice = "";
+            redecorate(c);
+          }
           break;
       }
       updateBadge(c);
@@ -1001,6 +1225,25 @@ function onMember(f) {
     setTimeout(() => conn && conn.online && refreshRooms(), 1500);
   }
   if (panelRoom === room) loadPanel();
+}
+
+// readmit clears a room's removal or refusal (an invitation, an unban) and
+// joins it again: one join, after reading its history if it has none. (A
+// join still on its way may be refused: the room is joined again.)
+function readmit(c) {
+  const wasOut = c.revoked || c.refused || (c.member && !c.joined);
+  c.revoked = false;
+  c.refused = false;
+  c.revokeReason = "";
+  if (c.notice && !c.muted) c.notice = "";
+  if (!wasOut) return;
+  c.member = true;
+  saveRooms();
+  redecorate(c);
+  if (c === current) $("composer-error").textContent = "";
+  if (!conn || !conn.online || c.joined) return;
+  if (c.loaded) sendJoin(c);
+  else startRoom(c);
 }
 
 // onLeft handles a left frame. The page forgets a room before it leaves
@@ -1016,6 +1259,7 @@ function onLeft(f) {
   c.notice = c.revokeReason || `You are no longer a member of #${c.name}: you cannot read or write here any more.`;
   note(c, c.notice);
   saveRooms();
+  redecorate(c);
   updateBadge(c);
   if (c === current) showConvChrome();
 }
@@ -1212,6 +1456,33 @@ function deleteShown(c, li) {
   if (c.peerRead) showSeen(c);
 }
 
+// uncount takes a deleted message out of c's unread count when it was one
+// of the unread: someone else's, after the read position.
+function uncount(c, f, li) {
+  if (!c.unread) return;
+  let author = "", pos = "", mentioned = false;
+  const ev = c.buffer.find((x) => x.id === f.id);
+  if (li) {
+    if (li.classList.contains("deleted") || li.classList.contains("note")) return;
+    author = li.dataset.user || "";
+    pos = li.dataset.pos || "";
+    mentioned = li.classList.contains("mention");
+  } else if (ev) {
+    if (ev.deleted || !countsUnread(ev)) return;
+    author = ev.username || "";
+    pos = ev.pos || "";
+    mentioned = mentions(ev.content, me);
+  } else if (c.kind === "dm" && !c.loaded) {
+    author = f.username || ""; // a DM is deleted by its author only
+  } else return;
+  if (!author || author === me) return;
+  if (pos && c.readPos && !posAfter(pos, c.readPos)) return;
+  if (f.id <= (readMarks[c.key] || "")) return;
+  c.unread--;
+  if (mentioned && c.mentioned) c.mentioned--;
+  updateBadge(c);
+}
+
 // onChange applies an edit or delete frame to the message it names.
 function onChange(f) {
   if (!f.id) return;
@@ -1219,11 +1490,12 @@ function onChange(f) {
   const c = convs.get(key);
   if (!c) return;
   if (c.kind === "room" && f.pos && posAfter(f.pos, c.lastPos)) c.lastPos = f.pos; // resume covers it
+  const li = c.ids.get(f.id);
+  if (f.type === "delete") uncount(c, f, li);
   for (const ev of c.buffer) {
     if (ev.id !== f.id) continue;
     if (f.type === "edit") { ev.content = f.content; ev.edited_at = f.edited_at; } else ev.deleted = true;
   }
-  const li = c.ids.get(f.id);
   if (!li) return;
   if (f.type === "edit") {
     const editing = li.querySelector("form.edit");
@@ -1237,7 +1509,7 @@ function startEdit(c, li) {
   const body = li.querySelector(".body");
   const before = body.textContent;
   const id = "edit-" + li.dataset.id;
-  const ta = el("textarea", { id, rows: 2, maxLength: MAX_CHARS * 2 });
+  const ta = el("textarea", { id, rows: 2, maxLength: MAX_CHARS * 2, dir: "auto" });
   ta.value = before;
   const label = el("label", { class: "sr-only", text: "Edit your message" });
   label.htmlFor = id;
@@ -1293,6 +1565,9 @@ function onAction(e) {
     case "delete": askDelete(c, li); break;
     case "cancel-delete": b.closest(".actions").restore(); break;
     case "confirm-delete": b.closest(".actions").restore(); sendOp(c, li, "delete"); break;
+    case "retry": retryUnsent(c, li); break;
+    case "revise": reviseUnsent(c, li); break;
+    case "dismiss": if (dropUnsent(c, li)) $("content").focus(); break;
   }
 }
 
@@ -1472,6 +1747,7 @@ async function refreshPresence() {
 
 async function search(q) {
   const results = $("results");
+  closeSidebar(); // the drawer (narrow layout) would cover the results
   $("search-results").hidden = false;
   $("results-note").textContent = "Searching…";
   results.replaceChildren();
@@ -1490,6 +1766,7 @@ async function search(q) {
       el("span", { class: "user", text: (m.username || "") + ": " }),
       el("span", { class: "text", text: m.content || "" }),
       el("span", { class: "when", text: new Date(m.timestamp).toLocaleString() }));
+    b.querySelector(".text").dir = "auto";
     b.addEventListener("click", () => openAt(m));
     results.append(el("li", {}, b));
   }
@@ -1546,7 +1823,12 @@ function onState(s) {
     tick();
     countdown = setInterval(tick, 1000);
   }
-  for (const o of outbox.values()) if (!o.timer && o.state !== "queued") setOutState(o, "queued");
+  // What was on its way is sent again (same client_id) once back online.
+  for (const o of outbox.values()) {
+    if (o.failed) continue;
+    o.inflight = false;
+    if (!holds.has(o.key) && o.state !== "queued") setOutState(o, "queued");
+  }
 }
 
 function authFailed(reason) {
@@ -1615,7 +1897,8 @@ function start() {
     if (wait < 2 ** 31 - 1) expiryTimer = setTimeout(() => authFailed("expired"), wait);
   }
   loadUnread();
-  if (saved) openConv(saved, { noLoad: true });
+  // A DM's history needs no socket: it loads now (a room's once online).
+  if (saved) openConv(saved, { noLoad: saved.kind === "room" });
   else showConvChrome();
   conn.start();
 }
@@ -1717,6 +2000,15 @@ function wire() {
     refreshMembers();
   });
   window.addEventListener("online", () => conn && conn.retryNow());
+  // A sign-in link opened in a tab that already shows the page.
+  window.addEventListener("hashchange", () => {
+    const t = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (!t) return;
+    sessionStorage.setItem("chat.token", t);
+    history.replaceState(null, "", location.pathname + location.search);
+    if (conn) conn.stop();
+    location.reload();
+  });
 }
 
 wire();

@@ -113,6 +113,7 @@ export function messageElement(ev, me) {
   }
   const body = document.createElement("div");
   body.className = "body";
+  body.dir = "auto"; // right-to-left text is laid out as such
   appendLinkified(body, ev.content || "");
   li.append(head, body);
   if (ev.edited_at) markEdited(li, ev.edited_at);
