@@ -23,12 +23,14 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatacl"
 	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/observe"
 )
 
 var tracer = otel.Tracer("github.com/chatsys/chat/services/edge")
@@ -47,6 +49,8 @@ type Edge struct {
 	direct   *appender // private messages
 	dsrc     *deliveriesSource
 	presence *presence
+	// presenceW is presence's writer, for the stats collector (set in Start).
+	presenceW atomic.Pointer[kafka.Writer]
 
 	draining  atomic.Bool
 	connSeq   atomic.Uint64 // connections opened (each conn's seq)
@@ -82,6 +86,16 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error)
 	}
 	e := &Edge{cfg: cfg, log: log, m: newMetrics(reg), verify: v, hub: newHub(), limiters: map[string]*userLimiter{}, ipConns: map[netip.Addr]int{},
 		sends: newSends(cfg.DedupeWindow, maxRememberedSends), replaySlots: make(chan struct{}, cfg.MaxReplays)}
+	if reg != nil {
+		// kafka-go's statistics of the presence writer (the appends use
+		// their own produce requests: see appender and its metrics).
+		reg.MustRegister(observe.NewKafkaWriterCollector("edge-presence", func() []kafka.WriterStats {
+			if w := e.presenceW.Load(); w != nil {
+				return []kafka.WriterStats{w.Stats()}
+			}
+			return nil
+		}))
+	}
 	e.up = websocket.Upgrader{
 		ReadBufferSize:    1024,
 		WriteBufferPool:   &sync.Pool{},
@@ -124,6 +138,7 @@ func (e *Edge) Start(ctx context.Context) error {
 	e.writer = newAppender(k, k.RoomsTopic, src.partitions)
 	e.direct = newAppender(k, k.DirectTopic, counts[k.DirectTopic])
 	e.presence = newPresence(e, k)
+	e.presenceW.Store(e.presence.w)
 	if err := e.startConversations(ctx, counts); err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}

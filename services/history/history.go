@@ -68,6 +68,8 @@ type History struct {
 	rooms    *eventWriter
 	direct   *eventWriter
 	deleted  deletes // deletes appended, maybe not yet in the table
+	// writersSet: rooms and direct are set (read by the stats collector).
+	writersSet atomic.Bool
 
 	dbOK     atomic.Bool // the last database write (or ping) succeeded
 	stopping atomic.Bool
@@ -134,6 +136,15 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*History, err
 			observe.NewPgxPoolCollector(func() map[string]*pgxpool.Pool {
 				return map[string]*pgxpool.Pool{"writer": h.pool.Load(), "api": h.api.Load()}
 			}))
+		// The writers of edits and deletes, one per topic.
+		for i, topic := range []string{cfg.Kafka.RoomsTopic, cfg.Kafka.DirectTopic} {
+			reg.MustRegister(observe.NewKafkaWriterCollector("history-"+topic, func() []kafka.WriterStats {
+				if !h.writersSet.Load() {
+					return nil
+				}
+				return []kafka.WriterStats{[]*eventWriter{h.rooms, h.direct}[i].w.Stats()}
+			}))
+		}
 	}
 	return h, nil
 }
@@ -200,6 +211,7 @@ func (h *History) Start(ctx context.Context) error {
 	}
 	h.appender = chatacl.NewAppender(k, h.acl)
 	h.rooms, h.direct = newEventWriter(k, k.RoomsTopic), newEventWriter(k, k.DirectTopic)
+	h.writersSet.Store(true) // after the two: the stats collector reads them then
 	h.dbOK.Store(true)
 	h.pool.Store(pool)
 	h.api.Store(api)
