@@ -221,3 +221,44 @@ func TestDMResendOnAnotherEdgeAfterDelivery(t *testing.T) {
 		t.Fatalf("resend on this edge: ack %s, want the delivered DM's %s", got, ev.ID)
 	}
 }
+
+// A read receipt from a user the peer blocked reaches the reader's own
+// connections, not the peer's.
+func TestReadReceiptDoesNotReachABlocker(t *testing.T) {
+	broker := testBroker(t)
+	var cfg edge.Config
+	e := startEdge(t, broker, func(c *edge.Config) { cfg = *c })
+	bob := dial(t, e.URL, "bob")
+	alice := dial(t, e.URL, "alice")
+	appendACL(t, broker, chatevent.ACLRecord{Type: chatevent.ACLBlock, Username: "bob", Target: "alice", Blocked: true})
+	eventually(t, 5*time.Second, "the block is enforced", func() bool {
+		alice.send(map[string]any{"type": "typing", "target": "bob"})
+		return alice.next()["code"] == chatevent.CodeForbidden
+	})
+	read := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeRead, Target: "bob", Username: "alice",
+		Pos: "1:3", Timestamp: chatevent.FormatTime(time.Now())}
+	rv, _ := chatevent.EncodeDelivery(read, chatevent.Pos{Partition: 1, Offset: 4})
+	marker := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "bob", Username: "carol",
+		Content: "marker", ClientID: "m1", Timestamp: chatevent.FormatTime(time.Now())}
+	mv, _ := chatevent.EncodeDelivery(marker, chatevent.Pos{Partition: 2, Offset: 9})
+	w := cfg.Kafka.NewWriter(cfg.Kafka.DeliveriesTopic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	key := []byte(cfg.ID)
+	if err := w.WriteMessages(ctx, kafka.Message{Key: key, Value: rv}, kafka.Message{Key: key, Value: mv}); err != nil {
+		t.Fatal(err)
+	}
+	if m := alice.nextOf("read"); m["pos"] != "1:3" {
+		t.Fatalf("alice's own device got %v, want her read position", m)
+	}
+	for {
+		m := bob.next()
+		if m["type"] == "read" {
+			t.Fatalf("bob, who blocked alice, got her read receipt: %v", m)
+		}
+		if m["type"] == "private" && m["content"] == "marker" {
+			break
+		}
+	}
+}

@@ -159,6 +159,12 @@ func (e *Edge) Run(ctx context.Context) error {
 				if d.ev.ClientID != "" && e.hub.hasUser(d.ev.Username) {
 					e.sends.seen(&d.ev)
 				}
+				// A read receipt does not reach a peer who blocked the
+				// reader (as their messages and typing do not); the
+				// reader's own devices still get it.
+				if d.ev.Type == chatevent.TypeRead && d.ev.Target != "" && !chatevent.MayMessage(d.ev.Username, d.ev.Target, e.aclState()) {
+					d.ev.Target = d.ev.Username
+				}
 			}
 			e.hub.deliverDirect(ds)
 		})
