@@ -1747,8 +1747,12 @@ async function refreshPresence() {
 
 async function search(q) {
   const results = $("results");
-  closeSidebar(); // the drawer (narrow layout) would cover the results
+  // The drawer (narrow layout) would cover the results: it closes, and the
+  // focus moves to them.
+  const fromDrawer = $("sidebar").classList.contains("open");
+  closeSidebar();
   $("search-results").hidden = false;
+  if (fromDrawer) $("search-close").focus();
   $("results-note").textContent = "Searching…";
   results.replaceChildren();
   let msgs;
