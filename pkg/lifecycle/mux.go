@@ -1,11 +1,12 @@
 package lifecycle
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/chatsys/chat/pkg/httperr"
 )
 
 // Routed is a component that serves HTTP routes.
@@ -87,16 +88,19 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if pattern == "GET /" && strings.HasPrefix(r.URL.Path, "/v1/") {
-		// The page's catch-all takes a GET of any path; an API path that
-		// other methods serve is 405, as ServeMux answers elsewhere.
-		if allow := m.allowed(r); len(allow) > 0 {
-			w.Header().Set("Allow", strings.Join(allow, ", "))
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8") // replaced by jsonErrors
-			w = &jsonErrors{ResponseWriter: w}
-			w.WriteHeader(http.StatusMethodNotAllowed)
+	if (pattern == "" || pattern == "GET /") && strings.HasPrefix(r.URL.Path, "/v1/") {
+		// An API path no API route takes in this method: the page's
+		// catch-all would answer a GET with the files' 404, and ServeMux
+		// would offer the catch-all's GET in Allow. 405 with the methods
+		// the API serves the path with, or 404 when none.
+		allow := m.allowed(r)
+		if len(allow) == 0 {
+			httperr.Write(w, http.StatusNotFound, "not_found", "no such path")
 			return
 		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		httperr.Write(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed here; see the Allow header")
+		return
 	}
 	if pattern == "" || pattern == "GET /" {
 		// The mux's own 404 and 405, or the static files' 404. (Never a
@@ -134,15 +138,18 @@ func (m *Mux) owner(r *http.Request) (*mount, string) {
 	return owner, pattern
 }
 
-// allowed lists the methods other than GET that a route serves r's path
-// with.
+// allowed lists the methods that a route other than the page's catch-all
+// serves r's path with (HEAD with GET).
 func (m *Mux) allowed(r *http.Request) []string {
 	var allow []string
-	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		rr := r.Clone(r.Context())
 		rr.Method = method
 		if _, p := m.all.Handler(rr); p != "" && p != "GET /" {
 			allow = append(allow, method)
+			if method == http.MethodGet {
+				allow = append(allow, http.MethodHead)
+			}
 		}
 	}
 	return allow
@@ -164,9 +171,7 @@ func (w *jsonErrors) WriteHeader(status int) {
 		if status == http.StatusMethodNotAllowed {
 			code, msg = "method_not_allowed", "method not allowed here; see the Allow header"
 		}
-		h.Set("Content-Type", "application/json")
-		w.ResponseWriter.WriteHeader(status)
-		json.NewEncoder(w.ResponseWriter).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+		httperr.Write(w.ResponseWriter, status, code, msg)
 		return
 	}
 	w.ResponseWriter.WriteHeader(status)
@@ -199,8 +204,6 @@ func (m *Mux) close(c Component) { m.setState(c, stopping) }
 
 // unavailable writes 503 {"error":{"code":"unavailable","message":msg}}.
 func unavailable(w http.ResponseWriter, msg string) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Retry-After", "1")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "unavailable", "message": msg}})
+	httperr.Write(w, http.StatusServiceUnavailable, "unavailable", msg)
 }

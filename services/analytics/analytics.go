@@ -31,6 +31,7 @@ import (
 	"github.com/chatsys/chat/pkg/analyticsapi"
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/httperr"
 	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/pkg/pgutil"
 )
@@ -355,11 +356,7 @@ func (s *Scheduler) run(ctx context.Context, trigger, from, to string, wait bool
 // progress gets 409 at once.
 func (s *Scheduler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/admin/analytics", func(w http.ResponseWriter, r *http.Request) {
-		fail := func(status int, code, msg string) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(status)
-			json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-		}
+		fail := func(status int, code, msg string) { httperr.Write(w, status, code, msg) }
 		id, err := s.verify.VerifyAPIRequest(r)
 		if err != nil {
 			fail(http.StatusUnauthorized, "unauthorized", err.Error())

@@ -11,7 +11,6 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +29,7 @@ import (
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatacl"
 	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/httperr"
 	"github.com/chatsys/chat/pkg/observe"
 )
 
@@ -296,7 +296,5 @@ func (e *Edge) Routes(mux *http.ServeMux) {
 
 // httpError writes {"error":{"code","message"}}.
 func httpError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	httperr.Write(w, status, code, msg)
 }

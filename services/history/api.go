@@ -17,6 +17,7 @@ import (
 
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/httperr"
 )
 
 //go:embed openapi.yaml
@@ -119,8 +120,7 @@ func (h *History) handleWith(route string, timeout time.Duration, fn handlerFunc
 				w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
 			}
 			status = ae.status
-			w.WriteHeader(status)
-			json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": ae.code, "message": ae.message}})
+			httperr.Write(w, status, ae.code, ae.message)
 			return
 		}
 		if c, ok := body.(validated); ok {

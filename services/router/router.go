@@ -34,6 +34,7 @@ import (
 	"github.com/chatsys/chat/pkg/auth"
 	"github.com/chatsys/chat/pkg/chatacl"
 	"github.com/chatsys/chat/pkg/chatevent"
+	"github.com/chatsys/chat/pkg/httperr"
 	"github.com/chatsys/chat/pkg/kafkaio"
 	"github.com/chatsys/chat/pkg/observe"
 )
@@ -367,7 +368,5 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func httpError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	httperr.Write(w, status, code, msg)
 }
