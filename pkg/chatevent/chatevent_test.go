@@ -200,3 +200,19 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+// DecodeObject refuses case variants of a struct's names, tagged or not.
+func TestDecodeObjectCaseVariants(t *testing.T) {
+	var v struct {
+		Room string `json:"room"`
+		Note string
+	}
+	for _, b := range []string{`{"ROOM":"a"}`, `{"note":"b"}`, `{"room":"a","room":"b"}`, `null`, `[]`, `{"room":"a"} {}`} {
+		if err := DecodeObject([]byte(b), &v); err == nil {
+			t.Errorf("DecodeObject(%s) accepted", b)
+		}
+	}
+	if err := DecodeObject([]byte(`{"room":"a","Note":"b","other":1}`), &v); err != nil || v.Room != "a" || v.Note != "b" {
+		t.Errorf("DecodeObject of a valid object: %+v, %v", v, err)
+	}
+}

@@ -77,8 +77,13 @@ func jsonNames(dst any) []string {
 	t := reflect.TypeOf(dst).Elem()
 	var names []string
 	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
-		if name != "" && name != "-" {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-" || !f.IsExported():
+		case name == "":
+			names = append(names, f.Name) // matched by its Go name
+		default:
 			names = append(names, name)
 		}
 	}

@@ -344,16 +344,20 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	// A resend of a client_id is answered from the first attempt, as for
 	// chat (see sends): after its ack with the same ack, and nothing is
 	// changed again (a late retry of an edit must not undo a newer one).
+	// answer may run on another connection's relay (a resend that waited
+	// on it): it never blocks, as the chat path's does not.
 	answer := func(id string, err error) {
 		var r *refusal
+		code, msg := chatevent.CodeUnavailable, "history could not change the message; retry"
 		switch {
 		case err == nil:
 			c.send(chatevent.AckFrame{ClientID: cid, ID: id}.Encode(), chatevent.TypeAck)
+			return
 		case errors.As(err, &r):
-			e.sendError(ctx, c, r.code, r.msg, cid)
-		default:
-			e.sendError(ctx, c, chatevent.CodeUnavailable, "history could not change the message; retry", cid)
+			code, msg = r.code, r.msg
 		}
+		e.m.errors.WithLabelValues(code).Inc()
+		c.send(chatevent.ErrorFrame{Code: code, Message: msg, ClientID: cid}.Encode(), chatevent.TypeError)
 	}
 	key := changeKey(f.Type, f.ID, cid)
 	ev, action := e.sends.begin(c.id.Username, key, func() chatevent.Event {
@@ -445,6 +449,10 @@ func (e *Edge) relayEdit(ctx context.Context, c *conn, ev chatevent.Event, cid s
 		return nil
 	case res.StatusCode == http.StatusNotFound:
 		return &refusal{chatevent.CodeNotFound, fmt.Sprintf("no message %s that you may change", ev.ID)}
+	case res.StatusCode == http.StatusUnauthorized:
+		// The token expired by history's clock (the connection closes at
+		// exp): retrying cannot succeed.
+		return &refusal{chatevent.CodeForbidden, "your token has expired; reconnect with a new one"}
 	case res.StatusCode == http.StatusForbidden:
 		if msg == "" {
 			msg = "you may not change this message"
