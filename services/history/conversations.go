@@ -496,8 +496,13 @@ func (h *History) editMessage(r *http.Request, id auth.Identity, db *pgxpool.Poo
 	if err != nil {
 		return nil, err
 	}
+	// A retry of an edit this instance appended (its answer was lost) is
+	// answered with it, not appended again after a newer one.
+	if ev, ok := h.changes.edit(id.Username, m.ID, body.ClientID); ok {
+		return ev, nil
+	}
 	// Only the author's own message, not deleted, that they may still read.
-	if (m.Type != chatevent.TypeChat && m.Type != chatevent.TypePrivate) || m.Deleted || h.deleted.has(m.ID) || m.Username != id.Username ||
+	if (m.Type != chatevent.TypeChat && m.Type != chatevent.TypePrivate) || m.Deleted || h.changes.isDeleted(m.ID) || m.Username != id.Username ||
 		!h.mayReadMessage(ctx, &m, id) {
 		return nil, errNotFound
 	}
@@ -515,6 +520,7 @@ func (h *History) editMessage(r *http.Request, id auth.Identity, db *pgxpool.Poo
 	if err := h.appendEvent(ctx, &m, &ev); err != nil {
 		return nil, err
 	}
+	h.changes.edited(id.Username, body.ClientID, ev)
 	return ev, nil
 }
 
@@ -538,13 +544,15 @@ func (h *History) deleteMessage(r *http.Request, id auth.Identity, db *pgxpool.P
 	}
 	ev := chatevent.Event{ID: m.ID, Type: chatevent.TypeDelete, Room: m.Room, Target: m.Target, Username: id.Username,
 		Timestamp: chatevent.FormatTime(time.Now())}
-	if m.Deleted || !h.deleted.claim(m.ID) {
-		return ev, nil // already deleted (or being deleted): nothing to append
+	if m.Deleted || h.changes.isDeleted(m.ID) {
+		return ev, nil // already deleted: nothing to append
 	}
+	// Two deletes at once both append (the second is a no-op for the
+	// writer and for clients): neither is answered before its append.
 	if err := h.appendEvent(ctx, &m, &ev); err != nil {
-		h.deleted.release(m.ID)
 		return nil, err
 	}
+	h.changes.deleted(m.ID)
 	return ev, nil
 }
 

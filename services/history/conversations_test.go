@@ -2,6 +2,7 @@ package history_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -436,9 +438,36 @@ func TestEditAndDelete(t *testing.T) {
 		t.Fatalf("muted edit = %s", r.Raw)
 	}
 
-	// Right after a delete (before the writer applied it to the table) a
+	// An edit retried with its client_id (its answer lost) after a newer
+	// edit is answered with the first one's event, not appended again.
+	r1 := must(t, 200, h.URL, "PATCH", "alice", "/v1/messages/"+dm.ID, map[string]string{"content": "first text", "client_id": "rt1"})
+	must(t, 200, h.URL, "PATCH", "alice", "/v1/messages/"+dm.ID, map[string]string{"content": "newer text", "client_id": "rt2"})
+	if r3 := must(t, 200, h.URL, "PATCH", "alice", "/v1/messages/"+dm.ID, map[string]string{"content": "first text", "client_id": "rt1"}); r3.Body["pos"] != r1.Body["pos"] {
+		t.Fatalf("retried edit = %s, want the first attempt's event (pos %v)", r3.Raw, r1.Body["pos"])
+	}
+	eventually(t, 20*time.Second, "the newer edit stays", func() bool {
+		p := get(t, h.URL, "bob", "/v1/dm/alice/messages", nil)
+		return len(p.Messages) == 1 && p.Messages[0].Content == "newer text"
+	})
+
+	// Right after a delete, before the writer applied it to the table
+	// (held off here: the table is locked against writes, not reads), a
 	// second delete appends nothing and an edit is not_found: no client
 	// sees the deleted message changed again.
+	ctx := context.Background()
+	locker, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE messages IN EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
 	if r := must(t, 200, h.URL, "DELETE", "alice", "/v1/messages/"+dm.ID, nil); r.Body["pos"] == nil {
 		t.Fatalf("delete = %s, want a pos", r.Raw)
 	}
@@ -446,6 +475,9 @@ func TestEditAndDelete(t *testing.T) {
 		t.Fatalf("second delete = %s: appended again", r.Raw)
 	}
 	must(t, 404, h.URL, "PATCH", "alice", "/v1/messages/"+dm.ID, map[string]string{"content": "zombie"})
+	if m := message(t, h.URL, "alice", dm.ID).Body; m["deleted"] == true {
+		t.Fatal("the writer applied the delete through the lock: the test proves nothing")
+	}
 }
 
 // An edit in the same batch as its message applies after the insert.

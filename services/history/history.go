@@ -67,7 +67,7 @@ type History struct {
 	appender *chatacl.Appender
 	rooms    *eventWriter
 	direct   *eventWriter
-	deleted  deletes // deletes appended, maybe not yet in the table
+	changes  changes // edits and deletes appended, maybe not yet in the table
 	// writersSet: rooms and direct are set (read by the stats collector).
 	writersSet atomic.Bool
 
