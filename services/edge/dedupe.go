@@ -236,3 +236,36 @@ func (r *recentIDs) add(id string) bool {
 	r.next = (r.next + 1) % len(r.ring)
 	return true
 }
+
+// has reports whether id is remembered.
+func (r *recentIDs) has(id string) bool {
+	_, ok := r.set[id]
+	return ok
+}
+
+// onceFilter decides which events of one partition are delivered: each
+// message once (a retried append's second copy is dropped), each delete
+// once, and no edit of a message deleted before it in the partition (an
+// edit can be appended after the delete when two history instances each
+// checked the table before the delete reached it; the table ignores it,
+// and so do clients).
+type onceFilter struct {
+	recent  *recentIDs // message ids delivered
+	deleted *recentIDs // ids of messages deleted
+}
+
+func newOnceFilter() onceFilter {
+	return onceFilter{recent: newRecentIDs(recentIDWindow), deleted: newRecentIDs(recentIDWindow)}
+}
+
+// keep reports whether ev is delivered, and remembers it.
+func (f onceFilter) keep(ev *chatevent.Event) bool {
+	switch ev.Type {
+	case chatevent.TypeEdit:
+		return !f.deleted.has(ev.ID) // several edits of one message are not duplicates
+	case chatevent.TypeDelete:
+		return f.deleted.add(ev.ID)
+	default:
+		return f.recent.add(ev.ID)
+	}
+}

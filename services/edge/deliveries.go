@@ -45,8 +45,8 @@ func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) e
 	// A private message appended twice (a retry whose first attempt had
 	// landed) is routed twice, and the router's group may route a record
 	// again after a rebalance: deliver each event once, as room events
-	// (edits and deletes carry their message's id: never dropped).
-	recent := newRecentIDs(recentIDWindow)
+	// (see onceFilter).
+	once := newOnceFilter()
 	return tailPartition(ctx, s.k, s.k.DeliveriesTopic, s.partition, s.start, s.log, func(msgs []kafka.Message) {
 		ds = ds[:0]
 		for i := range msgs {
@@ -59,7 +59,7 @@ func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) e
 				s.m.badRecords.Inc()
 				continue
 			}
-			if !changes(&ev) && !recent.add(ev.ID) {
+			if !once.keep(&ev) {
 				s.m.duplicates.Inc()
 				continue
 			}

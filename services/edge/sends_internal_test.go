@@ -137,3 +137,27 @@ func TestSendsForgottenEntryDoesNotExpireItsResend(t *testing.T) {
 		t.Fatal("b, older than k, is still remembered")
 	}
 }
+
+// The delivery filter: a message once, a delete once, no edit of a message
+// deleted before it, several edits of one message all.
+func TestOnceFilter(t *testing.T) {
+	f := newOnceFilter()
+	ev := func(typ, id string) *chatevent.Event { return &chatevent.Event{Type: typ, ID: id} }
+	for i, c := range []struct {
+		ev   *chatevent.Event
+		keep bool
+	}{
+		{ev(chatevent.TypeChat, "a"), true},
+		{ev(chatevent.TypeChat, "a"), false},
+		{ev(chatevent.TypeEdit, "a"), true},
+		{ev(chatevent.TypeEdit, "a"), true},
+		{ev(chatevent.TypeDelete, "a"), true},
+		{ev(chatevent.TypeEdit, "a"), false},
+		{ev(chatevent.TypeDelete, "a"), false},
+		{ev(chatevent.TypeEdit, "b"), true},
+	} {
+		if got := f.keep(c.ev); got != c.keep {
+			t.Errorf("%d: keep(%s %s) = %v, want %v", i, c.ev.Type, c.ev.ID, got, c.keep)
+		}
+	}
+}

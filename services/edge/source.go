@@ -119,7 +119,7 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 		g.Go(func() error {
 			var ds []*delivery
 			var spans []trace.Span
-			recent := newRecentIDs(recentIDWindow)
+			once := newOnceFilter()
 			return tailPartition(ctx, s.kafka, s.topic, p, s.start[p], s.log, func(msgs []kafka.Message) {
 				ds = ds[:0]
 				for i := range msgs {
@@ -128,7 +128,7 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 						continue // no local subscriber: not worth decoding
 					}
 					if d := s.decode(*m); d != nil {
-						if !changes(&d.ev) && !recent.add(d.ev.ID) {
+						if !once.keep(&d.ev) {
 							s.m.duplicates.Inc()
 							continue
 						}
@@ -185,7 +185,7 @@ const recentIDWindow = 4096
 // resume), skipping other rooms' records undecoded.
 func (s *logSource) Replay(ctx context.Context, room string, after, end chatevent.Pos, fn func(*delivery) error) error {
 	key := []byte(chatevent.RoomKey(room))
-	recent := newRecentIDs(recentIDWindow)
+	once := newOnceFilter()
 	next := after.Offset + 1
 	for next < end.Offset {
 		res, err := s.client.Fetch(ctx, &kafka.FetchRequest{Topic: s.topic, Partition: after.Partition, Offset: next,
@@ -218,7 +218,7 @@ func (s *logSource) Replay(ctx context.Context, room string, after, end chateven
 				continue
 			}
 			m := kafka.Message{Topic: s.topic, Partition: after.Partition, Offset: r.Offset, Key: k, Value: v}
-			if d := s.decode(m); d != nil && d.ev.Room == room && (changes(&d.ev) || recent.add(d.ev.ID)) {
+			if d := s.decode(m); d != nil && d.ev.Room == room && once.keep(&d.ev) {
 				if s.seen != nil {
 					s.seen(&d.ev)
 				}
@@ -238,10 +238,3 @@ func (s *logSource) Replay(ctx context.Context, room string, after, end chateven
 }
 
 var errClosed = errors.New("connection closed")
-
-// changes reports whether ev is an edit or a delete: it carries the id of
-// the message it changes, so several with one id are not duplicates (and
-// one applied twice changes nothing).
-func changes(ev *chatevent.Event) bool {
-	return ev.Type == chatevent.TypeEdit || ev.Type == chatevent.TypeDelete
-}
