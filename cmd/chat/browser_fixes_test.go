@@ -175,7 +175,14 @@ func TestBrowserFixes(t *testing.T) {
 	})
 
 	t.Run("DMs that arrive while disconnected are counted unread", func(t *testing.T) {
-		// /v1/unread counts the conversation at the page's start.
+		// bob has read the conversation, and /v1/unread counts it at the
+		// page's start.
+		openDM(alice, "bob")
+		alice.send("before the disconnect")
+		bob.waitFor("the DM listed", `!!document.querySelector('#dms li[data-key="@alice"] button')`, 10*time.Second)
+		bob.do(chromedp.Click(`#dms li[data-key="@alice"] button`))
+		bob.waitFor("read", countText("before the disconnect")+` === 1 && `+badgeOf("@alice")+` === ""`, 10*time.Second)
+		waitFor(t, 15*time.Second, "history has the read", func() bool { n, ok := unreadOf(t, s.addr, bobTok)["@alice"]; return ok && n == 0 })
 		bob.do(chromedp.Click(`#rooms li[data-key="#general"] button`))
 		bob.do(chromedp.Reload())
 		online(bob)
@@ -203,8 +210,7 @@ func TestBrowserFixes(t *testing.T) {
 		if st := apiAs(t, s.addr, aliceTok, "PUT", "/v1/blocks/bob", ""); st/100 != 2 {
 			t.Fatalf("block: HTTP %d", st)
 		}
-		bob.do(chromedp.Click(`#dms li[data-key="@alice"] button`))
-		bob.waitFor("in the DM", title+` === "alice"`, 5*time.Second)
+		openDM(bob, "alice")
 		const unsent = `([...document.querySelectorAll("#msgs li.mine")].find(li => li.querySelector(".body").textContent === %s) || null)`
 		failedWithActions := func(text string) string {
 			li := fmt.Sprintf(unsent, js(text))
