@@ -473,13 +473,27 @@ const (
 func (h *History) lagLoop(ctx context.Context) {
 	t := time.NewTicker(lagInterval)
 	defer t.Stop()
+	failures := 0
 	for {
 		qctx, cancel := context.WithTimeout(ctx, lagInterval)
 		lag, err := h.cfg.Kafka.GroupLag(qctx, h.cfg.GroupID, h.topics)
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil && ctx.Err() != nil:
+		case err != nil:
+			failures++
 			h.log.Debug("reading the group's lag", "err", err)
-		} else {
+			if failures == 3 {
+				// Stale values would keep lag alerts firing (or quiet)
+				// and readiness wrong: export none until it answers.
+				h.log.Warn("cannot read the group's lag from the broker; not exporting it until it answers", "err", err)
+				h.lagMu.Lock()
+				clear(h.lag)
+				h.m.lag.Reset()
+				h.lagMu.Unlock()
+			}
+		default:
+			failures = 0
 			h.lagMu.Lock()
 			for topic, ps := range lag {
 				for p, n := range ps {
@@ -499,13 +513,15 @@ func (h *History) lagLoop(ctx context.Context) {
 }
 
 // Lag returns the group's lag summed over the partitions this instance
-// committed from within ownedFor: what it is behind on.
+// consumes: those it committed from, until it has not for ownedFor and the
+// partition's lag is 0 (a partition it stalled on keeps counting; one that
+// moved to another instance counts until that one catches up).
 func (h *History) Lag() int64 {
 	h.lagMu.Lock()
 	defer h.lagMu.Unlock()
 	var sum int64
 	for k, at := range h.fetched {
-		if time.Since(at) > ownedFor {
+		if time.Since(at) > ownedFor && h.lag[k] == 0 {
 			delete(h.fetched, k)
 			continue
 		}

@@ -244,6 +244,9 @@ func TestLagGrowsWhileStalled(t *testing.T) {
 	produce(t, k, event("chat", "general", "", "alice", "one", "c2"), event("chat", "general", "", "alice", "two", "c3"),
 		event("chat", "general", "", "alice", "three", "c4"))
 	eventually(t, 20*time.Second, "the lag shows the stalled records", func() bool { _, sum := lagSeries(t, h.Reg); return sum >= 3 })
+	if h.Lag() < 3 {
+		t.Fatalf("Lag() = %d while stalled on 3 records of a partition it consumes", h.Lag())
+	}
 	tx.Rollback(ctx)
 	eventually(t, 30*time.Second, "the lag back to 0", func() bool { _, sum := lagSeries(t, h.Reg); return sum == 0 })
 }
