@@ -301,6 +301,10 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 		if a := answered(t, alice, "rp"); a["code"] != "invalid_message" {
 			t.Fatalf("read at another partition's position: %v, want invalid_message", a)
 		}
+		aliceWS.WriteJSON(map[string]string{"type": "read", "target": "bob", "pos": part + ":99999999", "client_id": "rp2"})
+		if a := answered(t, alice, "rp2"); a["code"] != "invalid_message" {
+			t.Fatalf("read past the partition's end: %v, want invalid_message", a)
+		}
 
 		// A room read reaches the reader's devices only.
 		pos := alice.lastOf("chat", field("client_id", "t1"))["pos"].(string)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -302,7 +303,8 @@ func (e *Edge) handleRead(ctx context.Context, c *conn, f chatevent.Frame) {
 	if f.Room == "" {
 		key, parts = chatevent.DMKey(user, f.Target), len(e.direct.parts)
 	}
-	if p, _ := chatevent.ParsePos(f.Pos); parts > 0 && p.Partition != kafkaio.PartitionFor(key, parts) { // validated by DecodeFrame
+	p, _ := chatevent.ParsePos(f.Pos) // validated by DecodeFrame
+	if parts > 0 && p.Partition != kafkaio.PartitionFor(key, parts) {
 		e.sendError(ctx, c, chatevent.CodeInvalidMessage, fmt.Sprintf("pos %s is not a position of this conversation (its partition is %d)",
 			f.Pos, kafkaio.PartitionFor(key, parts)), f.ClientID)
 		return
@@ -310,6 +312,16 @@ func (e *Edge) handleRead(ctx context.Context, c *conn, f chatevent.Frame) {
 	// A read is a durable append: it costs what a message costs.
 	if !c.limiter.Allow() {
 		e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), f.ClientID)
+		return
+	}
+	// Nor one past the partition's end (it would mark every later message
+	// read, and send the peer a receipt for messages not yet written).
+	topic := e.cfg.Kafka.RoomsTopic
+	if f.Room == "" {
+		topic = e.cfg.Kafka.DirectTopic
+	}
+	if !e.ends.written(ctx, e.cfg.Kafka, topic, p) {
+		e.sendError(ctx, c, chatevent.CodeInvalidMessage, fmt.Sprintf("pos %s is past the end of the conversation", f.Pos), f.ClientID)
 		return
 	}
 	if err := c.acquireInFlight(ctx); err != nil {
@@ -513,4 +525,39 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	rec := httptest.NewRecorder()
 	t.h.ServeHTTP(rec, r)
 	return rec.Result(), nil
+}
+
+// partitionEnds caches the end (next offset) of partitions, to check that
+// a read position names a written record: a position below the cached end
+// does; one at or past it asks the broker for the end again (read frames
+// are rate limited per user, so are these requests).
+type partitionEnds struct {
+	mu sync.Mutex
+	m  map[string]int64 // "topic/partition" → next offset
+}
+
+// written reports whether p is a record of topic's partition (true too
+// when the broker cannot tell now: a read position is not worth refusing
+// for a broker hiccup).
+func (pe *partitionEnds) written(ctx context.Context, k kafkaio.Config, topic string, p chatevent.Pos) bool {
+	key := topic + "/" + strconv.Itoa(p.Partition)
+	pe.mu.Lock()
+	next, ok := pe.m[key]
+	pe.mu.Unlock()
+	if ok && p.Offset < next {
+		return true
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, next, err := k.Offsets(qctx, topic, p.Partition)
+	if err != nil {
+		return true
+	}
+	pe.mu.Lock()
+	if pe.m == nil {
+		pe.m = map[string]int64{}
+	}
+	pe.m[key] = max(pe.m[key], next)
+	pe.mu.Unlock()
+	return p.Offset < next
 }

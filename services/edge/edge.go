@@ -49,6 +49,8 @@ type Edge struct {
 	direct   *appender // private messages
 	dsrc     *deliveriesSource
 	presence *presence
+	// ends caches partition ends for read positions (see handleRead).
+	ends partitionEnds
 	// presenceW is presence's writer, for the stats collector (set in Start).
 	presenceW atomic.Pointer[kafka.Writer]
 
