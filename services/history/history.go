@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,6 +150,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*History, err
 	return h, nil
 }
 
+// dbWait bounds Start's wait for a database that does not answer yet.
+const dbWait = 60 * time.Second
+
 // Name returns "history".
 func (h *History) Name() string { return "history" }
 
@@ -156,30 +160,36 @@ func (h *History) Name() string { return "history" }
 // exist and joins the consumer group. The API answers 503 unavailable until
 // it has connected and migrated.
 func (h *History) Start(ctx context.Context) error {
-	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
 	url := h.cfg.DatabaseURL
 	// A database that is not up yet (starting alongside, restarting) is
-	// waited for, with the API answering 503 meanwhile; a connection
-	// string that does not parse is not.
+	// waited for, up to dbWait, with the API answering 503 meanwhile; a
+	// connection string that does not parse, a refused password or a
+	// missing database are not worth waiting for.
 	var pool *pgxpool.Pool
 	var last error
 	_, perr := pgxpool.ParseConfig(url)
-	err := kafkaio.Retry(sctx, 200*time.Millisecond, 5*time.Second, 0, func() error {
-		pool, last = openPool(sctx, url, nil)
-		if perr != nil {
+	wctx, wcancel := context.WithTimeout(ctx, dbWait)
+	err := kafkaio.Retry(wctx, 200*time.Millisecond, 5*time.Second, 0, func() error {
+		pool, last = openPool(wctx, url, nil)
+		var pe *pgconn.PgError
+		if perr != nil || (errors.As(last, &pe) && (strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000")) {
 			return backoff.Permanent(last)
 		}
 		return last
 	}, func(err error, wait time.Duration) {
 		h.log.Warn("database not reachable yet; retrying", "retry_in", wait.Round(time.Millisecond), "err", err)
 	})
+	waited := wctx.Err() != nil
+	wcancel()
 	if err != nil {
-		if last != nil && sctx.Err() != nil && ctx.Err() == nil {
-			return fmt.Errorf("database not reachable within 60s: %w", last)
+		if last != nil && waited && ctx.Err() == nil {
+			return fmt.Errorf("database not reachable within %v: %w", dbWait, last)
 		}
 		return err
 	}
+	// Then the rest of the start: migrations, topics, the ACL.
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
 	if err := Migrate(sctx, pool); err != nil {
 		pool.Close()
 		return err

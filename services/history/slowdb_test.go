@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -249,4 +251,31 @@ func TestLagGrowsWhileStalled(t *testing.T) {
 	}
 	tx.Rollback(ctx)
 	eventually(t, 30*time.Second, "the lag back to 0", func() bool { _, sum := lagSeries(t, h.Reg); return sum == 0 })
+}
+
+// A refused password is not waited for as a database that is not up yet:
+// Start fails at once.
+func TestStartFailsFastOnARefusedPassword(t *testing.T) {
+	k := topics(t, testBroker(t))
+	u, err := url.Parse(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), "not-the-password")
+	cfg := history.Defaults()
+	cfg.Kafka, cfg.DatabaseURL = k, u.String()
+	cfg.Auth = auth.Config{Secret: testSecret}
+	h, err := history.New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	err = h.Start(context.Background())
+	if err == nil || time.Since(t0) > 10*time.Second {
+		t.Fatalf("Start with a wrong password: %v after %v, want an error within seconds", err, time.Since(t0))
+	}
+	t.Logf("Start: %v", err)
+	if strings.Contains(err.Error(), "not-the-password") {
+		t.Fatalf("the error quotes the password: %v", err)
+	}
 }
