@@ -374,15 +374,17 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "another one", "client_id": "o1"})
 		other := answered(t, alice, "o1")["id"].(string)
 		waitFor(t, 10*time.Second, "the edit of the other message (same client_id as an earlier edit) is applied", func() bool {
-			before := len(alice.ofType("ack"))
+			acksBefore, errsBefore := len(alice.ofType("ack")), len(alice.ofType("error"))
 			aliceWS.WriteJSON(map[string]string{"type": "edit", "id": strings.ToUpper(other), "content": "another, edited", "client_id": editCID})
 			var a map[string]any
 			waitFor(t, 10*time.Second, "an answer", func() bool {
-				acks := alice.ofType("ack")
-				if len(acks) > before {
+				if acks := alice.ofType("ack"); len(acks) > acksBefore {
 					a = acks[len(acks)-1]
-				} else if e := alice.lastOf("error", field("client_id", editCID)); e != nil && e["code"] == "not_found" {
-					a = e // history may not have the message yet
+				} else if errs := alice.ofType("error"); len(errs) > errsBefore {
+					a = errs[len(errs)-1] // not_found: history may not have the message yet
+					if a["client_id"] != editCID || a["code"] != "not_found" {
+						t.Fatalf("edit of %s: %v", other, a)
+					}
 				}
 				return a != nil
 			})
