@@ -174,14 +174,7 @@ func TestSameDeliveryTwiceIsDeliveredOnce(t *testing.T) {
 	marker := ev
 	marker.ID, marker.Content, marker.ClientID = chatevent.NewID(), "marker", "d2"
 	mv, _ := chatevent.EncodeDelivery(marker, chatevent.Pos{Partition: 1, Offset: 9})
-	w := cfg.Kafka.NewWriter(cfg.Kafka.DeliveriesTopic)
-	defer w.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	key := []byte(cfg.ID)
-	if err := w.WriteMessages(ctx, kafka.Message{Key: key, Value: v}, kafka.Message{Key: key, Value: v}, kafka.Message{Key: key, Value: mv}); err != nil {
-		t.Fatal(err)
-	}
+	writeDeliveries(t, cfg, v, v, mv)
 	var got []string
 	for {
 		m := bob.nextOf("private")
@@ -206,13 +199,7 @@ func TestDMResendOnAnotherEdgeAfterDelivery(t *testing.T) {
 	ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "walt", Username: "alice",
 		Content: "sent elsewhere", ClientID: "d9", Timestamp: chatevent.FormatTime(time.Now())}
 	v, _ := chatevent.EncodeDelivery(ev, chatevent.Pos{Partition: 2, Offset: 5})
-	w := cfg.Kafka.NewWriter(cfg.Kafka.DeliveriesTopic)
-	defer w.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(cfg.ID), Value: v}); err != nil {
-		t.Fatal(err)
-	}
+	writeDeliveries(t, cfg, v)
 	if m := alice.nextOf("private"); m["id"] != ev.ID {
 		t.Fatalf("alice got %v, want her DM %s", m, ev.ID)
 	}
@@ -241,14 +228,7 @@ func TestReadReceiptDoesNotReachABlocker(t *testing.T) {
 	marker := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "bob", Username: "carol",
 		Content: "marker", ClientID: "m1", Timestamp: chatevent.FormatTime(time.Now())}
 	mv, _ := chatevent.EncodeDelivery(marker, chatevent.Pos{Partition: 2, Offset: 9})
-	w := cfg.Kafka.NewWriter(cfg.Kafka.DeliveriesTopic)
-	defer w.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	key := []byte(cfg.ID)
-	if err := w.WriteMessages(ctx, kafka.Message{Key: key, Value: rv}, kafka.Message{Key: key, Value: mv}); err != nil {
-		t.Fatal(err)
-	}
+	writeDeliveries(t, cfg, rv, mv)
 	if m := alice.nextOf("read"); m["pos"] != "1:3" {
 		t.Fatalf("alice's own device got %v, want her read position", m)
 	}
@@ -260,5 +240,22 @@ func TestReadReceiptDoesNotReachABlocker(t *testing.T) {
 		if m["type"] == "private" && m["content"] == "marker" {
 			break
 		}
+	}
+}
+
+// writeDeliveries writes records to the deliveries topic addressed to the
+// edge cfg describes, as the router does.
+func writeDeliveries(t *testing.T, cfg edge.Config, values ...[]byte) {
+	t.Helper()
+	w := cfg.Kafka.NewWriter(cfg.Kafka.DeliveriesTopic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msgs := make([]kafka.Message, len(values))
+	for i, v := range values {
+		msgs[i] = kafka.Message{Key: []byte(cfg.ID), Value: v}
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
 	}
 }

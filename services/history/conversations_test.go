@@ -2,7 +2,6 @@ package history_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatsys/chat/pkg/chatevent"
@@ -454,20 +452,8 @@ func TestEditAndDelete(t *testing.T) {
 	// (held off here: the table is locked against writes, not reads), a
 	// second delete appends nothing and an edit is not_found: no client
 	// sees the deleted message changed again.
-	ctx := context.Background()
-	locker, err := pgx.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close(ctx)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "LOCK TABLE messages IN EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := lockMessages(t, db, "EXCLUSIVE")
+	defer unlock()
 	if r := must(t, 200, h.URL, "DELETE", "alice", "/v1/messages/"+dm.ID, nil); r.Body["pos"] == nil {
 		t.Fatalf("delete = %s, want a pos", r.Raw)
 	}

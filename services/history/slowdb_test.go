@@ -108,19 +108,8 @@ func TestLockedTableAnswersQuickly(t *testing.T) {
 	eventually(t, 20*time.Second, "the message stored", func() bool { return count(t, db, "SELECT count(*) FROM messages") == 1 })
 	eventually(t, 10*time.Second, "ready", func() bool { return h.Ready(context.Background()) == nil })
 
-	ctx := context.Background()
-	locker, err := pgx.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close(ctx)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := lockMessages(t, db, "ACCESS EXCLUSIVE")
+	defer unlock()
 
 	const concurrent = 12 // more than the pool's connections
 	var wg sync.WaitGroup
@@ -144,18 +133,16 @@ func TestLockedTableAnswersQuickly(t *testing.T) {
 		}
 	}
 	t0 := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second) // as /readyz gives its checks
-	err = h.Ready(rctx)
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second) // as /readyz gives its checks
+	err := h.Ready(rctx)
 	cancel()
 	if err == nil {
 		t.Error("Ready with the messages table locked = nil, want an error")
 	}
 	t.Logf("locked table: API answered 503 after %v..%v, readiness failed after %v (%v)", minDur(took), maxDur(took), time.Since(t0).Round(time.Millisecond), err)
 
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "readiness back after the lock", func() bool { return h.Ready(ctx) == nil })
+	unlock()
+	eventually(t, 10*time.Second, "readiness back after the lock", func() bool { return h.Ready(context.Background()) == nil })
 	if r := get(t, h.URL, "alice", "/v1/rooms/general/messages", nil); r.Status != 200 || len(r.Messages) != 1 {
 		t.Errorf("after the lock: %d with %d messages, want 200 with 1", r.Status, len(r.Messages))
 	}
@@ -230,26 +217,15 @@ func TestLagGrowsWhileStalled(t *testing.T) {
 	// rooms 4 + direct 4 + acl 1 partitions.
 	eventually(t, 20*time.Second, "every partition exported at lag 0", func() bool { n, sum := lagSeries(t, h.Reg); return n == 9 && sum == 0 })
 
-	ctx := context.Background()
-	locker, err := pgx.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close(ctx)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := lockMessages(t, db, "ACCESS EXCLUSIVE")
+	defer unlock()
 	produce(t, k, event("chat", "general", "", "alice", "one", "c2"), event("chat", "general", "", "alice", "two", "c3"),
 		event("chat", "general", "", "alice", "three", "c4"))
 	eventually(t, 20*time.Second, "the lag shows the stalled records", func() bool { _, sum := lagSeries(t, h.Reg); return sum >= 3 })
 	if h.Lag() < 3 {
 		t.Fatalf("Lag() = %d while stalled on 3 records of a partition it consumes", h.Lag())
 	}
-	tx.Rollback(ctx)
+	unlock()
 	eventually(t, 30*time.Second, "the lag back to 0", func() bool { _, sum := lagSeries(t, h.Reg); return sum == 0 })
 }
 
@@ -277,5 +253,33 @@ func TestStartFailsFastOnARefusedPassword(t *testing.T) {
 	t.Logf("Start: %v", err)
 	if strings.Contains(err.Error(), "not-the-password") {
 		t.Fatalf("the error quotes the password: %v", err)
+	}
+}
+
+// lockMessages locks the messages table in mode (ACCESS EXCLUSIVE: against
+// readers too; EXCLUSIVE: against writers only) until the returned unlock
+// (idempotent) is called.
+func lockMessages(t *testing.T, db, mode string) (unlock func()) {
+	t.Helper()
+	ctx := context.Background()
+	locker, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE messages IN "+mode+" MODE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if err := tx.Rollback(ctx); err != nil {
+				t.Error(err)
+			}
+			locker.Close(ctx)
+		})
 	}
 }
