@@ -343,6 +343,45 @@ func TestBrowserFixes(t *testing.T) {
 		alice.do(chromedp.Click(`#rooms li[data-key="#general"] button`))
 	})
 
+	t.Run("what another device read while this tab was away is not unread after the reconnect", func(t *testing.T) {
+		bob.do(chromedp.Click(`#rooms li[data-key="#general"] button`))
+		bob.waitFor("in #general", title+` === "# general" && `+badgeOf("@alice")+` === ""`, 10*time.Second)
+		phone := signIn(t, browser, s.addr, "bob", bobTok) // bob's other device
+		dropConnection(bob)
+		openDM(alice, "bob")
+		alice.send("read on the phone 1")
+		alice.send("read on the phone 2")
+		alice.waitFor("sent", msgState("read on the phone 2")+` === "sent"`, 10*time.Second)
+		phone.waitFor("the DM listed", `!!document.querySelector('#dms li[data-key="@alice"] button')`, 10*time.Second)
+		phone.do(chromedp.Click(`#dms li[data-key="@alice"] button`))
+		phone.waitFor("read on the phone", countText("read on the phone 2")+` === 1`, 10*time.Second)
+		waitFor(t, 15*time.Second, "history has the phone's read", func() bool { n, ok := unreadOf(t, s.addr, bobTok)["@alice"]; return ok && n == 0 })
+		unblockWS(bob)
+		retry(bob)
+		online(bob)
+		bob.waitFor("no unread after the reconnect", badgeOf("@alice")+` === "" && !document.title.startsWith("(")`, 15*time.Second)
+		bob.holds("still none", badgeOf("@alice")+` === ""`, 3*time.Second)
+	})
+
+	t.Run("a room left with unsent messages stays left after a reload", func(t *testing.T) {
+		eval[bool](bob, `document.getElementById("join-room").value = "left-behind"; document.getElementById("join-form").requestSubmit(); true`)
+		bob.waitFor("in the room", title+` === "# left-behind" && document.body.dataset.conn === "online"`, 10*time.Second)
+		dropConnection(bob)
+		bob.send("queued, then the room was left")
+		bob.waitFor("queued", msgState("queued, then the room was left")+` === "queued"`, 5*time.Second)
+		bob.do(chromedp.Click("#leave"))
+		bob.waitFor("left", `!document.querySelector('#rooms li[data-key="#left-behind"]')`, 5*time.Second)
+		unblockWS(bob)
+		bob.do(chromedp.Reload())
+		online(bob)
+		bob.holds("not back in the sidebar, nothing queued", `!document.querySelector('#rooms li[data-key="#left-behind"]') && !(sessionStorage.getItem("chat:bob:outbox") || "").includes("room was left")`, 3*time.Second)
+		for _, m := range historyContents(t, s.addr, bobTok, "left-behind") {
+			if m == "queued, then the room was left" {
+				t.Fatal("the message queued for a room that was then left was sent")
+			}
+		}
+	})
+
 	t.Run("360 px: long names and URLs stay within the width", func(t *testing.T) {
 		longUser := ("Long_user_" + strings.Repeat("abcdefgh", 8))[:64]
 		longRoom := ("room-" + strings.Repeat("longroom", 8))[:64]

@@ -340,6 +340,7 @@ function countUnread(c, ev) {
   if (ev.username === me || ev.deleted || !countsUnread(ev)) return;
   if (c === current && visible()) { markRead(c); return; }
   if (ev.id && ev.id <= (readMarks[c.key] || "")) return;
+  if (ev.pos && c.readPos && !posAfter(ev.pos, c.readPos)) return; // read here or on another device
   c.unread++;
   if (mentions(ev.content, me)) c.mentioned++;
   updateBadge(c);
@@ -660,6 +661,11 @@ function joinRoom(name, opts = {}) {
 
 function leaveRoom(c) {
   conn.send({ type: "leave", room: c.name });
+  // Leaving is final: what was still to be sent there, or refused, goes.
+  for (const [cid, o] of outbox) if (o.key === c.key) outbox.delete(cid);
+  clearTimeout(holds.get(c.key));
+  holds.delete(c.key);
+  saveOutbox();
   convs.delete(c.key);
   c.item.remove();
   delete readMarks[c.key];
@@ -741,7 +747,8 @@ function restoreOutbox() {
     if (!f || typeof f.client_id !== "string" || typeof f.content !== "string" || outbox.has(f.client_id)) continue;
     if (!(Date.now() - Date.parse(x.ts) < OUTBOX_MAX_AGE)) continue;
     let c = null;
-    if (f.type === "chat" && ROOM_RE.test(f.room || "")) c = convs.get("#" + f.room) || conv("room", f.room);
+    // Only rooms still in the sidebar: a room left is not joined again.
+    if (f.type === "chat" && ROOM_RE.test(f.room || "")) c = convs.get("#" + f.room) || null;
     else if (f.type === "private" && USER_RE.test(f.target || "")) c = conv("dm", f.target);
     if (!c) continue;
     const frame = f.type === "chat"
@@ -832,15 +839,21 @@ function unsentActions(li) {
     el("button", { type: "button", class: "act", "data-act": "dismiss", "aria-label": "Dismiss your unsent message", text: "Dismiss" })));
 }
 
-// dropUnsent forgets a refused message and its element.
+// dropUnsent forgets a refused message and its element, and moves the
+// focus to where the reader can go on: the composer when it is open, else
+// the next (or previous) unsent message's actions, else the log.
 function dropUnsent(c, li) {
   const o = li.dataset.cid && outbox.get(li.dataset.cid);
   if (!o || !o.failed) return null;
+  const near = [li.nextElementSibling, li.previousElementSibling].find((x) => x && x.querySelector(":scope > .unsent button"));
   outbox.delete(li.dataset.cid);
   saveOutbox();
   unregister(c, li);
   li.remove();
   $("composer-error").textContent = "";
+  if (!closedReason(c)) $("content").focus();
+  else if (near) near.querySelector(":scope > .unsent button").focus();
+  else log.focus();
   return o;
 }
 
@@ -873,8 +886,13 @@ function retryUnsent(c, li) {
   pump(o.key);
 }
 
-// reviseUnsent puts a refused message's text back in the composer.
+// reviseUnsent puts a refused message's text back in the composer; while
+// the composer is closed (muted, removed) the message stays as it is.
 function reviseUnsent(c, li) {
+  if (closedReason(c)) {
+    $("composer-error").textContent = closedReason(c) + " The message stays here until you can edit it.";
+    return;
+  }
   const o = dropUnsent(c, li);
   if (!o) return;
   const ta = $("content");
@@ -1027,6 +1045,13 @@ function onOnline() {
   }
   // The open DM, when its history could not be read before.
   if (current && current.kind === "dm" && !current.loaded && !current.loading) loadNewest(current);
+  // The server's unread counts: what arrived, and what was read on another
+  // device, while this tab was away (it missed those read frames). Again
+  // once history has what the rooms' resumes just replayed (counted here
+  // as they arrive).
+  if (unreadLoaded) loadUnread({ dmsOnly: true }); // rooms count their replayed events meanwhile
+  clearTimeout(unreadTimer);
+  unreadTimer = setTimeout(() => conn && conn.online && loadUnread(), 2000);
   refreshRooms();
   loadBlocks();
   syncDMs();
@@ -1034,6 +1059,7 @@ function onOnline() {
   refreshMembers();
   refreshPresence();
 }
+let unreadTimer = null;
 
 // syncDMs lists conversations with news since the newest private message
 // seen (history lags the log by up to a second, so it runs twice).
@@ -1047,18 +1073,19 @@ async function syncDMs(again = true) {
   }
   for (const x of list) {
     const c = conv("dm", x.peer);
-    const prev = c.latest || ""; // the newest message of it this page knew of
     if (x.latest && (c.latest || "") < x.latest.id) c.latest = x.latest.id;
     if (x.latest && dmCursor < x.latest.id) dmCursor = x.latest.id;
     if (c.loaded) {
-      // Page forward from what is shown.
+      // Page forward from what is shown (after the server's read positions
+      // are in: what another device read is not unread).
+      await unreadReady;
       const after = newestId(c);
       try {
         const msgs = after ? await api.dmMessages(c.name, { after, limit: 200 }) : [];
         for (const m of msgs) live(c, m);
       } catch { /* next sync */ }
     } else {
-      await countHistoryUnread(c, x.latest, prev);
+      await countHistoryUnread(c, x.latest);
     }
   }
   for (const x of list.slice().reverse()) bumpDM(conv("dm", x.peer));
@@ -1067,26 +1094,12 @@ async function syncDMs(again = true) {
 }
 
 // countHistoryUnread sets the unread count of a conversation not shown yet
-// from its history after the read mark. One GET /v1/unread counted (at the
-// page's start) gains what arrived after the newest message the page knew
-// of (while disconnected, say).
-async function countHistoryUnread(c, latest, prev) {
+// from its history after the read mark, unless GET /v1/unread counted it
+// (at the page's start and at each reconnect: see onOnline).
+async function countHistoryUnread(c, latest) {
   await unreadReady;
   const mark = readMarks[c.key] || "";
-  if (!latest || latest.id <= mark || c === current) return;
-  if (c.serverCounted) {
-    if (!prev || latest.id <= prev) return; // counted by the server
-    try {
-      const after = prev > mark ? prev : mark;
-      const msgs = await api.dmMessages(c.name, { after, limit: 200 });
-      const theirs = msgs.filter((m) => countsUnread(m) && m.username !== me && !m.deleted && m.id > after);
-      if (c === current || c.loaded) return; // shown meanwhile: counted as it showed
-      c.unread += theirs.length;
-      c.mentioned += theirs.filter((m) => mentions(m.content, me)).length;
-      updateBadge(c);
-    } catch { /* keep the old count */ }
-    return;
-  }
+  if (!latest || latest.id <= mark || c === current || c.serverCounted) return;
   try {
     const msgs = await api.dmMessages(c.name, mark ? { after: mark, limit: 200 } : { limit: 200 });
     const theirs = msgs.filter((m) => countsUnread(m) && m.username !== me && m.id > mark);
@@ -1364,7 +1377,9 @@ function showSeen(c) {
 // loadUnread seeds unread counts from GET /v1/unread (the server's read
 // positions, so a page that starts cold knows them). A conversation this
 // page has read further than the server knows yet keeps its own count.
-function loadUnread() {
+let unreadLoaded = false; // loadUnread ran once (the page's start)
+function loadUnread({ dmsOnly = false } = {}) {
+  unreadLoaded = true;
   unreadReady = (async () => {
     let list;
     try {
@@ -1376,7 +1391,7 @@ function loadUnread() {
     for (const x of list) {
       if (!x || typeof x.unread !== "number") continue;
       let c;
-      if (x.room && ROOM_RE.test(x.room)) c = convs.get("#" + x.room);
+      if (x.room && ROOM_RE.test(x.room)) c = dmsOnly ? null : convs.get("#" + x.room);
       else if (x.peer && USER_RE.test(x.peer) && x.peer !== me) c = conv("dm", x.peer);
       if (!c) continue;
       // The DM peer's read position: "Seen" survives a reload.
@@ -1567,7 +1582,7 @@ function onAction(e) {
     case "confirm-delete": b.closest(".actions").restore(); sendOp(c, li, "delete"); break;
     case "retry": retryUnsent(c, li); break;
     case "revise": reviseUnsent(c, li); break;
-    case "dismiss": if (dropUnsent(c, li)) $("content").focus(); break;
+    case "dismiss": dropUnsent(c, li); break;
   }
 }
 
