@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -284,18 +283,19 @@ func (c *Config) offsetsOnce(ctx context.Context, topic string, partition int) (
 	return 0, 0, fmt.Errorf("list offsets %s/%d: partition missing from response", topic, partition)
 }
 
-// Reachable dials the first reachable broker; it backs readiness checks.
+// Reachable reports whether a broker answers a request (ApiVersions)
+// within a second; it backs readiness checks. (A dial alone succeeds
+// against a broker that is frozen: the kernel accepts the connection.)
 func (c *Config) Reachable(ctx context.Context) error {
-	var d net.Dialer
-	var err error
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	err := errors.New("no brokers configured")
 	for _, b := range c.BrokerList() {
-		var conn net.Conn
-		if conn, err = d.DialContext(ctx, "tcp", b); err == nil {
-			return conn.Close()
+		cl := &kafka.Client{Addr: kafka.TCP(b), Timeout: time.Second}
+		if _, err = cl.ApiVersions(ctx, &kafka.ApiVersionsRequest{Addr: kafka.TCP(b)}); err == nil {
+			return nil
 		}
-	}
-	if err == nil {
-		err = errors.New("no brokers configured")
+		err = fmt.Errorf("broker %s does not answer: %w", b, err)
 	}
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net"
 
 	"testing"
 	"time"
@@ -97,5 +98,45 @@ func TestGroupLag(t *testing.T) {
 	lag, err = c.GroupLag(ctx, "g", map[string]int{"lagged": 2})
 	if err != nil || lag["lagged"][0] != 3 || lag["lagged"][1] != 4 {
 		t.Fatalf("lag after commits = %v, %v; want 0:3 1:4", lag, err)
+	}
+}
+
+// Reachable asks the broker: a listener that accepts connections but never
+// answers (a frozen broker) is not reachable.
+func TestReachableNeedsAnAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // accepted, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t0 := time.Now()
+	silent := config(ln.Addr().String())
+	if err := silent.Reachable(context.Background()); err == nil || time.Since(t0) > 5*time.Second {
+		t.Fatalf("Reachable of a silent listener = %v after %v, want an error within a second or so", err, time.Since(t0))
+	}
+	addr := freeAddr(t)
+	b := embedkafka.New(embedkafka.Config{Addr: addr}, nil)
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop(context.Background())
+	running := config(addr)
+	if err := running.Reachable(context.Background()); err != nil {
+		t.Fatalf("Reachable of a running broker: %v", err)
 	}
 }
