@@ -18,10 +18,11 @@ import (
 //     timestamp), so if the failed attempt had in fact landed, history keeps
 //     one row and edges deliver the id once (see recentIDs).
 //
-// Sends this edge appended are remembered, and so are the events of locally
-// connected users it reads from the log (live or while resuming a room), so
-// a client that reconnects to another edge and resumes its rooms is also
-// answered with the first ack. Entries expire after the window (default 10
+// Sends this edge appended are remembered, and so are the events it reads
+// from the log (the rooms it serves, live or while resuming a room, from
+// the resume position itself on; the private messages routed to it), so a
+// client that reconnects to another edge is also answered with the first
+// ack there when that edge saw the message. Entries expire after the window (default 10
 // minutes) or when the table is full, oldest first.
 type sends struct {
 	mu     sync.Mutex
@@ -249,13 +250,19 @@ func (r *recentIDs) has(id string) bool {
 // edit can be appended after the delete when two history instances each
 // checked the table before the delete reached it; the table ignores it,
 // and so do clients).
+//
+// A message is also dropped when the same user's message with the same
+// client_id, under another id, was delivered before it: a resend that an
+// edge could not recognise (sent through an edge that had not seen the
+// first) is appended with a new id, and history keeps only the first.
 type onceFilter struct {
 	recent  *recentIDs // message ids delivered
 	deleted *recentIDs // ids of messages deleted
+	sends   *recentIDs // username + client_id of the messages delivered
 }
 
 func newOnceFilter() onceFilter {
-	return onceFilter{recent: newRecentIDs(recentIDWindow), deleted: newRecentIDs(recentIDWindow)}
+	return onceFilter{recent: newRecentIDs(recentIDWindow), deleted: newRecentIDs(recentIDWindow), sends: newRecentIDs(recentIDWindow)}
 }
 
 // keep reports whether ev is delivered, and remembers it.
@@ -265,7 +272,12 @@ func (f onceFilter) keep(ev *chatevent.Event) bool {
 		return !f.deleted.has(ev.ID) // several edits of one message are not duplicates
 	case chatevent.TypeDelete:
 		return f.deleted.add(ev.ID)
-	default:
-		return f.recent.add(ev.ID)
 	}
+	if !f.recent.add(ev.ID) {
+		return false
+	}
+	if ev.ClientID != "" && (ev.Type == chatevent.TypeChat || ev.Type == chatevent.TypePrivate) {
+		return f.sends.add(ev.Username + "\x00" + ev.ClientID)
+	}
+	return true
 }

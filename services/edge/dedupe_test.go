@@ -96,6 +96,30 @@ func TestResendOnAnotherEdgeAfterResume(t *testing.T) {
 	if got := bob.contentsUntil("marker"); len(got) != 2 || got[0] != "the message" {
 		t.Fatalf("bob saw %q after 'before', want [the message, marker]", got)
 	}
+
+	// Resumed from the position of the message itself (the client saw its
+	// echo, not its ack): a third edge knows it from the resume position.
+	c := startEdge(t, broker)
+	alice2.send(map[string]any{"type": "chat", "room": "general", "content": "echo seen, ack lost", "client_id": "y3"})
+	id3 := alice2.ackID("y3")
+	var pos3 any // the echo's position (bob's copy of it has the same)
+	for {
+		m := bob.nextOf("chat")
+		if m["id"] == id3 {
+			pos3 = m["pos"]
+			break
+		}
+	}
+	alice2.ws.Close()
+	alice3 := dial(t, c.URL, "alice")
+	alice3.send(map[string]any{"type": "join", "room": "general", "since": pos3})
+	if j := alice3.nextOf("joined"); j["recovered"] != true {
+		t.Fatalf("joined = %v, want recovered", j)
+	}
+	alice3.send(map[string]any{"type": "chat", "room": "general", "content": "echo seen, ack lost", "client_id": "y3"})
+	if got := alice3.ackID("y3"); got != id3 {
+		t.Fatalf("resend after resuming from the message's own position: ack %s, want %s", got, id3)
+	}
 }
 
 // An event appended twice (a retry after an ambiguous failure keeps its id)
@@ -206,6 +230,22 @@ func TestDMResendOnAnotherEdgeAfterDelivery(t *testing.T) {
 	alice.send(map[string]any{"type": "private", "target": "walt", "content": "sent elsewhere", "client_id": "d9"})
 	if got := alice.ackID("d9"); got != ev.ID {
 		t.Fatalf("resend on this edge: ack %s, want the delivered DM's %s", got, ev.ID)
+	}
+
+	// Routed here for the recipient only (the sender was not connected
+	// here): the sender's resend here is still recognised.
+	walt := dial(t, e.URL, "walt")
+	ev2 := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "walt", Username: "carol",
+		Content: "from elsewhere", ClientID: "d10", Timestamp: chatevent.FormatTime(time.Now())}
+	v2, _ := chatevent.EncodeDelivery(ev2, chatevent.Pos{Partition: 3, Offset: 8})
+	writeDeliveries(t, cfg, v2)
+	if m := walt.nextOf("private"); m["id"] != ev2.ID {
+		t.Fatalf("walt got %v, want carol's DM %s", m, ev2.ID)
+	}
+	carol := dial(t, e.URL, "carol")
+	carol.send(map[string]any{"type": "private", "target": "walt", "content": "from elsewhere", "client_id": "d10"})
+	if got := carol.ackID("d10"); got != ev2.ID {
+		t.Fatalf("carol's resend on the recipient's edge: ack %s, want %s", got, ev2.ID)
 	}
 }
 

@@ -128,11 +128,7 @@ func (e *Edge) Start(ctx context.Context) error {
 	}
 	src.serves = e.hub.serves
 	src.recipients = e.hub.recipients
-	src.seen = func(ev *chatevent.Event) {
-		if e.hub.hasUser(ev.Username) {
-			e.sends.seen(ev)
-		}
-	}
+	src.seen = e.sends.seen
 	e.src = src
 	if e.dsrc, err = newDeliveriesSource(ctx, k, e.cfg.ID, e.log, e.m); err != nil {
 		return fmt.Errorf("edge: %w", err)
@@ -154,13 +150,10 @@ func (e *Edge) Run(ctx context.Context) error {
 	g.Go(func() error { e.presence.beat(ctx, e.cfg.Heartbeat); return nil })
 	g.Go(func() error {
 		return e.dsrc.Run(ctx, func(ds []*delivery) {
-			// A DM delivered here to its sender's connection answers a
-			// resend on this edge too (the first send may have gone
-			// through another edge).
 			for _, d := range ds {
-				if d.ev.ClientID != "" && e.hub.hasUser(d.ev.Username) {
-					e.sends.seen(&d.ev)
-				}
+				// A DM routed here answers its sender's resend on this
+				// edge too (the first send went through another edge).
+				e.sends.seen(&d.ev)
 				// A read receipt does not reach a peer who blocked the
 				// reader (as their messages and typing do not); the
 				// reader's own devices still get it.

@@ -143,6 +143,12 @@ func TestSendsForgottenEntryDoesNotExpireItsResend(t *testing.T) {
 func TestOnceFilter(t *testing.T) {
 	f := newOnceFilter()
 	ev := func(typ, id string) *chatevent.Event { return &chatevent.Event{Type: typ, ID: id} }
+	sent := func(id, user, cid string) *chatevent.Event {
+		return &chatevent.Event{Type: chatevent.TypeChat, ID: id, Username: user, ClientID: cid}
+	}
+	if !f.keep(sent("s1", "alice", "c1")) || f.keep(sent("s2", "alice", "c1")) || !f.keep(sent("s3", "bob", "c1")) {
+		t.Fatal("a second message of one user's client_id (a resend appended with a new id) is delivered, or another user's is not")
+	}
 	for i, c := range []struct {
 		ev   *chatevent.Event
 		keep bool

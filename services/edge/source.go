@@ -186,12 +186,19 @@ const recentIDWindow = 4096
 func (s *logSource) Replay(ctx context.Context, room string, after, end chatevent.Pos, fn func(*delivery) error) error {
 	key := []byte(chatevent.RoomKey(room))
 	once := newOnceFilter()
-	next := after.Offset + 1
+	// From the record at the resume position itself, which the client has
+	// (it is not sent again): when it is the client's own message, the
+	// edge then knows it, and a resend of it is answered with its ack.
+	next := after.Offset
 	for next < end.Offset {
 		res, err := s.client.Fetch(ctx, &kafka.FetchRequest{Topic: s.topic, Partition: after.Partition, Offset: next,
 			MinBytes: 1, MaxBytes: 4 << 20, MaxWait: tailWait})
 		if err == nil && res.Error != nil {
 			err = res.Error
+		}
+		if err != nil && next == after.Offset {
+			next++ // the resume position itself is gone (retention): from the next
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("replay %s/%d at %d: %w", s.topic, after.Partition, next, err)
@@ -221,6 +228,9 @@ func (s *logSource) Replay(ctx context.Context, room string, after, end chateven
 			if d := s.decode(m); d != nil && d.ev.Room == room && once.keep(&d.ev) {
 				if s.seen != nil {
 					s.seen(&d.ev)
+				}
+				if r.Offset == after.Offset {
+					continue // the client has it
 				}
 				if err := fn(d); err != nil {
 					return err
