@@ -166,14 +166,6 @@ func (h *hub) recipients(room string) int {
 	return len(h.rooms[room])
 }
 
-// hasUser reports whether user has a connection on this edge.
-func (h *hub) hasUser(user string) bool {
-	h.mu.RLock()
-	_, ok := h.users[user]
-	h.mu.RUnlock()
-	return ok
-}
-
 // serves reports whether a chat.rooms record with this key has a local
 // recipient: a room with a subscription here, or a broadcast.
 func (h *hub) serves(key []byte) bool {
