@@ -259,8 +259,16 @@ func TestReadReceiptDoesNotReachABlocker(t *testing.T) {
 	alice := dial(t, e.URL, "alice")
 	appendACL(t, broker, chatevent.ACLRecord{Type: chatevent.ACLBlock, Username: "bob", Target: "alice", Blocked: true})
 	eventually(t, 5*time.Second, "the block is enforced", func() bool {
-		alice.send(map[string]any{"type": "typing", "target": "bob"})
-		return alice.next()["code"] == chatevent.CodeForbidden
+		// A private message is always answered (typing is not, unless refused).
+		alice.send(map[string]any{"type": "private", "target": "bob", "content": "x", "client_id": fmt.Sprint("b", time.Now().UnixNano())})
+		for {
+			switch m := alice.next(); m["type"] {
+			case "ack":
+				return false
+			case "error":
+				return m["code"] == chatevent.CodeForbidden
+			}
+		}
 	})
 	read := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypeRead, Target: "bob", Username: "alice",
 		Pos: "1:3", Timestamp: chatevent.FormatTime(time.Now())}

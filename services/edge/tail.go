@@ -15,7 +15,7 @@ import (
 )
 
 // tailWait is how long the broker holds a fetch open for new records.
-const tailWait = 250 * time.Millisecond
+const tailWait = 2 * time.Second
 
 // tailPartition reads one partition from offset until ctx ends, calling fn
 // with each fetched batch of records, in log order. It works on the fetch

@@ -232,7 +232,7 @@ func (h *History) Start(ctx context.Context) error {
 		StartOffset:     kafka.FirstOffset,
 		MinBytes:        1,
 		MaxBytes:        16 << 20,
-		MaxWait:         250 * time.Millisecond,
+		MaxWait:         time.Second, // a long poll: the broker answers as soon as records arrive
 		CommitInterval:  0, // commit synchronously, after the database commit
 		ReadLagInterval: -1,
 		// Keep retrying underneath rather than queue errors for

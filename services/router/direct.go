@@ -41,7 +41,7 @@ func (r *Router) newDirectReader(start int64) *kafka.Reader {
 		StartOffset:       start,
 		MinBytes:          1,
 		MaxBytes:          8 << 20,
-		MaxWait:           100 * time.Millisecond,
+		MaxWait:           500 * time.Millisecond,
 		ReadLagInterval:   -1,
 		SessionTimeout:    st,
 		HeartbeatInterval: max(st/6, 100*time.Millisecond),

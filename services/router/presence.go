@@ -75,7 +75,7 @@ func (r *Router) snapshotFits(pos []int64) bool {
 // put it, forever.
 func (r *Router) tailPresence(ctx context.Context, p int) error {
 	k := r.cfg.Kafka
-	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: k.BrokerList(), Topic: k.PresenceTopic, Partition: p, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, ReadLagInterval: -1, MaxAttempts: 1 << 30})
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: k.BrokerList(), Topic: k.PresenceTopic, Partition: p, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: time.Second, ReadLagInterval: -1, MaxAttempts: 1 << 30})
 	defer rd.Close()
 	if err := rd.SetOffset(r.startAt[p]); err != nil {
 		return fmt.Errorf("presence %d: start at %d: %w", p, r.startAt[p], err)
