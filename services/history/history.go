@@ -233,7 +233,7 @@ func (h *History) Start(ctx context.Context) error {
 		MinBytes:        1,
 		MaxBytes:        16 << 20,
 		MaxWait:         time.Second, // a long poll: the broker answers as soon as records arrive
-		CommitInterval:  0, // commit synchronously, after the database commit
+		CommitInterval:  0,           // commit synchronously, after the database commit
 		ReadLagInterval: -1,
 		// Keep retrying underneath rather than queue errors for
 		// FetchMessage while the broker is away.
