@@ -311,7 +311,8 @@ func (e *Edge) handleRead(ctx context.Context, c *conn, f chatevent.Frame) {
 	}
 	// A read is a durable append: it costs what a message costs.
 	if !c.limiter.Allow() {
-		e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), f.ClientID)
+		r := e.rateLimited()
+		e.sendError(ctx, c, r.code, r.msg, f.ClientID)
 		return
 	}
 	// Nor one past the partition's end (it would mark every later message
@@ -356,21 +357,7 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	// A resend of a client_id is answered from the first attempt, as for
 	// chat (see sends): after its ack with the same ack, and nothing is
 	// changed again (a late retry of an edit must not undo a newer one).
-	// answer may run on another connection's relay (a resend that waited
-	// on it): it never blocks, as the chat path's does not.
-	answer := func(id string, err error) {
-		var r *refusal
-		code, msg := chatevent.CodeUnavailable, "history could not change the message; retry"
-		switch {
-		case err == nil:
-			c.send(chatevent.AckFrame{ClientID: cid, ID: id}.Encode(), chatevent.TypeAck)
-			return
-		case errors.As(err, &r):
-			code, msg = r.code, r.msg
-		}
-		e.m.errors.WithLabelValues(code).Inc()
-		c.send(chatevent.ErrorFrame{Code: code, Message: msg, ClientID: cid}.Encode(), chatevent.TypeError)
-	}
+	answer := e.answerer(c, cid, "history could not change the message; retry")
 	key := changeKey(f.Type, f.ID, cid)
 	ev, action := e.sends.begin(c.id.Username, key, func() chatevent.Event {
 		return chatevent.Event{ID: f.ID, Type: f.Type, Content: f.Content}
@@ -387,8 +374,9 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 		e.m.resends.Inc()
 	case sendAppend:
 		if !c.limiter.Allow() {
-			e.sends.forget(c.id.Username, key, &refusal{chatevent.CodeRateLimited, "the first attempt was rate limited; slow down"})
-			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), cid)
+			r := e.rateLimited()
+			e.sends.forget(c.id.Username, key, r)
+			e.sendError(ctx, c, r.code, r.msg, cid)
 			return
 		}
 	}
@@ -403,12 +391,6 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	}
 	answer(ev.ID, err)
 }
-
-// refusal is history's definitive answer to an edit or delete: nothing
-// was changed, and a resend would get the same.
-type refusal struct{ code, msg string }
-
-func (r *refusal) Error() string { return r.code + ": " + r.msg }
 
 // relayEdit asks history to apply ev (an edit or delete of message ev.ID).
 // It returns nil when history applied it, a *refusal when history refused

@@ -109,20 +109,7 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 			return // the expiry timer is closing the connection: nothing more is appended
 		}
 		cid := f.ClientID
-		answer := func(id string, err error) {
-			code, msg := chatevent.CodeUnavailable, "the message log did not acknowledge the message; it was not sent, retry"
-			switch {
-			case err == nil:
-				c.send(chatevent.AckFrame{ClientID: cid, ID: id}.Encode(), chatevent.TypeAck)
-				return
-			case errors.Is(err, errForbidden): // a resend that waited on a refused first attempt
-				code, msg = chatevent.CodeForbidden, "you may not send this message"
-			case errors.Is(err, errRateLimited):
-				code, msg = chatevent.CodeRateLimited, "the first attempt was rate limited; slow down"
-			}
-			e.m.errors.WithLabelValues(code).Inc()
-			c.send(chatevent.ErrorFrame{Code: code, Message: msg, ClientID: cid}.Encode(), chatevent.TypeError)
-		}
+		answer := e.answerer(c, cid, "the message log did not acknowledge the message; it was not sent, retry")
 		// A resend of a known client_id is answered from the first send
 		// (and costs no rate): see sends. It is not authorized again: a
 		// message acknowledged before a mute, ban or block keeps its ack,
@@ -159,20 +146,18 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		}
 		// What is appended is ev (a retry's is the first attempt's event,
 		// whatever the resend's frame says): it is what is authorized.
-		if ev.Type == chatevent.TypePrivate && !e.allowed(ctx, c, func() bool { return chatevent.MayMessage(c.id.Username, ev.Target, e.aclState()) }) {
-			refuse(errForbidden)
-			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", ev.Target), cid)
-			return
+		var r *refusal
+		switch {
+		case ev.Type == chatevent.TypePrivate && !e.allowed(ctx, c, func() bool { return chatevent.MayMessage(c.id.Username, ev.Target, e.aclState()) }):
+			r = &refusal{chatevent.CodeForbidden, fmt.Sprintf("you may not send private messages to %q", ev.Target)}
+		case ev.Type == chatevent.TypeChat && !e.allowed(ctx, c, func() bool { return e.aclState().MayWrite(ev.Room, c.id.Username, c.id.Admin) }):
+			r = &refusal{chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", ev.Room)}
+		case !retry && !c.limiter.Allow(): // a resend is not counted by the rate limit (README, Resending)
+			r = e.rateLimited()
 		}
-		if ev.Type == chatevent.TypeChat && !e.allowed(ctx, c, func() bool { return e.aclState().MayWrite(ev.Room, c.id.Username, c.id.Admin) }) {
-			refuse(errForbidden)
-			e.sendError(ctx, c, chatevent.CodeForbidden, fmt.Sprintf("you may not write in room %q", ev.Room), cid)
-			return
-		}
-		// A resend is not counted by the rate limit (README, Resending).
-		if !retry && !c.limiter.Allow() {
-			refuse(errRateLimited)
-			e.sendError(ctx, c, chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond), cid)
+		if r != nil {
+			refuse(r)
+			e.sendError(ctx, c, r.code, r.msg, cid)
 			return
 		}
 		// Appends are pipelined: the next frame is read while this one is
@@ -193,9 +178,33 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 	}
 }
 
-// errRateLimited and errForbidden end an attempt refused by the rate limit
-// or by the ACL: nothing was appended by it (see refuse in handleFrame).
-var (
-	errRateLimited = errors.New("rate limited")
-	errForbidden   = errors.New("forbidden")
-)
+// refusal ends a send, edit or delete that was refused (by the ACL, the
+// rate limit, history): nothing was appended or changed by it, a resend
+// that waited on it gets the same answer, and a later resend is a new
+// attempt.
+type refusal struct{ code, msg string }
+
+func (r *refusal) Error() string { return r.code + ": " + r.msg }
+
+func (e *Edge) rateLimited() *refusal {
+	return &refusal{chatevent.CodeRateLimited, fmt.Sprintf("more than %g messages per second; slow down", e.cfg.RatePerSecond)}
+}
+
+// answerer returns what answers the sends of cid on c: the ack, or the
+// error (a *refusal's code and message; any other error is unavailable,
+// with unknown as its message). It never blocks: it also runs for a resend
+// that waited on an attempt made on another connection.
+func (e *Edge) answerer(c *conn, cid, unknown string) func(id string, err error) {
+	return func(id string, err error) {
+		if err == nil {
+			c.send(chatevent.AckFrame{ClientID: cid, ID: id}.Encode(), chatevent.TypeAck)
+			return
+		}
+		code, msg := chatevent.CodeUnavailable, unknown
+		if r := (*refusal)(nil); errors.As(err, &r) {
+			code, msg = r.code, r.msg
+		}
+		e.m.errors.WithLabelValues(code).Inc()
+		c.send(chatevent.ErrorFrame{Code: code, Message: msg, ClientID: cid}.Encode(), chatevent.TypeError)
+	}
+}

@@ -104,7 +104,7 @@ func TestSendsRefusedSendsDoNotGrowTheQueue(t *testing.T) {
 		if _, act := s.begin("u", cid, func() chatevent.Event { return chatevent.Event{ID: cid} }, nil); act != sendAppend {
 			t.Fatalf("refused send %d: action %v", i, act)
 		}
-		s.forget("u", cid, errRateLimited)
+		s.forget("u", cid, &refusal{"rate_limited", "slow down"})
 		if live := len(s.fifo) - s.head; live > len(s.m)+1030 {
 			t.Fatalf("after %d refused sends the queue holds %d entries for %d remembered sends", i+1, live, len(s.m))
 		}
@@ -120,7 +120,7 @@ func TestSendsForgottenEntryDoesNotExpireItsResend(t *testing.T) {
 	s := newSends(time.Hour, 3)
 	appendSend(t, s, "u", "a")
 	s.begin("u", "k", func() chatevent.Event { return chatevent.Event{ID: "k1"} }, nil)
-	s.forget("u", "k", errRateLimited) // queue: a, k (forgotten)
+	s.forget("u", "k", &refusal{"rate_limited", "slow down"}) // queue: a, k (forgotten)
 	appendSend(t, s, "u", "b")
 	if act := appendSend(t, s, "u", "k"); act != sendAppend {
 		t.Fatalf("k sent again: action %v, want a new append", act)
