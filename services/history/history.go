@@ -76,8 +76,8 @@ type History struct {
 	stopping atomic.Bool
 	topics   map[string]int // consumed topic → partitions (set by Start)
 	lagMu    sync.Mutex
-	lag      map[string]int64     // "topic/partition" → the group's records behind (lagLoop)
-	fetched  map[string]time.Time // "topic/partition" → when this instance last committed from it
+	lag      map[topicPart]int64     // the group's records behind (lagLoop)
+	fetched  map[topicPart]time.Time // when this instance last committed from the partition
 }
 
 type metrics struct {
@@ -123,7 +123,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*History, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &History{cfg: cfg, log: log, m: newMetrics(reg, cfg.GroupID), verify: v, lag: map[string]int64{}, fetched: map[string]time.Time{}}
+	h := &History{cfg: cfg, log: log, m: newMetrics(reg, cfg.GroupID), verify: v, lag: map[topicPart]int64{}, fetched: map[topicPart]time.Time{}}
 	h.acl = chatacl.New(cfg.Kafka, log, h.m.aclBad.Inc)
 	if reg != nil {
 		// kafka-go's reader statistics and both pools' (pool="writer", "api").
@@ -143,7 +143,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*History, err
 				if !h.writersSet.Load() {
 					return nil
 				}
-				return []kafka.WriterStats{[]*eventWriter{h.rooms, h.direct}[i].w.Stats()}
+				w := h.rooms
+				if i == 1 {
+					w = h.direct
+				}
+				return []kafka.WriterStats{w.w.Stats()}
 			}))
 		}
 	}
@@ -444,7 +448,7 @@ func (h *History) commit(ctx context.Context, batch []kafka.Message) error {
 			}
 			return err
 		}
-		h.updateLag(batch)
+		h.noteCommitted(batch)
 		return nil
 	}, func(err error, wait time.Duration) {
 		h.log.Warn("offset commit failed; retrying", "retry_in", wait, "err", err)
@@ -458,13 +462,23 @@ func retry(ctx context.Context, op func() error, notify func(err error, wait tim
 	return kafkaio.Retry(ctx, 100*time.Millisecond, 5*time.Second, 0, op, notify)
 }
 
-// updateLag notes the partitions this instance just committed from.
-func (h *History) updateLag(batch []kafka.Message) {
+// topicPart names a partition of a topic.
+type topicPart struct {
+	topic     string
+	partition int
+}
+
+// noteCommitted notes the partitions this instance just committed from.
+func (h *History) noteCommitted(batch []kafka.Message) {
 	now := time.Now()
 	h.lagMu.Lock()
 	defer h.lagMu.Unlock()
+	var last topicPart
 	for _, m := range batch {
-		h.fetched[m.Topic+"/"+strconv.Itoa(m.Partition)] = now
+		if tp := (topicPart{m.Topic, m.Partition}); tp != last {
+			h.fetched[tp] = now
+			last = tp
+		}
 	}
 }
 
@@ -507,8 +521,7 @@ func (h *History) lagLoop(ctx context.Context) {
 			h.lagMu.Lock()
 			for topic, ps := range lag {
 				for p, n := range ps {
-					k := topic + "/" + strconv.Itoa(p)
-					h.lag[k] = n
+					h.lag[topicPart{topic, p}] = n
 					h.m.lag.WithLabelValues(topic, strconv.Itoa(p)).Set(float64(n))
 				}
 			}
