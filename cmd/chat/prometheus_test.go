@@ -105,10 +105,21 @@ func TestDashboardsLive(t *testing.T) {
 	// A histogram's series appear with their first observation, so a rate
 	// over them needs traffic after Prometheus first scraped them: once it
 	// has, a second round.
+	// The series the second round feeds are named by instance: any edge's
+	// series would not do (edge2's announcement can be scraped before
+	// edge1's first append, and a series first scraped with both rounds in
+	// it has no rate).
 	waitFor(t, 60*time.Second, "Prometheus scraping the first round's histograms", func() bool {
-		a, err1 := prom.query(`chat_edge_append_duration_seconds_count`)
-		h, err2 := prom.query(`chat_history_http_request_duration_seconds_count`)
-		return err1 == nil && err2 == nil && len(a) > 0 && len(h) > 0
+		for _, q := range []string{
+			`chat_edge_append_duration_seconds_count{instance="` + edge1.addr + `"}`,
+			`chat_edge_delivery_latency_seconds_count{instance="` + edge2.addr + `"}`,
+			`chat_history_http_request_duration_seconds_count{instance="` + hist.addr + `"}`,
+		} {
+			if res, err := prom.query(q); err != nil || len(res) == 0 {
+				return false
+			}
+		}
+		return true
 	})
 	alice.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "hello again", "client_id": "r2"})
 	waitFor(t, 10*time.Second, "bob gets the second room message", func() bool { return len(bobIn.ofType("chat")) >= 2 })
