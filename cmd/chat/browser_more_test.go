@@ -213,7 +213,7 @@ func TestBrowserRecoveryAndLimits(t *testing.T) {
 	shotDir = screenshotDir(t)
 	dir := dataDir(t)
 	addr := freeAddr(t)
-	args := []string{"-http.addr=" + addr, "-edge.max-replay=3", "-edge.rate=2", "-edge.rate-burst=3", "-edge.max-conns-per-user=1"}
+	args := []string{"-http.addr=" + addr, "-edge.max-replay=3", "-edge.rate=0.5", "-edge.rate-burst=3", "-edge.max-conns-per-user=1"}
 	s := startAll(t, dir, args...)
 	browser := newBrowser(t)
 	aliceTok := tokenFromDataDir(t, dir, "alice")
@@ -469,10 +469,10 @@ func TestBrowserPagingAnnouncementsKeyboard(t *testing.T) {
 	})
 
 	t.Run("close 1008 at the token's expiry shows sign-in without reconnecting", func(t *testing.T) {
-		tok := mintFromDataDir(t, dir, "carol", 8*time.Second)
+		tok := mintFromDataDir(t, dir, "carol", 15*time.Second) // room for a new browser context to sign in under load
 		carol := signIn(t, browser, s.addr, "carol", tok)
 		before := handshakes(t, s.addr)
-		carol.waitFor("sign-in screen after 1008", `!document.getElementById("signin").hidden && document.getElementById("signin-reason").textContent.includes("expired") && document.body.dataset.lastClose === "1008"`, 15*time.Second)
+		carol.waitFor("sign-in screen after 1008", `!document.getElementById("signin").hidden && document.getElementById("signin-reason").textContent.includes("expired") && document.body.dataset.lastClose === "1008"`, 30*time.Second)
 		carol.holds("no reconnect loop", `!document.getElementById("signin").hidden`, 2*time.Second)
 		after := handshakes(t, s.addr)
 		if total(after) != total(before) {

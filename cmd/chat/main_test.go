@@ -223,10 +223,10 @@ func TestReadinessTurnsFalseOnShutdown(t *testing.T) {
 	}
 	// Started is not yet ready: the checks (history's lag, the router's
 	// presence rebuild) may take a moment.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for status() != 200 {
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz not 200 within 10s of the start: %s", last)
+			t.Fatalf("/readyz not 200 within 30s of the start: %s", last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

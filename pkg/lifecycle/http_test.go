@@ -132,7 +132,7 @@ func TestRoutesGatedWhileNotRunning(t *testing.T) {
 func TestHTTPServerTimeouts(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	bodyErr := make(chan error, 1)
-	release := make(chan struct{})
+	release, lateIn := make(chan struct{}), make(chan struct{})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ok", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ok") })
 	mux.HandleFunc("POST /body", func(w http.ResponseWriter, r *http.Request) {
@@ -140,6 +140,7 @@ func TestHTTPServerTimeouts(t *testing.T) {
 		bodyErr <- err
 	})
 	mux.HandleFunc("GET /late", func(w http.ResponseWriter, r *http.Request) {
+		close(lateIn)
 		<-release
 		fmt.Fprint(w, "too late")
 	})
@@ -205,6 +206,7 @@ func TestHTTPServerTimeouts(t *testing.T) {
 	// An idle keep-alive connection is closed after IdleTimeout: once it
 	// is, every timeout has passed for the upgraded connection too.
 	idle, idler := dial()
+	t0 := time.Now() // before the request: a slow wake-up after the answer cannot make the close look early
 	fmt.Fprintf(idle, "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
 	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
 	resp, err = http.ReadResponse(idler, nil)
@@ -212,7 +214,6 @@ func TestHTTPServerTimeouts(t *testing.T) {
 		t.Fatalf("GET /ok: %v %v", resp, err)
 	}
 	io.Copy(io.Discard, resp.Body)
-	t0 := time.Now()
 	if _, err := idler.ReadByte(); !errors.Is(err, io.EOF) {
 		t.Fatalf("idle keep-alive connection: read %v, want EOF (closed by the server's idle timeout)", err)
 	}
@@ -234,6 +235,12 @@ func TestHTTPServerTimeouts(t *testing.T) {
 	}
 
 	// The late answer is past the write timeout: the client never gets it.
+	select {
+	case <-lateIn:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the late request never reached its handler")
+	}
+	time.Sleep(2 * timeout) // the write deadline (set when its headers were read) has passed
 	close(release)
 	select {
 	case err := <-lateErr:

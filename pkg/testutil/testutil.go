@@ -5,10 +5,12 @@ package testutil
 
 import (
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/chatsys/chat/pkg/auth"
+	"github.com/chatsys/chat/pkg/pgutil"
 )
 
 // Eventually polls cond every 25ms until it holds, failing the test with
@@ -24,15 +26,15 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// FreePort returns a loopback address whose port was free a moment ago.
+// FreePort returns a loopback address whose port was free a moment ago,
+// outside the ephemeral range (see pgutil.FreePort).
 func FreePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := pgutil.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // Token mints an HS256 token for user with secret, valid for an hour.

@@ -65,7 +65,7 @@ func postAnalytics(ctx context.Context, srv *httptest.Server, tok, body string) 
 // never answers, so a run lasts until it is stopped.
 func TestAdminRunIsExclusiveCancellableAndBounded(t *testing.T) {
 	k := kafkaio.Config{Brokers: silentBroker(t), RoomsTopic: "rooms", DirectTopic: "direct"}
-	s, srv, tok := adminServer(t, k, 100*time.Millisecond)
+	s, srv, tok := adminServer(t, k, time.Second)
 	const body = `{"from":"2026-11-01","to":"2026-11-02"}`
 
 	// A first request runs; a second one is refused at once.
@@ -94,7 +94,7 @@ func TestAdminRunIsExclusiveCancellableAndBounded(t *testing.T) {
 
 	// A run is bounded, and its answer is not cut by the server's shorter
 	// write timeout.
-	s.RunTimeout = 500 * time.Millisecond
+	s.RunTimeout = 3 * time.Second
 	r, err = postAnalytics(context.Background(), srv, tok, body)
 	if err != nil || r.status != http.StatusServiceUnavailable || r.body.Error.Code != "timeout" {
 		t.Fatalf("a run past its timeout: %+v, %v; want 503 timeout", r, err)

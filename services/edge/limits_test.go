@@ -19,7 +19,7 @@ import (
 // after that is appended.
 func TestTokenExpiryClosesWith1008(t *testing.T) {
 	e := startEdge(t, testBroker(t))
-	tok, err := auth.NewHS256Minter(testSecret, "").Mint("alice", false, 2*time.Second)
+	tok, err := auth.NewHS256Minter(testSecret, "").Mint("alice", false, 4*time.Second) // exp is whole seconds: 3-4 s to join
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestHugeLengthHeaderGets1009(t *testing.T) {
 // does it), the connections not yet told to go away keep receiving.
 func TestDrainKeepsDeliveringUntilEachClose(t *testing.T) {
 	broker := testBroker(t)
-	a := startEdge(t, broker, func(c *edge.Config) { c.DrainDuration = 3 * time.Second })
+	a := startEdge(t, broker, func(c *edge.Config) { c.DrainDuration = 8 * time.Second })
 	b := startEdge(t, broker)
 	first, second := dial(t, a.URL, "first"), dial(t, a.URL, "second")
 	first.join("general")
@@ -162,7 +162,7 @@ func TestDrainKeepsDeliveringUntilEachClose(t *testing.T) {
 	pub := dial(t, b.URL, "pub")
 	drained := make(chan error, 1)
 	go func() { drained <- a.Drain(context.Background()) }()
-	// One of the two is told to go away at once, the other 1.5 s later.
+	// One of the two is told to go away at once, the other 4 s later.
 	eventually(t, 5*time.Second, "the drain to start", func() bool { return a.Ready(context.Background()) != nil })
 	pub.say("general", "during the drain", "d1")
 	got := 0

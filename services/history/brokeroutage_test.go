@@ -3,24 +3,19 @@ package history_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/chatsys/chat/pkg/embedkafka"
 	"github.com/chatsys/chat/pkg/pgutil/pgtest"
+	"github.com/chatsys/chat/pkg/testutil"
 )
 
 // TestBrokerOutageHistoryKeepsRunning stops the broker for a few seconds:
 // the writer must wait for it (not end), and store what is appended after
 // it returns.
 func TestBrokerOutageHistoryKeepsRunning(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testutil.FreePort(t)
 	b := embedkafka.New(embedkafka.Config{Addr: addr, DataDir: t.TempDir()}, nil)
 	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)

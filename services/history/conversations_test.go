@@ -733,7 +733,7 @@ func TestEditOfAMessageNotStoredYet(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		done <- answer{status: resp.StatusCode, body: string(b)}
 	}()
-	time.Sleep(500 * time.Millisecond) // the edit is waiting by now
+	time.Sleep(200 * time.Millisecond) // the edit is waiting by now (it waits at most 2 s in all)
 	produce(t, k, mine)
 	a := <-done
 	if a.err != nil || a.status != 200 || !strings.Contains(a.body, `"content":"just fixed"`) {

@@ -3,7 +3,6 @@ package history_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -22,9 +21,10 @@ func TestDatabaseOutageLosesNothing(t *testing.T) {
 	}
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port, err := pgutil.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	pg := &pgutil.Server{Dir: dir + "/pg", Port: port}
 	ctx := context.Background()
 	if err := pg.Start(ctx); err != nil {

@@ -126,7 +126,7 @@ func TestLockedTableAnswersQuickly(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	bound := 2*dbTimeout + time.Second // the bound, a cancel's round trip, a loaded machine
+	bound := 2*dbTimeout + 2*time.Second // the bound, a cancel's round trip, a loaded machine (still below the 5 s it used to take)
 	for i, r := range results {
 		if r.Status != http.StatusServiceUnavailable || r.Error.Code != "unavailable" || took[i] > bound {
 			t.Errorf("request %d on a locked table = %d %q after %v, want 503 unavailable within %v", i, r.Status, r.Error.Code, took[i].Round(time.Millisecond), bound)
