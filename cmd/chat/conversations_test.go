@@ -113,7 +113,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 	startProc(t, env, "broker", "-target=broker", "-broker.addr="+brokerAddr)
 	router := startProc(t, env, "router", "-target=router")
 	hist := startProc(t, append(env, "CHAT_DATABASE_URL="+pgtest.NewDatabase(t)), "history", "-target=history", "-history.batch-wait=20ms")
-	env = append(env, "CHAT_EDGE_HISTORY_URL=http://"+hist.addr)
+	env = append(env, "CHAT_EDGE_HISTORY_URL=http://"+hist.addr, "CHAT_EDGE_ROUTER_URL=http://"+router.addr)
 	edge1 := startProc(t, env, "edge1", "-target=edge", "-edge.id=edge1")
 	edge2 := startProc(t, env, "edge2", "-target=edge", "-edge.id=edge2")
 
@@ -131,7 +131,21 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 		if code != 404 || body["error"].(map[string]any)["code"] != "not_found" {
 			t.Fatalf("GET %s of a missing room: %d %v, want 404 not_found", probe.path, code, body)
 		}
+		// The page asks its own edge, which forwards to the service.
+		if pc, pb := apiDo(t, "GET", edge1.addr, "bob", fmt.Sprintf(probe.path, "nowhere"), nil); pc != code || fmt.Sprint(pb) != fmt.Sprint(body) {
+			t.Fatalf("GET %s through the edge: %d %v, want the service's %d %v", probe.path, pc, pb, code, body)
+		}
 	}
+	for _, path := range []string{"/v1/rooms", "/v1/unread", "/v1/dm"} {
+		code, body := apiDo(t, "GET", hist.addr, "alice", path, nil)
+		if pc, pb := apiDo(t, "GET", edge2.addr, "alice", path, nil); code != 200 || pc != code || fmt.Sprint(pb) != fmt.Sprint(body) {
+			t.Fatalf("GET %s through the edge: %d %v, want the service's %d %v", path, pc, pb, code, body)
+		}
+	}
+	waitFor(t, 15*time.Second, "alice's two connections in the router's answer, through the edge", func() bool {
+		on, n := presenceOf(t, edge2.addr, "alice")
+		return on && n == 2
+	})
 	invisible := func(t *testing.T, user string) {
 		t.Helper()
 		for _, probe := range []struct{ addr, path string }{
@@ -510,5 +524,17 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			e := bob.lastOf("edit", field("id", id))
 			return e != nil && e["content"] == "third draft"
 		})
+	})
+
+	t.Run("the page's API requests through an edge while history is down", func(t *testing.T) {
+		hist.cmd.Process.Signal(syscall.SIGTERM)
+		hist.cmd.Wait()
+		code, body := apiDo(t, "GET", edge1.addr, "alice", "/v1/rooms/general/messages", nil)
+		if code != 503 || body["error"].(map[string]any)["code"] != "unavailable" {
+			t.Fatalf("history down, through the edge: %d %v, want 503 unavailable", code, body)
+		}
+		if code, _ := apiDo(t, "GET", edge1.addr, "alice", "/v1/presence?user=alice", nil); code != 200 {
+			t.Fatalf("presence through the edge while history is down: %d, want 200", code)
+		}
 	})
 }

@@ -265,8 +265,11 @@ func (a *app) initEdge() (lifecycle.Component, error) {
 		cfg.ID += "-" + port
 		o.edge.ID = cfg.ID
 	}
-	if cfg.HistoryURL == "" && slices.Contains(a.t.modules, "history") {
+	if slices.Contains(a.t.modules, "history") {
 		cfg.HistoryHandler = a.mux // edit and delete frames: history is in this process
+	}
+	if slices.Contains(a.t.modules, "router") {
+		cfg.RouterURL = "" // its API is on this listener: nothing to forward
 	}
 	return edge.New(cfg, a.log.With("component", "edge"), a.reg)
 }

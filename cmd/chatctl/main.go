@@ -72,13 +72,18 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.dataDir, "data-dir", env("CHAT_DATA_DIR", "./data"), "server data directory holding the generated jwt.secret (env CHAT_DATA_DIR)")
 	pf.StringVar(&g.secret, "jwt-secret", "", "HS256 secret (env CHAT_JWT_SECRET); default: the data directory's")
 	pf.StringVar(&g.privateKey, "jwt-private-key", "", "PEM RSA private key: mint RS256 tokens instead of HS256")
-	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if !cmd.Flags().Changed("token") {
 			g.token = env("CHAT_TOKEN", "")
 		}
 		if !cmd.Flags().Changed("jwt-secret") {
 			g.secret = env("CHAT_JWT_SECRET", "")
+		} else if g.secret == "" {
+			// --jwt-secret "$CHAT_JWT_SECRET" with the variable unset (not
+			// exported): signing with another secret would only give 401s.
+			return errors.New("--jwt-secret is empty (an unset variable?): give the servers' secret, or leave the flag out to use the data directory's")
 		}
+		return nil
 	}
 	root.AddCommand(tokenCmd(g), announceCmd(g), chatCmd(g), historyCmd(g), searchCmd(g), analyticsCmd(g), presenceCmd(g), dmCmd(g),
 		roomCmd(g), blockCmd(g, true), blockCmd(g, false), blocksCmd(g), unreadCmd(g), editCmd(g), deleteCmd(g))

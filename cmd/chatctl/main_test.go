@@ -132,6 +132,10 @@ func TestHelpShowsNoSecrets(t *testing.T) {
 	if _, err := v.Verify(strings.TrimSpace(tok)); err == nil {
 		t.Fatal("--jwt-secret did not override CHAT_JWT_SECRET")
 	}
+	// An empty --jwt-secret (an unset variable) is refused, not replaced.
+	if out, err := ctl(t, "", "token", "--user", "alice", "--jwt-secret", ""); err == nil || !strings.Contains(err.Error(), "--jwt-secret is empty") {
+		t.Fatalf("--jwt-secret \"\": %q, %v; want refused", out, err)
+	}
 }
 
 func ctl(t *testing.T, stdin string, args ...string) (string, error) {

@@ -89,7 +89,13 @@ type Config struct {
 	HistoryURL string
 	// HistoryHandler, when set, serves those requests in the process
 	// instead (single-machine mode: history's handlers are on the same mux).
+	// Without it, the edge also forwards the page's history API requests
+	// (every /v1/ path it does not serve itself) to HistoryURL.
 	HistoryHandler http.Handler
+	// RouterURL is the base URL of the router's HTTP API: the edge forwards
+	// the page's presence and room member requests to it. Empty: not
+	// forwarded (single-machine mode serves them on the same listener).
+	RouterURL string
 }
 
 // RegisterFlags registers the edge.* flags with their defaults.
@@ -123,7 +129,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DedupeWindow, "edge.dedupe-window", 10*time.Minute, "how long a send's client_id is remembered: a resend within it gets the first send's ack")
 	fs.IntVar(&c.MaxConnsPerUser, "edge.max-conns-per-user", 50, "open connections per user on this edge; more are refused with HTTP 429")
 	fs.IntVar(&c.MaxConnsPerIP, "edge.max-conns-per-ip", 0, "open connections per client address on this edge (0: no limit); see -edge.trusted-proxies")
-	fs.StringVar(&c.HistoryURL, "edge.history-url", "", "base URL of the history service's HTTP API, for edit and delete frames (single-machine mode: its own listener)")
+	fs.StringVar(&c.HistoryURL, "edge.history-url", "", "base URL of the history service's HTTP API, for edit and delete frames and for the page's /v1/ requests an edge running alone forwards (single-machine mode: its own listener)")
+	fs.StringVar(&c.RouterURL, "edge.router-url", "", "base URL of the router's HTTP API: an edge running alone forwards the page's /v1/presence and /v1/rooms/{room}/members requests to it")
 	fs.Func("edge.trusted-proxies", "comma-separated CIDRs of proxies whose X-Forwarded-For names the client address for -edge.max-conns-per-ip", func(s string) error {
 		c.TrustedProxies = nil
 		for _, p := range strings.Split(s, ",") {
@@ -181,6 +188,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DedupeWindow <= 0 {
 		errs = append(errs, errors.New("edge.dedupe-window must be positive"))
+	}
+	if _, err := serviceURL("edge.history-url", c.HistoryURL); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := serviceURL("edge.router-url", c.RouterURL); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxConnsPerUser < 1 || c.MaxConnsPerIP < 0 {
 		errs = append(errs, errors.New("edge.max-conns-per-user must be positive and edge.max-conns-per-ip not negative"))

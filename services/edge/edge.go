@@ -65,6 +65,9 @@ type Edge struct {
 	typingSrc     *typingSource
 	typingOut     *appender // chat.typing, acks=1
 	historyClient *http.Client
+	// The page's API requests forwarded by an edge running alone (nil:
+	// not configured).
+	historyAPI, routerAPI http.Handler
 
 	sends       *sends        // recent sends by (username, client_id)
 	replaySlots chan struct{} // one per resume reading the log
@@ -106,6 +109,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error)
 		HandshakeTimeout:  10 * time.Second,
 		EnableCompression: false,
 	}
+	e.newAPIProxies()
 	return e, nil
 }
 
@@ -287,6 +291,7 @@ func (e *Edge) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ws", e.serveWS)
 	mux.HandleFunc("POST /v1/admin/announce", e.serveAnnounce)
 	mux.Handle("GET /", webHandler())
+	e.apiProxyRoutes(mux)
 }
 
 // httpError writes {"error":{"code","message"}}.

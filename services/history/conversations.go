@@ -90,10 +90,15 @@ func (h *History) roomExists(ctx context.Context, db *pgxpool.Pool, room string)
 	return errNotFound
 }
 
+// invalidRoomName is the answer to a room name the contract does not allow.
+func invalidRoomName(room string) error {
+	return invalidRequest("room %q is not valid: want [a-z0-9][a-z0-9_-]{0,63}", room)
+}
+
 // readableRoom answers errNotFound unless the caller may read room and it exists.
 func (h *History) readableRoom(ctx context.Context, db *pgxpool.Pool, room string, id auth.Identity) error {
 	if !chatevent.ValidRoom(room) {
-		return invalidRequest("room %q is not valid: want [a-z0-9][a-z0-9_-]{0,63}", room)
+		return invalidRoomName(room)
 	}
 	if !h.mayRead(ctx, room, id) {
 		return errNotFound
@@ -192,7 +197,7 @@ type created struct{ body any }
 func (h *History) createRoom(r *http.Request, id auth.Identity, db *pgxpool.Pool) (any, error) {
 	room := r.PathValue("room")
 	if !chatevent.ValidRoom(room) {
-		return nil, invalidRequest("room %q is not valid: want [a-z0-9][a-z0-9_-]{0,63}", room)
+		return nil, invalidRoomName(room)
 	}
 	var body struct {
 		Private bool `json:"private"`
@@ -256,8 +261,18 @@ func (h *History) manage(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 		return nil, invalidRequest("username %q is not valid", body.Username)
 	}
 	ctx := r.Context()
-	if err := h.readableRoom(ctx, db, room, id); err != nil {
-		return nil, err
+	switch {
+	case id.Admin:
+		// Admins moderate every room, one nobody has written in yet
+		// included (people may be in it: a ban or mute set now holds
+		// from their first message).
+		if !chatevent.ValidRoom(room) {
+			return nil, invalidRoomName(room)
+		}
+	default:
+		if err := h.readableRoom(ctx, db, room, id); err != nil {
+			return nil, err
+		}
 	}
 	if !h.allowed(ctx, func(a *chatevent.ACL) bool { return a.MayManage(room, id.Username, action, body.Username, id.Admin) }) {
 		return nil, errForbidden

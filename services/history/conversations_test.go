@@ -276,7 +276,14 @@ func TestManagePermissions(t *testing.T) {
 	eventually(t, 20*time.Second, "row", func() bool { return count(t, db, "SELECT count(*) FROM messages") == 1 })
 	must(t, 403, h.URL, "POST", "bob", "/v1/rooms/lobby/mute", map[string]string{"username": "carol"})
 	must(t, 200, h.URL, "POST", "admin:root", "/v1/rooms/lobby/mute", map[string]string{"username": "carol"})
-	must(t, 404, h.URL, "POST", "admin:root", "/v1/rooms/nowhere/mute", map[string]string{"username": "carol"})
+	// A room nobody has written in yet (people may be in it): admins
+	// moderate it too, and the ban holds; others learn nothing about it.
+	must(t, 404, h.URL, "POST", "bob", "/v1/rooms/unused/ban", map[string]string{"username": "carol"})
+	must(t, 200, h.URL, "POST", "admin:root", "/v1/rooms/unused/ban", map[string]string{"username": "carol"})
+	eventually(t, 20*time.Second, "the ban in the table", func() bool {
+		return count(t, db, "SELECT count(*) FROM room_members WHERE room = 'unused' AND username = 'carol' AND banned") == 1
+	})
+	must(t, 400, h.URL, "POST", "admin:root", "/v1/rooms/Not_Valid/ban", map[string]string{"username": "carol"})
 }
 
 // Records of chat.acl land in the tables; a record that does not decode
