@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -102,6 +103,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	}
 	fs.Visit(func(f *flag.Flag) { o.edgeIDSet = o.edgeIDSet || f.Name == "edge.id" })
 	o.edgeIDSet = o.edgeIDSet || os.Getenv("CHAT_EDGE_ID") != ""
+	if !o.edgeIDSet {
+		// Unique per process on one host: deliveries are addressed by edge
+		// id. Before -print-config, which shows the effective value.
+		_, port, _ := net.SplitHostPort(o.httpAddr)
+		o.edge.ID += "-" + port
+	}
 	if o.printConfig {
 		flagenv.Print(stdout, fs, "jwt.secret", "database.url")
 		return 0
@@ -123,7 +130,7 @@ func runTarget(ctx context.Context, o *options, log *slog.Logger, stdout io.Writ
 	if !ok {
 		return fmt.Errorf("unknown target %q: want %s", o.target, targetNames())
 	}
-	shutdownTracing, err := observe.InitTracing(ctx, "chat-"+o.target)
+	shutdownTracing, err := observe.InitTracing(ctx, "chat-"+o.target, log)
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
 	}

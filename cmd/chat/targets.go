@@ -259,12 +259,6 @@ func (a *app) initEdge() (lifecycle.Component, error) {
 	o := a.o
 	cfg := o.edge
 	cfg.Kafka, cfg.Auth = o.kafka, o.auth
-	if !o.edgeIDSet {
-		// Unique per process on one host: deliveries are addressed by edge id.
-		_, port, _ := net.SplitHostPort(o.httpAddr)
-		cfg.ID += "-" + port
-		o.edge.ID = cfg.ID
-	}
 	if slices.Contains(a.t.modules, "history") {
 		cfg.HistoryHandler = a.mux // edit and delete frames: history is in this process
 	}

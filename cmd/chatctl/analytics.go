@@ -26,11 +26,12 @@ func analyticsCmd(g *globals) *cobra.Command {
 				From, To string
 				Events   int64
 				Days     []analyticsapi.DayResult
+				Note     string
 			}
 			if err := json.Unmarshal(b, &r); err != nil {
 				return err
 			}
-			res := &analyticsapi.Results{Range: analyticsapi.Range{From: r.From, To: r.To}, Events: r.Events, Days: r.Days}
+			res := &analyticsapi.Results{Range: analyticsapi.Range{From: r.From, To: r.To}, Events: r.Events, Days: r.Days, Note: r.Note}
 			analyticsapi.Summary(cmd.OutOrStdout(), res)
 			if out != "" {
 				if err := os.MkdirAll(out, 0o755); err != nil {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -369,6 +370,9 @@ func editCmd(g *globals) *cobra.Command {
 		Short: "Replace the text of your message ID",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := needID(args[0]); err != nil {
+				return err
+			}
 			if args[1] == "" {
 				return fmt.Errorf("give the new text (to remove a message: chatctl delete %s)", args[0])
 			}
@@ -384,6 +388,14 @@ func editCmd(g *globals) *cobra.Command {
 	return c
 }
 
+// needID refuses an empty message id (an unset variable) before any request.
+func needID(id string) error {
+	if strings.TrimSpace(id) == "" {
+		return errors.New("give the message's id (chatctl history and search print it)")
+	}
+	return nil
+}
+
 func deleteCmd(g *globals) *cobra.Command {
 	var a asUser
 	c := &cobra.Command{
@@ -391,6 +403,9 @@ func deleteCmd(g *globals) *cobra.Command {
 		Short: "Delete message ID (yours; a room's moderators and admins: anyone's in it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := needID(args[0]); err != nil {
+				return err
+			}
 			var res changed
 			if err := g.call(cmd, &a, "DELETE", "/v1/messages/"+url.PathEscape(args[0]), nil, &res); err != nil {
 				return err

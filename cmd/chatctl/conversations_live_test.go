@@ -121,4 +121,34 @@ func TestConversationCommandsLive(t *testing.T) {
 		t.Errorf("unread as bob after the delete printed %q, want no unread message from alice", out)
 	}
 	fails("alice", "not_found", "edit", id, "too late")
+
+	// chatctl history marks an edited message and prints a deleted one as
+	// a tombstone (no author, no text).
+	if _, err := ctl(t, "keep me\ndrop me\n", "chat", "general", "--server", "http://"+addr, "--data-dir", dataDir, "--user", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	deadline = time.Now().Add(20 * time.Second)
+	for len(ids) < 2 && time.Now().Before(deadline) {
+		out, _ = run("alice", "history", "general")
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) == 5 && f[2] == "<alice>" && f[4] == "me" {
+				ids[f[3]] = f[1]
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	must("alice", "edit", ids["keep"], "kept")
+	must("alice", "delete", ids["drop"])
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		out, _ = run("alice", "history", "general")
+		if strings.Contains(out, " "+ids["keep"]+" <alice> kept (edited)\n") && strings.Contains(out, " "+ids["drop"]+" (deleted)\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("chatctl history after an edit and a delete:\n%s\nwant %s as \"<alice> kept (edited)\" and %s as \"(deleted)\"", out, ids["keep"], ids["drop"])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -20,6 +20,8 @@ type storedMessage struct {
 	Content   string `json:"content"`
 	Timestamp string `json:"timestamp"`
 	Pos       string `json:"pos"`
+	EditedAt  string `json:"edited_at"`
+	Deleted   bool   `json:"deleted"`
 }
 
 // messages calls a history endpoint and decodes {"messages":[…]}.
@@ -50,7 +52,15 @@ func printMessages(w io.Writer, msgs []storedMessage, withRoom bool) {
 				where = "@" + m.Target + " "
 			}
 		}
-		fmt.Fprintf(w, "%s %s %s<%s> %s\n", m.Timestamp, m.ID, where, m.Username, m.Content)
+		if m.Deleted {
+			fmt.Fprintf(w, "%s %s %s(deleted)\n", m.Timestamp, m.ID, where)
+			continue
+		}
+		edited := ""
+		if m.EditedAt != "" {
+			edited = " (edited)"
+		}
+		fmt.Fprintf(w, "%s %s %s<%s> %s%s\n", m.Timestamp, m.ID, where, m.Username, m.Content, edited)
 	}
 }
 

@@ -233,6 +233,11 @@ func TestTokenAnnounceAndChat(t *testing.T) {
 		if _, err := ctl(t, "", "analytics", "--from", "yesterday", "--server", server, "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "invalid_range") {
 			t.Fatalf("analytics --from yesterday: %v, want invalid_range", err)
 		}
+		// A range without messages says where the messages are.
+		if out, err := ctl(t, "", "analytics", "--from", "2020-01-01", "--server", server, "--data-dir", dir); err != nil ||
+			!strings.Contains(out, "0 messages on 0 days") || !strings.Contains(out, "no messages dated 2020-01-01") || !strings.Contains(out, today) {
+			t.Fatalf("chatctl analytics of an empty range = %q, %v; want the note naming the log's dates", out, err)
+		}
 	}
 
 	// Presence and a private message: alice (the WebSocket above) is online.

@@ -2,6 +2,7 @@ package observe
 
 import (
 	"context"
+	"log/slog"
 	"os"
 
 	"go.opentelemetry.io/otel"
@@ -16,9 +17,11 @@ import (
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; the exporter and the sampler
 // follow the standard OTEL_* variables. Without an endpoint spans stay
 // no-ops and cost nothing. The returned function flushes and stops the
-// provider.
-func InitTracing(ctx context.Context, service string) (func(context.Context) error, error) {
+// provider. The SDK's own errors (a collector that does not answer) go to
+// log, in the process's log format, not to the standard logger.
+func InitTracing(ctx context.Context, service string, log *slog.Logger) (func(context.Context) error, error) {
 	InitPropagation()
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("opentelemetry", "err", err) }))
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
 		return func(context.Context) error { return nil }, nil
 	}

@@ -404,7 +404,11 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 			fail(http.StatusServiceUnavailable, "unavailable", "analytics run failed: "+err.Error())
 			return
 		}
-		body := map[string]any{"from": rng.From, "to": rng.To, "events": res.Events, "days": res.Days,
+		days := res.Days
+		if days == nil {
+			days = []analyticsapi.DayResult{} // "days": [], as documented, never null
+		}
+		body := map[string]any{"from": rng.From, "to": rng.To, "events": res.Events, "days": days,
 			"records": res.Records, "undecodable": res.Undecodable}
 		if res.Note != "" {
 			body["note"], body["input_dates"] = res.Note, res.InputDates

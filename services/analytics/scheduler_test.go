@@ -43,6 +43,7 @@ type adminReply struct {
 	status int
 	body   struct {
 		Events     int64
+		Days       *[]json.RawMessage // nil: "days" missing or null
 		Note       string
 		InputDates []string `json:"input_dates"`
 		Error      struct{ Code, Message string }
@@ -112,6 +113,9 @@ func TestAdminRunEmptyRangeNote(t *testing.T) {
 	r, err := postAnalytics(context.Background(), srv, tok, `{"from":"2027-01-01"}`)
 	if err != nil || r.status != http.StatusOK {
 		t.Fatalf("%+v, %v", r, err)
+	}
+	if r.body.Days == nil || len(*r.body.Days) != 0 {
+		t.Fatalf("days of an empty range: %v, want [] (not null)", r.body.Days)
 	}
 	if r.body.Events != 0 || !strings.HasPrefix(r.body.Note, "no messages dated 2027-01-01; the log's messages are dated 2026-1") || !strings.Contains(r.body.Note, " to 2026-11-0") || len(r.body.InputDates) == 0 {
 		t.Fatalf("reply %+v: want a note with the log's dates", r.body)

@@ -101,7 +101,7 @@ type Config struct {
 // RegisterFlags registers the edge.* flags with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
-	fs.StringVar(&c.ID, "edge.id", host, "edge id (default: the hostname)")
+	fs.StringVar(&c.ID, "edge.id", host, "edge id, unique per edge process (bin/chat without -edge.id or CHAT_EDGE_ID: the hostname, a dash and the port of -http.addr)")
 	fs.Func("edge.allowed-origins", "comma-separated browser origins allowed to connect; empty = same host only, * = any", func(s string) error {
 		c.AllowedOrigins = nil
 		for _, o := range strings.Split(s, ",") {

@@ -578,3 +578,27 @@ func TestPingsAreSpreadOverTheInterval(t *testing.T) {
 		t.Fatalf("%d of %d connections were pinged within 50 ms: the pings are not spread over the interval", most, n)
 	}
 }
+
+// The labelled counters an operator's dashboards and alerts read exist
+// at 0 from the start: "none yet" is not "no data".
+func TestLabelledCountersStartAtZero(t *testing.T) {
+	e := startEdge(t, testBroker(t))
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				have[mf.GetName()+"/"+l.GetValue()] = m.GetCounter().GetValue() == 0
+			}
+		}
+	}
+	for _, want := range []string{"chat_edge_errors_total/unavailable", "chat_edge_errors_total/invalid_message",
+		"chat_edge_closes_total/4000", "chat_edge_closes_total/1008", "chat_edge_handshakes_total/unauthorized"} {
+		if !have[want] {
+			t.Errorf("%s: not exported at 0 by a fresh edge", want)
+		}
+	}
+}

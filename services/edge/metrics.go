@@ -3,6 +3,8 @@ package edge
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/chatsys/chat/pkg/chatevent"
 )
 
 type metrics struct {
@@ -44,6 +46,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.framesOutByType = map[string]prometheus.Counter{}
 		for _, t := range []string{"chat", "system", "ack", "error", "joined", "left", "welcome"} {
 			m.framesOutByType[t] = m.framesOut.WithLabelValues(t)
+		}
+		// Every known label value from the start, at 0: a dashboard or an
+		// alert then reads "none yet" as 0, not as "no data" (not scraped).
+		for _, c := range []string{chatevent.CodeInvalidMessage, chatevent.CodeRateLimited, chatevent.CodeForbidden,
+			chatevent.CodeUnavailable, chatevent.CodeTooManyRooms, chatevent.CodeNotFound} {
+			m.errors.WithLabelValues(c)
+		}
+		for _, c := range []chatevent.CloseCode{chatevent.CloseGoingAway, chatevent.CloseUnsupportedData, chatevent.CloseInvalidPayload,
+			chatevent.CloseTokenExpired, chatevent.CloseTooLarge, chatevent.CloseInternal, chatevent.CloseSlowClient} {
+			m.closes.WithLabelValues(c.Label())
+		}
+		for _, r := range []string{"ok", "draining", "unauthorized", "too_many_connections", "bad_handshake", "write_failed"} {
+			m.handshakes.WithLabelValues(r)
 		}
 	}()
 	lat := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
