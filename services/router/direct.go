@@ -258,7 +258,7 @@ func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]ka
 			span.RecordError(err)
 			continue
 		}
-		edges := r.t.edgesOf(users...)
+		edges := r.late.target(time.Now(), users, b, headers, r.t.edgesOf)
 		span.SetAttributes(attribute.Int("chat.edges", len(edges)))
 		for _, edge := range edges {
 			out = append(out, kafka.Message{Key: []byte(edge), Value: b, Headers: headers})

@@ -99,7 +99,9 @@ func (r *Router) tailPresence(ctx context.Context, p int) error {
 		if r.caughtUp.Load() {
 			at = time.Now() // liveness by our clock, not the edge's
 		}
-		r.t.applyRecord(p, m.Offset, rec, at, m.Time)
+		if r.t.applyRecord(p, m.Offset, rec, at, m.Time) && r.caughtUp.Load() {
+			r.arrive(rec.User, rec.Edge) // events routed a moment before may be owed to this edge
+		}
 		if !done && m.Offset >= end-1 {
 			done = true
 			r.partCaughtUp()

@@ -120,9 +120,15 @@ type Router struct {
 	probeEvery    time.Duration // presence health probe and expiry check
 	snapshotCheck time.Duration // how often to consider writing a snapshot
 
+	// Recently routed events, for a user's connection on a new edge (see
+	// late.go), and the arrivals the presence readers queue for lateLoop.
+	late     lateRoutes
+	arrivals chan arrival
+
 	routed           prometheus.Counter
 	aclBad           prometheus.Counter
 	records          prometheus.Counter
+	lateRecords      prometheus.Counter
 	expired          prometheus.Counter
 	snapshotsWritten prometheus.Counter
 	healthy          prometheus.Gauge
@@ -154,12 +160,13 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := promauto.With(reg)
-	r := &Router{cfg: cfg, log: log, verify: v, t: newTable(), caughtUpCh: make(chan struct{}),
+	r := &Router{cfg: cfg, log: log, verify: v, t: newTable(), caughtUpCh: make(chan struct{}), arrivals: make(chan arrival, 4096),
 		probeEvery:       min(max(cfg.EdgeTimeout/10, 100*time.Millisecond), time.Second),
 		snapshotCheck:    5 * time.Second,
 		routed:           f.NewCounter(prometheus.CounterOpts{Name: "chat_router_dms_routed_total", Help: "chat.direct events (private messages, their edits and deletes, read positions) routed to edges."}),
 		aclBad:           f.NewCounter(prometheus.CounterOpts{Name: "chat_router_acl_bad_records_total", Help: "chat.acl records skipped because they do not decode."}),
 		records:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_deliveries_total", Help: "Delivery records written (one per edge per message)."}),
+		lateRecords:      f.NewCounter(prometheus.CounterOpts{Name: "chat_router_late_deliveries_total", Help: "Delivery records written to an edge where a recipient connected just after the event was routed (included in chat_router_deliveries_total)."}),
 		expired:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_edges_expired_total", Help: "Edges expired for a missed heartbeat."}),
 		snapshotsWritten: f.NewCounter(prometheus.CounterOpts{Name: "chat_router_presence_snapshots_total", Help: "Presence snapshots written."}),
 		healthy:          f.NewGauge(prometheus.GaugeOpts{Name: "chat_router_presence_current", Help: "1 while the router reads chat.presence without trouble (edges can be expired), else 0."}),
@@ -269,6 +276,7 @@ func (r *Router) Run(ctx context.Context) error {
 	g.Go(func() error { return r.snapshotLoop(ctx) })
 	g.Go(func() error { return r.forgetLoop(ctx) })
 	g.Go(func() error { return r.route(ctx) })
+	g.Go(func() error { return r.lateLoop(ctx) })
 	return g.Wait()
 }
 

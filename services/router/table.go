@@ -55,17 +55,23 @@ func (t *table) positions() []int64 {
 
 // applyRecord applies the record at offset of partition (p is nil for a
 // record that does not decode) and moves the partition's position past it,
-// both under one lock so a snapshot is an exact cut of the log.
-func (t *table) applyRecord(partition int, offset int64, p *chatevent.Presence, at, stamp time.Time) {
+// both under one lock so a snapshot is an exact cut of the log. It reports
+// whether the record is a connect of a user the edge had no connection of.
+func (t *table) applyRecord(partition int, offset int64, p *chatevent.Presence, at, stamp time.Time) (arrived bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p != nil {
+		if p.Type == chatevent.PresenceConnect {
+			e := t.edges[p.Edge]
+			arrived = e == nil || e.users[p.User] == 0
+		}
 		t.applyLocked(p, at, stamp)
 	}
 	if partition < len(t.pos) && offset >= t.pos[partition] {
 		t.pos[partition] = offset + 1
 	}
 	t.applied++
+	return arrived
 }
 
 // apply updates the table with one presence record seen at at (record
