@@ -148,18 +148,57 @@ function newestPos(c) {
 
 // sendRead tells the server how far c is read (a read frame) when c is the
 // open conversation, the page is visible and scrolled to the newest
-// message, and the position moves forward.
+// message, and the position moves forward. Reads count against the user's
+// message rate: at most one per conversation a second goes out, with the
+// newest position (a busy room read live sends one a second, not one per
+// message).
+const READ_EVERY = 1000;
 function sendRead(c) {
   if (c !== current || !visible() || c.detached || !c.loaded || !atBottom() || !conn || !conn.online) return;
   if (c.kind === "room" && !c.member) return;
   const pos = newestPos(c);
   if (!pos || (c.readPos && !posAfter(pos, c.readPos))) return;
   if (onlyMineAfter(c, c.readPos)) return; // nothing of others' to mark (reads cost the message rate)
+  if (!c.readWant || posAfter(pos, c.readWant)) c.readWant = pos;
+  flushRead(c);
+}
+
+// flushRead sends c's wanted read position, at most once a READ_EVERY
+// (later, when the last one went out less than that ago: the position read
+// by then, even if the user has moved on to another conversation).
+function flushRead(c) {
+  const wait = (c.readSentAt || 0) + READ_EVERY - Date.now();
+  if (wait > 0) {
+    if (!c.readTimer) c.readTimer = setTimeout(() => { c.readTimer = null; flushRead(c); }, wait);
+    return;
+  }
+  const pos = c.readWant;
+  if (!pos || (c.readPos && !posAfter(pos, c.readPos))) { c.readWant = ""; return; }
+  if (!conn || !conn.online) return; // kept: onOnline sends it
   const f = c.kind === "room" ? { type: "read", room: c.name, pos } : { type: "read", target: c.name, pos };
   if (!conn.send(f)) return;
+  c.readWant = "";
+  c.readPrev = c.readPos;
+  c.readSentAt = Date.now();
   c.readPos = pos;
   readPos[c.key] = pos;
   save("readpos", readPos);
+}
+
+// readRefused undoes the read sent last (within the last few seconds: the
+// server refused it with rate_limited) and sends it again later.
+function readRefused() {
+  for (const c of convs.values()) {
+    if (!c.readSentAt || Date.now() - c.readSentAt > 5000 || c.readPrev === undefined) continue;
+    if (!c.readWant || posAfter(c.readPos, c.readWant)) c.readWant = c.readPos;
+    c.readPos = c.readPrev;
+    c.readPrev = undefined;
+    if (c.readPos) readPos[c.key] = c.readPos;
+    else delete readPos[c.key];
+    save("readpos", readPos);
+    clearTimeout(c.readTimer);
+    c.readTimer = setTimeout(() => { c.readTimer = null; flushRead(c); }, 1500 + Math.random() * 1000);
+  }
 }
 
 // onlyMineAfter tells whether every message c shows after log position
@@ -188,6 +227,7 @@ const atBottom = () => log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
 // window shrinks) no scroll happens, so it stays pinned: it was at the
 // bottom at the last scroll, and is put back there.
 let pinned = true;
+let lastScrollTop = 0;
 new ResizeObserver(() => {
   if (pinned && !atBottom()) log.scrollTop = log.scrollHeight;
 }).observe(log);
@@ -390,7 +430,9 @@ function page(c, opts) {
 }
 
 // loadNewest shows the newest page of c (and whatever arrived live after it).
-function loadNewest(c) {
+// With soft (a load while the socket is down), a failure leaves c not
+// loaded, for the join to load it once online.
+function loadNewest(c, { soft = false } = {}) {
   if (c.loading) return c.loading;
   c.loading = (async () => {
     try {
@@ -413,6 +455,7 @@ function loadNewest(c) {
         return [];
       }
       if (e instanceof ApiError && e.status === 401) authFailed("rejected");
+      else if (soft) return null;
       else note(c, "History is not available right now; showing new messages only.");
       c.loaded = true;
       return null;
@@ -938,6 +981,12 @@ function onError(f) {
     return finishOp(cid, op, msg);
   }
   const o = outbox.get(cid);
+  if (!o && !cid && f.code === "rate_limited") {
+    // A read or typing notice refused (neither has a client_id): nothing
+    // the user wrote; the read goes again later.
+    readRefused();
+    return;
+  }
   if (!o) { $("composer-error").textContent = msg; return; }
   o.inflight = false;
   if (f.code === "unavailable") {
@@ -1056,10 +1105,12 @@ function onOnline() {
   loadBlocks();
   syncDMs();
   flushOutbox();
+  for (const c of convs.values()) if (c.readWant) flushRead(c); // reads made while the socket was down
   refreshMembers();
   refreshPresence();
 }
 let unreadTimer = null;
+let dmsListed = false; // the DM list was asked for while the socket was down
 
 // syncDMs lists conversations with news since the newest private message
 // seen (history lags the log by up to a second, so it runs twice).
@@ -1407,8 +1458,20 @@ function loadUnread({ dmsOnly = false } = {}) {
       c.unread = x.unread;
       c.mentioned = Math.min(c.mentioned, x.unread);
       updateBadge(c);
+      if (c.kind === "dm" && c.unread > 0) countDMMentions(c);
     }
   })();
+}
+
+// countDMMentions marks a DM whose unread messages (counted by the server,
+// which does not count mentions) mention the user: its newest page says.
+async function countDMMentions(c) {
+  try {
+    const msgs = await api.dmMessages(c.name, { limit: Math.min(200, c.unread) });
+    const theirs = msgs.filter((m) => m.pos && posAfter(m.pos, c.readPos) && m.username !== me && !m.deleted && mentions(m.content, me));
+    c.mentioned = Math.min(c.unread, theirs.length);
+    updateBadge(c);
+  } catch { /* no mark: the count stays */ }
 }
 
 // --- edits and deletes
@@ -1745,7 +1808,7 @@ async function refreshPresence() {
   clearTimeout(presenceTimer);
   presenceTimer = setTimeout(refreshPresence, 15000);
   const peers = [...convs.values()].filter((c) => c.kind === "dm").map((c) => c.name).slice(0, 100);
-  if (!peers.length || !conn || !conn.online) return;
+  if (!peers.length || !conn) return;
   try {
     const users = await api.presence(peers);
     for (const u of users) {
@@ -1835,6 +1898,11 @@ function onState(s) {
   if (s.state === "connecting") text.textContent = "Connecting…";
   else if (s.state === "checking") text.textContent = "Disconnected: checking the server…";
   else if (s.state === "waiting") {
+    // The socket does not come up: the open room's newest page, the DM
+    // list and the presence dots come over HTTP meanwhile (the join
+    // resumes from that page once online).
+    if (current && current.kind === "room" && current.member && !current.loaded && !current.loading) loadNewest(current, { soft: true });
+    if (!dmsListed) { dmsListed = true; syncDMs(false); }
     const tick = () => {
       const left = Math.max(0, Math.ceil((s.nextAt - Date.now()) / 1000));
       text.textContent = `Disconnected${s.detail ? ": " + s.detail : ""}. Reconnecting in ${left} s.`;
@@ -2007,7 +2075,11 @@ function wire() {
   $("older").addEventListener("click", () => current && loadOlder(current));
   $("newer").addEventListener("click", () => current && loadNewest(current));
   log.addEventListener("scroll", () => {
-    pinned = atBottom();
+    // Only the reader scrolling up unpins: a scroll event that comes after
+    // the log got shorter (a line appeared under it) must not.
+    if (atBottom()) pinned = true;
+    else if (log.scrollTop < lastScrollTop - 1) pinned = false;
+    lastScrollTop = log.scrollTop;
     if (!current) return;
     if (log.scrollTop < 60) loadOlder(current);
     if (current.detached && log.scrollTop + log.clientHeight >= log.scrollHeight - 60) loadNewer(current);
