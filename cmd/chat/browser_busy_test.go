@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -117,18 +115,4 @@ func TestBrowserBusyRoomAndReloads(t *testing.T) {
 			t.Fatalf("the DM's label after the reload: %q, want it to say it mentions you", label)
 		}
 	})
-}
-
-// apiGetTok GETs path with tok and decodes the JSON answer into out.
-func apiGetTok(t *testing.T, addr, tok, path string, out any) int {
-	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	json.NewDecoder(resp.Body).Decode(out)
-	return resp.StatusCode
 }

@@ -136,8 +136,14 @@ func mpToken(t *testing.T, user string) string {
 
 func apiGet(t *testing.T, addr, user, path string, out any) int {
 	t.Helper()
+	return apiGetTok(t, addr, mpToken(t, user), path, out)
+}
+
+// apiGetTok GETs path with tok and decodes the JSON answer into out.
+func apiGetTok(t *testing.T, addr, tok, path string, out any) int {
+	t.Helper()
 	req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
-	req.Header.Set("Authorization", "Bearer "+mpToken(t, user))
+	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0

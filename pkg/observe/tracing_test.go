@@ -1,35 +1,18 @@
 package observe
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel"
+
+	"github.com/chatsys/chat/pkg/testutil"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A collector that does not answer is reported through the process's
 // logger (JSON stays JSON), not the standard library's plain-text logger.
@@ -42,7 +25,7 @@ func TestTracingErrorsGoToTheLog(t *testing.T) {
 	l.Close() // nothing listens there now
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+addr)
 	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "500")
-	var buf lockedBuffer
+	var buf testutil.SyncBuffer
 	shutdown, err := InitTracing(context.Background(), "test", slog.New(slog.NewJSONHandler(&buf, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -4,8 +4,10 @@
 package testutil
 
 import (
+	"bytes"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,4 +47,23 @@ func Token(t testing.TB, secret, user string, admin bool) string {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// SyncBuffer is a log destination a test reads while a process or
+// goroutine writes to it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
