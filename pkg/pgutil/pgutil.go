@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -210,7 +209,7 @@ func (s *Server) Prepare() error {
 	}
 	s.port = s.Port
 	if s.port == 0 {
-		if s.port, err = FreePort(); err != nil {
+		if s.port, err = freePort(); err != nil {
 			return err
 		}
 	}
@@ -475,19 +474,7 @@ func (s *Server) stopStale(bin string) {
 	}
 }
 
-// FreePort returns a loopback port that was free a moment ago, for a
-// server started later (PostgreSQL after its initdb, a test's process). It
-// picks from 20000-31999, below Linux's default ephemeral range
-// (32768-60999): a port from ":0" is in that range, where any outgoing
-// connection or other ":0" listener can take it before the server binds.
-func FreePort() (int, error) {
-	for range 100 {
-		port := 20000 + mrand.IntN(12000)
-		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			l.Close()
-			return port, nil
-		}
-	}
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

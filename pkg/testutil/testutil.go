@@ -5,6 +5,7 @@ package testutil
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/chatsys/chat/pkg/auth"
-	"github.com/chatsys/chat/pkg/pgutil"
 )
 
 // Eventually polls cond every 25ms until it holds, failing the test with
@@ -29,14 +29,28 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 // FreePort returns a loopback address whose port was free a moment ago,
-// outside the ephemeral range (see pgutil.FreePort).
+// for a server a test starts later (see FreePortNumber).
 func FreePort(t testing.TB) string {
 	t.Helper()
-	port, err := pgutil.FreePort()
-	if err != nil {
-		t.Fatal(err)
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePortNumber(t)))
+}
+
+// FreePortNumber returns a loopback port that was free a moment ago. It
+// picks from 20000-31999, below Linux's default ephemeral range
+// (32768-60999): a port from ":0" is in that range, where any outgoing
+// connection or other ":0" listener of a busy test run can take it before
+// the server binds (a process starting, PostgreSQL after its initdb).
+func FreePortNumber(t testing.TB) int {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			l.Close()
+			return port
+		}
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
 
 // Token mints an HS256 token for user with secret, valid for an hour.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"time"
 
 	"github.com/chatsys/chat/pkg/chatevent"
 )
@@ -32,15 +33,24 @@ func (e *Edge) apiProxyRoutes(mux *http.ServeMux) {
 	}
 }
 
-// newAPIProxy forwards to base (a validated http(s) URL); a service that
-// does not answer gives the API's 503 unavailable.
-func newAPIProxy(base *url.URL, service string) *httputil.ReverseProxy {
+// newAPIProxy forwards to base (a validated http(s) URL), directly (not
+// through an HTTP_PROXY of the environment); a service that does not
+// answer within 30 s gives the API's 503 unavailable.
+func (e *Edge) newAPIProxy(base *url.URL, service string) *httputil.ReverseProxy {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	tr.ResponseHeaderTimeout = 30 * time.Second
 	return &httputil.ReverseProxy{
+		Transport: tr,
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(base)
 			r.SetXForwarded()
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client is gone
+			}
+			e.log.Warn("forwarding the page's API request failed", "service", service, "path", r.URL.Path, "err", err)
 			httpError(w, http.StatusServiceUnavailable, chatevent.CodeUnavailable, service+" is not reachable from this edge; try again")
 		},
 	}
@@ -61,9 +71,9 @@ func serviceURL(flag, s string) (*url.URL, error) {
 // newAPIProxies builds the forwarders the configuration asks for.
 func (e *Edge) newAPIProxies() {
 	if u, _ := serviceURL("edge.history-url", e.cfg.HistoryURL); u != nil {
-		e.historyAPI = newAPIProxy(u, "history")
+		e.historyAPI = e.newAPIProxy(u, "history")
 	}
 	if u, _ := serviceURL("edge.router-url", e.cfg.RouterURL); u != nil {
-		e.routerAPI = newAPIProxy(u, "the router")
+		e.routerAPI = e.newAPIProxy(u, "the router")
 	}
 }

@@ -246,7 +246,9 @@ func (r *recentIDs) has(id string) bool {
 
 // onceFilter decides which events of one partition are delivered: each
 // message once (a retried append's second copy is dropped), each delete
-// once, and no edit of a message deleted before it in the partition (an
+// once, no message whose delete came before it (the router delivers a
+// private message late to an edge where its recipient just connected, and
+// may do so after a delete), and no edit of a message deleted before it in the partition (an
 // edit can be appended after the delete when two history instances each
 // checked the table before the delete reached it; the table ignores it,
 // and so do clients).
@@ -273,8 +275,8 @@ func (f onceFilter) keep(ev *chatevent.Event) bool {
 	case chatevent.TypeDelete:
 		return f.deleted.add(ev.ID)
 	}
-	if !f.recent.add(ev.ID) {
-		return false
+	if !f.recent.add(ev.ID) || f.deleted.has(ev.ID) {
+		return false // a copy, or a message whose delete came first (the router's late delivery)
 	}
 	if ev.ClientID != "" && (ev.Type == chatevent.TypeChat || ev.Type == chatevent.TypePrivate) {
 		return f.sends.add(ev.Username + "\x00" + ev.ClientID)

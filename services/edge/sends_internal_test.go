@@ -161,6 +161,9 @@ func TestOnceFilter(t *testing.T) {
 		{ev(chatevent.TypeEdit, "a"), false},
 		{ev(chatevent.TypeDelete, "a"), false},
 		{ev(chatevent.TypeEdit, "b"), true},
+		// A private message delivered late, after its delete: not shown.
+		{ev(chatevent.TypeDelete, "late"), true},
+		{ev(chatevent.TypePrivate, "late"), false},
 	} {
 		if got := f.keep(c.ev); got != c.keep {
 			t.Errorf("%d: keep(%s %s) = %v, want %v", i, c.ev.Type, c.ev.ID, got, c.keep)

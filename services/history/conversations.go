@@ -265,9 +265,18 @@ func (h *History) manage(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 	case id.Admin:
 		// Admins moderate every room, one nobody has written in yet
 		// included (people may be in it: a ban or mute set now holds
-		// from their first message).
+		// from their first message). Roles are not given there: a member
+		// or mod of a room that does not exist would hold a role in the
+		// private room someone creates under that name later.
 		if !chatevent.ValidRoom(room) {
 			return nil, invalidRoomName(room)
+		}
+		if err := h.roomExists(ctx, db, room); errors.Is(err, errNotFound) {
+			if !slices.Contains([]string{"mute", "unmute", "ban", "unban"}, action) {
+				return nil, errNotFound
+			}
+		} else if err != nil {
+			return nil, err
 		}
 	default:
 		if err := h.readableRoom(ctx, db, room, id); err != nil {

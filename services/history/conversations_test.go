@@ -284,6 +284,10 @@ func TestManagePermissions(t *testing.T) {
 		return count(t, db, "SELECT count(*) FROM room_members WHERE room = 'unused' AND username = 'carol' AND banned") == 1
 	})
 	must(t, 400, h.URL, "POST", "admin:root", "/v1/rooms/Not_Valid/ban", map[string]string{"username": "carol"})
+	// No roles in a room that does not exist: they would carry over to a
+	// private room created under its name.
+	must(t, 404, h.URL, "POST", "admin:root", "/v1/rooms/unused/invite", map[string]string{"username": "dave"})
+	must(t, 404, h.URL, "POST", "admin:root", "/v1/rooms/unused/mod", map[string]string{"username": "dave"})
 }
 
 // Records of chat.acl land in the tables; a record that does not decode

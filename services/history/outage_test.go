@@ -9,6 +9,7 @@ import (
 
 	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/pgutil"
+	"github.com/chatsys/chat/pkg/testutil"
 )
 
 // TestDatabaseOutageLosesNothing stops PostgreSQL for several seconds while
@@ -21,10 +22,7 @@ func TestDatabaseOutageLosesNothing(t *testing.T) {
 	}
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	port, err := pgutil.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := testutil.FreePortNumber(t)
 	pg := &pgutil.Server{Dir: dir + "/pg", Port: port}
 	ctx := context.Background()
 	if err := pg.Start(ctx); err != nil {

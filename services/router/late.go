@@ -19,8 +19,9 @@ import (
 // a late delivery never duplicates one.
 
 const (
-	lateWindow = 10 * time.Second
-	lateMax    = 50_000 // remembered events at most (the oldest go first)
+	lateWindow   = 10 * time.Second
+	lateMax      = 50_000   // remembered events at most (the oldest go first)
+	lateMaxBytes = 64 << 20 // and their delivery values' bytes at most
 )
 
 type routedEvent struct {
@@ -40,6 +41,7 @@ type lateRoutes struct {
 	events []*routedEvent            // oldest first
 	head   int                       // events[:head] are forgotten (compacted lazily)
 	byUser map[string][]*routedEvent // oldest first, the same events
+	bytes  int                       // of the remembered events' values
 }
 
 // target computes the edges of an event with edgesOf and remembers it.
@@ -48,11 +50,12 @@ func (l *lateRoutes) target(now time.Time, users []string, value []byte, headers
 	defer l.mu.Unlock()
 	edges := edgesOf(users...)
 	l.forgetLocked(now)
-	if len(l.events)-l.head >= lateMax {
+	for l.head < len(l.events) && (len(l.events)-l.head >= lateMax || l.bytes+len(value) > lateMaxBytes) {
 		l.dropOldestLocked()
 	}
 	ev := &routedEvent{at: now, users: users, edges: slices.Clone(edges), value: value, headers: headers}
 	l.events = append(l.events, ev)
+	l.bytes += len(value)
 	if l.byUser == nil {
 		l.byUser = map[string][]*routedEvent{}
 	}
@@ -79,6 +82,7 @@ func (l *lateRoutes) dropOldestLocked() {
 	ev := l.events[l.head]
 	l.events[l.head] = nil
 	l.head++
+	l.bytes -= len(ev.value)
 	for _, u := range ev.users {
 		if list := l.byUser[u]; len(list) <= 1 {
 			delete(l.byUser, u)
@@ -90,20 +94,33 @@ func (l *lateRoutes) dropOldestLocked() {
 }
 
 // arrived returns the delivery records owed to edge now that user has a
-// connection there, and counts the edge as served for those events.
-func (l *lateRoutes) arrived(now time.Time, user, edge string) []kafka.Message {
+// connection there, and counts the edge as served for those events (see
+// unserved when they could not be written).
+func (l *lateRoutes) arrived(now time.Time, user, edge string) ([]kafka.Message, []*routedEvent) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.forgetLocked(now)
 	var out []kafka.Message
+	var evs []*routedEvent
 	for _, ev := range l.byUser[user] {
 		if slices.Contains(ev.edges, edge) {
 			continue
 		}
 		ev.edges = append(ev.edges, edge)
 		out = append(out, kafka.Message{Key: []byte(edge), Value: ev.value, Headers: ev.headers})
+		evs = append(evs, ev)
 	}
-	return out
+	return out, evs
+}
+
+// unserved undoes arrived's marks of edge on evs (their write failed): a
+// later arrival there gets them.
+func (l *lateRoutes) unserved(evs []*routedEvent, edge string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ev := range evs {
+		ev.edges = slices.DeleteFunc(ev.edges, func(e string) bool { return e == edge })
+	}
 }
 
 type arrival struct{ user, edge string }
@@ -116,7 +133,7 @@ func (r *Router) lateLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case a := <-r.arrivals:
-			out := r.late.arrived(time.Now(), a.user, a.edge)
+			out, evs := r.late.arrived(time.Now(), a.user, a.edge)
 			if len(out) == 0 {
 				continue
 			}
@@ -127,6 +144,7 @@ func (r *Router) lateLoop(ctx context.Context) error {
 				if ctx.Err() != nil || r.stopping.Load() {
 					return nil
 				}
+				r.late.unserved(evs, a.edge)
 				r.log.Warn("late deliveries to a user's new edge failed (the events are in history)", "user", a.user, "edge", a.edge, "records", len(out), "err", err)
 				continue
 			}
@@ -136,11 +154,13 @@ func (r *Router) lateLoop(ctx context.Context) error {
 	}
 }
 
-// arrive queues an arrival for lateLoop; when the queue is full the
-// arrival is dropped (its events are in history).
+// arrive queues an arrival for lateLoop; when the queue is full (an edge
+// republishing thousands of connections at once) the arrival is dropped and
+// counted: its events are in history.
 func (r *Router) arrive(user, edge string) {
 	select {
 	case r.arrivals <- arrival{user, edge}:
 	default:
+		r.lateDropped.Inc()
 	}
 }

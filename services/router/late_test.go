@@ -95,16 +95,21 @@ func TestLateRoutesMemory(t *testing.T) {
 	none := func(...string) []string { return nil }
 	l.target(t0, []string{"alice", "bob"}, []byte("old"), nil, none)
 	l.target(t0.Add(5*time.Second), []string{"bob"}, []byte("new"), nil, func(...string) []string { return []string{"e1"} })
-	if got := l.arrived(t0.Add(6*time.Second), "bob", "e2"); len(got) != 2 {
+	got, evs := l.arrived(t0.Add(6*time.Second), "bob", "e2")
+	if len(got) != 2 {
 		t.Fatalf("bob on e2 at 6 s: %d records, want 2", len(got))
 	}
-	if got := l.arrived(t0.Add(6*time.Second), "bob", "e2"); len(got) != 0 {
+	l.unserved(evs, "e2") // the write failed: owed again
+	if got, _ := l.arrived(t0.Add(6*time.Second), "bob", "e2"); len(got) != 2 {
+		t.Fatalf("bob on e2 after a failed write: %d records, want 2", len(got))
+	}
+	if got, _ := l.arrived(t0.Add(6*time.Second), "bob", "e2"); len(got) != 0 {
 		t.Fatalf("bob on e2 again: %d records, want 0 (owed once)", len(got))
 	}
-	if got := l.arrived(t0.Add(6*time.Second), "bob", "e1"); len(got) != 1 || string(got[0].Value) != "old" {
+	if got, _ := l.arrived(t0.Add(6*time.Second), "bob", "e1"); len(got) != 1 || string(got[0].Value) != "old" {
 		t.Fatalf("bob on e1: %v, want the old one only (e1 had the new one)", got)
 	}
-	if got := l.arrived(t0.Add(lateWindow+time.Second), "alice", "e3"); len(got) != 0 {
+	if got, _ := l.arrived(t0.Add(lateWindow+time.Second), "alice", "e3"); len(got) != 0 {
 		t.Fatalf("alice after the window: %d records, want 0", len(got))
 	}
 	if _, ok := l.byUser["alice"]; ok {
@@ -115,5 +120,12 @@ func TestLateRoutesMemory(t *testing.T) {
 	}
 	if n, m := len(l.events)-l.head, len(l.byUser["carol"]); n != lateMax || m != lateMax {
 		t.Fatalf("remembered %d events (carol's index %d), want at most %d", n, m, lateMax)
+	}
+	big := make([]byte, 1<<20)
+	for range 100 {
+		l.target(t0.Add(20*time.Second), []string{"dave"}, big, nil, none)
+	}
+	if l.bytes > lateMaxBytes || len(l.byUser["dave"]) != lateMaxBytes/len(big) {
+		t.Fatalf("remembered %d bytes (%d of dave's 1 MiB events), want at most %d", l.bytes, len(l.byUser["dave"]), lateMaxBytes)
 	}
 }

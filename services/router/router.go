@@ -129,6 +129,7 @@ type Router struct {
 	aclBad           prometheus.Counter
 	records          prometheus.Counter
 	lateRecords      prometheus.Counter
+	lateDropped      prometheus.Counter
 	expired          prometheus.Counter
 	snapshotsWritten prometheus.Counter
 	healthy          prometheus.Gauge
@@ -167,6 +168,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		aclBad:           f.NewCounter(prometheus.CounterOpts{Name: "chat_router_acl_bad_records_total", Help: "chat.acl records skipped because they do not decode."}),
 		records:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_deliveries_total", Help: "Delivery records written (one per edge per message)."}),
 		lateRecords:      f.NewCounter(prometheus.CounterOpts{Name: "chat_router_late_deliveries_total", Help: "Delivery records written to an edge where a recipient connected just after the event was routed (included in chat_router_deliveries_total)."}),
+		lateDropped:      f.NewCounter(prometheus.CounterOpts{Name: "chat_router_late_arrivals_dropped_total", Help: "Connects not checked for late deliveries because too many were waiting (those events are in history)."}),
 		expired:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_edges_expired_total", Help: "Edges expired for a missed heartbeat."}),
 		snapshotsWritten: f.NewCounter(prometheus.CounterOpts{Name: "chat_router_presence_snapshots_total", Help: "Presence snapshots written."}),
 		healthy:          f.NewGauge(prometheus.GaugeOpts{Name: "chat_router_presence_current", Help: "1 while the router reads chat.presence without trouble (edges can be expired), else 0."}),

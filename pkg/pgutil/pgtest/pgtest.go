@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/chatsys/chat/pkg/pgutil"
+	"github.com/chatsys/chat/pkg/testutil"
 )
 
 var (
@@ -71,7 +72,7 @@ func admin(t testing.TB) string {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o755)
-	s := &pgutil.Server{Dir: dir + "/pg"}
+	s := &pgutil.Server{Dir: dir + "/pg", Port: testutil.FreePortNumber(t)} // below the ephemeral range: see FreePortNumber
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := s.Start(ctx); err != nil {

@@ -154,7 +154,8 @@ function newestPos(c) {
 // message).
 const READ_EVERY = 1000;
 function sendRead(c) {
-  if (c !== current || !visible() || c.detached || !c.loaded || !atBottom() || !conn || !conn.online) return;
+  // (The socket may be down: flushRead keeps the position for onOnline.)
+  if (c !== current || !visible() || c.detached || !c.loaded || !atBottom() || !conn) return;
   if (c.kind === "room" && !c.member) return;
   const pos = newestPos(c);
   if (!pos || (c.readPos && !posAfter(pos, c.readPos))) return;
@@ -180,15 +181,19 @@ function flushRead(c) {
   c.readWant = "";
   c.readPrev = c.readPos;
   c.readSentAt = Date.now();
+  lastRead = c;
   c.readPos = pos;
   readPos[c.key] = pos;
   save("readpos", readPos);
 }
 
-// readRefused undoes the read sent last (within the last few seconds: the
-// server refused it with rate_limited) and sends it again later.
+// readRefused undoes the read sent last (the server answers frames in
+// order, so an error without a client_id is about the last read it got)
+// and sends it again later.
+let lastRead = null;
 function readRefused() {
-  for (const c of convs.values()) {
+  for (const c of lastRead ? [lastRead] : []) {
+    lastRead = null;
     if (!c.readSentAt || Date.now() - c.readSentAt > 5000 || c.readPrev === undefined) continue;
     if (!c.readWant || posAfter(c.readPos, c.readWant)) c.readWant = c.readPos;
     c.readPos = c.readPrev;
@@ -646,6 +651,8 @@ function openConv(c, opts = {}) {
     else if (conn && conn.online) startRoom(c);
   } else if (rejoin && conn && conn.online) sendJoin(c);
   log.scrollTop = c.scrollTop === null ? log.scrollHeight : c.scrollTop;
+  pinned = atBottom(); // this conversation's own position, not the last one's
+  lastScrollTop = log.scrollTop;
   if (visible()) markRead(c);
   refreshMembers();
   if (c.kind === "dm") refreshPresence();
@@ -981,10 +988,12 @@ function onError(f) {
     return finishOp(cid, op, msg);
   }
   const o = outbox.get(cid);
-  if (!o && !cid && f.code === "rate_limited") {
-    // A read or typing notice refused (neither has a client_id): nothing
-    // the user wrote; the read goes again later.
-    readRefused();
+  if (!o && !cid) {
+    // A read refused (the only frame the page sends without a client_id
+    // that the server answers): nothing the user wrote. When the server
+    // may take it later, it goes again.
+    if (f.code === "rate_limited" || f.code === "unavailable") readRefused();
+    else console.warn("chat: read refused:", f.code, msg);
     return;
   }
   if (!o) { $("composer-error").textContent = msg; return; }
@@ -1106,6 +1115,7 @@ function onOnline() {
   syncDMs();
   flushOutbox();
   for (const c of convs.values()) if (c.readWant) flushRead(c); // reads made while the socket was down
+  dmsListed = false; // the next outage lists them again
   refreshMembers();
   refreshPresence();
 }
@@ -1882,6 +1892,8 @@ async function openAt(m) {
     li.classList.add("target");
     li.tabIndex = -1;
     li.scrollIntoView({ block: "center" });
+    pinned = atBottom();
+    lastScrollTop = log.scrollTop;
     li.focus();
   }
 }

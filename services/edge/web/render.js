@@ -124,6 +124,9 @@ export function messageElement(ev, me) {
 export function setContent(li, content, editedAt) {
   const body = li.querySelector(".body");
   if (!body || li.classList.contains("deleted")) return;
+  // An edit older than the one shown (delivered late) changes nothing.
+  if (editedAt && li.dataset.editedAt && editedAt < li.dataset.editedAt) return;
+  if (editedAt) li.dataset.editedAt = editedAt;
   body.replaceChildren();
   appendLinkified(body, content || "");
   markEdited(li, editedAt);
