@@ -219,11 +219,16 @@ func TestDMResendOnAnotherEdgeAfterDelivery(t *testing.T) {
 	broker := testBroker(t)
 	var cfg edge.Config
 	e := startEdge(t, broker, func(c *edge.Config) { cfg = *c })
+	// routed delivers from's DM to this edge as the router does.
+	routed := func(from, content, cid string, pos chatevent.Pos) chatevent.Event {
+		ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "walt", Username: from,
+			Content: content, ClientID: cid, Timestamp: chatevent.FormatTime(time.Now())}
+		v, _ := chatevent.EncodeDelivery(ev, pos)
+		writeDeliveries(t, cfg, v)
+		return ev
+	}
 	alice := dial(t, e.URL, "alice")
-	ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "walt", Username: "alice",
-		Content: "sent elsewhere", ClientID: "d9", Timestamp: chatevent.FormatTime(time.Now())}
-	v, _ := chatevent.EncodeDelivery(ev, chatevent.Pos{Partition: 2, Offset: 5})
-	writeDeliveries(t, cfg, v)
+	ev := routed("alice", "sent elsewhere", "d9", chatevent.Pos{Partition: 2, Offset: 5})
 	if m := alice.nextOf("private"); m["id"] != ev.ID {
 		t.Fatalf("alice got %v, want her DM %s", m, ev.ID)
 	}
@@ -235,10 +240,7 @@ func TestDMResendOnAnotherEdgeAfterDelivery(t *testing.T) {
 	// Routed here for the recipient only (the sender was not connected
 	// here): the sender's resend here is still recognised.
 	walt := dial(t, e.URL, "walt")
-	ev2 := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "walt", Username: "carol",
-		Content: "from elsewhere", ClientID: "d10", Timestamp: chatevent.FormatTime(time.Now())}
-	v2, _ := chatevent.EncodeDelivery(ev2, chatevent.Pos{Partition: 3, Offset: 8})
-	writeDeliveries(t, cfg, v2)
+	ev2 := routed("carol", "from elsewhere", "d10", chatevent.Pos{Partition: 3, Offset: 8})
 	if m := walt.nextOf("private"); m["id"] != ev2.ID {
 		t.Fatalf("walt got %v, want carol's DM %s", m, ev2.ID)
 	}

@@ -261,25 +261,14 @@ func (h *History) manage(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 		return nil, invalidRequest("username %q is not valid", body.Username)
 	}
 	ctx := r.Context()
-	switch {
-	case id.Admin:
-		// Admins moderate every room, one nobody has written in yet
-		// included (people may be in it: a ban or mute set now holds
-		// from their first message). Roles are not given there: a member
-		// or mod of a room that does not exist would hold a role in the
-		// private room someone creates under that name later.
-		if !chatevent.ValidRoom(room) {
-			return nil, invalidRoomName(room)
-		}
-		if err := h.roomExists(ctx, db, room); errors.Is(err, errNotFound) {
-			if !slices.Contains([]string{"mute", "unmute", "ban", "unban"}, action) {
-				return nil, errNotFound
-			}
-		} else if err != nil {
-			return nil, err
-		}
-	default:
-		if err := h.readableRoom(ctx, db, room, id); err != nil {
+	if err := h.readableRoom(ctx, db, room, id); err != nil {
+		// Admins also mute and ban in a room nobody has written in yet
+		// (people may be in it: the ban holds from their first message).
+		// No roles there: a member or mod of a room that does not exist
+		// would hold a role in the private room someone creates under
+		// that name later.
+		moderation := []string{"mute", "unmute", "ban", "unban"}
+		if !id.Admin || !errors.Is(err, errNotFound) || !slices.Contains(moderation, action) {
 			return nil, err
 		}
 	}

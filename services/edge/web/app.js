@@ -179,7 +179,7 @@ function flushRead(c) {
   const f = c.kind === "room" ? { type: "read", room: c.name, pos } : { type: "read", target: c.name, pos };
   if (!conn.send(f)) return;
   c.readWant = "";
-  c.readPrev = c.readPos;
+  c.readPrev = c.readPos; // what readRefused puts back
   c.readSentAt = Date.now();
   lastRead = c;
   c.readPos = pos;
@@ -192,18 +192,16 @@ function flushRead(c) {
 // and sends it again later.
 let lastRead = null;
 function readRefused() {
-  for (const c of lastRead ? [lastRead] : []) {
-    lastRead = null;
-    if (!c.readSentAt || Date.now() - c.readSentAt > 5000 || c.readPrev === undefined) continue;
-    if (!c.readWant || posAfter(c.readPos, c.readWant)) c.readWant = c.readPos;
-    c.readPos = c.readPrev;
-    c.readPrev = undefined;
-    if (c.readPos) readPos[c.key] = c.readPos;
-    else delete readPos[c.key];
-    save("readpos", readPos);
-    clearTimeout(c.readTimer);
-    c.readTimer = setTimeout(() => { c.readTimer = null; flushRead(c); }, 1500 + Math.random() * 1000);
-  }
+  const c = lastRead;
+  lastRead = null;
+  if (!c || Date.now() - c.readSentAt > 5000) return;
+  if (!c.readWant || posAfter(c.readPos, c.readWant)) c.readWant = c.readPos;
+  c.readPos = c.readPrev;
+  if (c.readPos) readPos[c.key] = c.readPos;
+  else delete readPos[c.key];
+  save("readpos", readPos);
+  clearTimeout(c.readTimer);
+  c.readTimer = setTimeout(() => { c.readTimer = null; flushRead(c); }, 1500 + Math.random() * 1000);
 }
 
 // onlyMineAfter tells whether every message c shows after log position
@@ -1468,7 +1466,7 @@ function loadUnread({ dmsOnly = false } = {}) {
       c.unread = x.unread;
       c.mentioned = Math.min(c.mentioned, x.unread);
       updateBadge(c);
-      if (c.kind === "dm" && c.unread > 0) countDMMentions(c);
+      if (c.kind === "dm" && c.unread > 0 && !c.mentioned) countDMMentions(c);
     }
   })();
 }
