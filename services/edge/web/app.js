@@ -29,6 +29,7 @@ let readMarks = {};       // key -> id of the newest message read
 let dmCursor = "";        // newest private message id seen
 let countdown = null;
 let readPos = {};         // key -> pos of the newest message read (sent in read frames)
+let peerReads = {};       // "@peer" -> the peer's read position ("Seen" survives a reload while history lags)
 let blocked = new Set();  // users the signed-in user blocks
 let serverUnread = new Map(); // key -> {unread, last_read} from GET /v1/unread
 let unreadReady = Promise.resolve();
@@ -59,7 +60,7 @@ function conv(kind, name) {
     // conversations (docs/conversations.md)
     member: kind === "room", // remembered as joined (a listed room is not until opened)
     private: false, role: "", owner: "", muted: false, revoked: false, notice: "",
-    readPos: readPos[key] || "", peerRead: "", typers: new Map(), typingNext: 0, typingTimer: null, sentSinceTyping: false,
+    readPos: readPos[key] || "", peerRead: kind === "dm" && POS_RE.test(peerReads[key] || "") ? peerReads[key] : "", typers: new Map(), typingNext: 0, typingTimer: null, sentSinceTyping: false,
   };
   convs.set(key, c);
   sidebarItem(c);
@@ -1414,9 +1415,18 @@ function onRead(f) {
   } else if (f.target === me && !f.room) {
     const c = convs.get("@" + f.username);
     if (!c) return;
-    if (!c.peerRead || posAfter(f.pos, c.peerRead)) c.peerRead = f.pos;
-    showSeen(c);
+    setPeerRead(c, f.pos);
   }
+}
+
+// setPeerRead moves the DM peer's read position forward, remembers it
+// and marks "Seen".
+function setPeerRead(c, pos) {
+  if (c.peerRead && !posAfter(pos, c.peerRead)) return;
+  c.peerRead = pos;
+  peerReads[c.key] = pos;
+  save("peerread", peerReads);
+  showSeen(c);
 }
 
 // showSeen marks the last of the user's messages the DM peer has read.
@@ -1454,10 +1464,7 @@ function loadUnread({ dmsOnly = false } = {}) {
       else if (x.peer && USER_RE.test(x.peer) && x.peer !== me) c = conv("dm", x.peer);
       if (!c) continue;
       // The DM peer's read position: "Seen" survives a reload.
-      if (x.peer && typeof x.peer_read === "string" && POS_RE.test(x.peer_read) && (!c.peerRead || posAfter(x.peer_read, c.peerRead))) {
-        c.peerRead = x.peer_read;
-        showSeen(c);
-      }
+      if (x.peer && typeof x.peer_read === "string" && POS_RE.test(x.peer_read)) setPeerRead(c, x.peer_read);
       const local = readPos[c.key];
       if (local && posAfter(local, x.last_read || "")) continue;
       if (x.last_read && (!c.readPos || posAfter(x.last_read, c.readPos))) c.readPos = x.last_read;
@@ -1979,6 +1986,7 @@ function start() {
   api = new Api(() => token);
   readMarks = load("read", {});
   readPos = load("readpos", {});
+  peerReads = load("peerread", {});
   for (const r of load("rooms", ["general"])) if (ROOM_RE.test(r)) conv("room", r);
   restoreOutbox();
   // The conversation open before the reload opens again; a DM one is not
