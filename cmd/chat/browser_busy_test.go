@@ -108,6 +108,8 @@ func TestBrowserBusyRoomAndReloads(t *testing.T) {
 		}
 		mentioned := `(e => !!e && e.classList.contains("mentioned") && e.textContent === "1")(document.querySelector('#dms li[data-key="@carol"] .unread'))`
 		alice.waitFor("unread and mentioned", mentioned, 15*time.Second)
+		// What a reloaded page starts from: history has the DM.
+		waitFor(t, 20*time.Second, "history counts the DM", func() bool { return unreadOf(t, s.addr, aliceTok)["@carol"] == 1 })
 		alice.do(chromedp.Reload())
 		online(alice)
 		alice.waitFor("still mentioned after the reload", mentioned, 15*time.Second)

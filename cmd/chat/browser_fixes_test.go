@@ -168,6 +168,7 @@ func TestBrowserFixes(t *testing.T) {
 		bob.send("a reply from bob")
 		alice.waitFor("alice reads the reply", countText("a reply from bob")+` === 1`, 10*time.Second)
 		bob.waitFor("Seen", seenOnReply, 10*time.Second)
+		storedOnce(t, s.addr, bobTok, "@alice", "a DM to read after a reload", "a reply from bob") // the reloaded page's history
 		bob.do(chromedp.Reload())
 		online(bob)
 		bob.waitFor("the open DM's history after the reload", title+` === "alice" && `+allOnce("a DM to read after a reload", "a reply from bob"), 15*time.Second)
@@ -393,6 +394,9 @@ func TestBrowserFixes(t *testing.T) {
 		eval[bool](p, `document.getElementById("join-room").value = `+js(longRoom)+`; document.getElementById("join-form").requestSubmit(); true`)
 		p.waitFor("in the long room", title+` === `+js("# "+longRoom)+` && document.body.dataset.conn === "online"`, 10*time.Second)
 		p.send("see https://example.com/" + strings.Repeat("x", 120) + " and " + strings.Repeat("unbroken", 20) + " zebrafish")
+		// The room's announcement goes live to joined members: wait for the
+		// join (the router lists the member once the edge has it).
+		p.waitFor("joined", `document.getElementById("members").textContent.includes(`+js(longUser)+`)`, 20*time.Second)
 		announceAs(t, s.addr, adminToken(t, dir), "", "Maintenance tonight: read https://example.com/"+strings.Repeat("status/", 30)+" first")
 		announceAs(t, s.addr, adminToken(t, dir), longRoom, "room note https://example.com/"+strings.Repeat("y", 150))
 		p.waitFor("the banner and the room's announcement", `!document.getElementById("announcement").hidden && !!document.querySelector("#msgs li.announcement")`, 10*time.Second)

@@ -120,7 +120,11 @@ func retry(p *browserPage) {
 // historyContents lists the contents of a room's newest messages in history.
 func historyContents(t *testing.T, addr, tok, room string) []string {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+addr+"/v1/rooms/"+room+"/messages?limit=200", nil)
+	path := "/v1/rooms/" + room + "/messages?limit=200"
+	if peer, ok := strings.CutPrefix(room, "@"); ok { // a DM: "@peer"
+		path = "/v1/dm/" + peer + "/messages?limit=200"
+	}
+	req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -469,10 +473,10 @@ func TestBrowserPagingAnnouncementsKeyboard(t *testing.T) {
 	})
 
 	t.Run("close 1008 at the token's expiry shows sign-in without reconnecting", func(t *testing.T) {
-		tok := mintFromDataDir(t, dir, "carol", 15*time.Second) // room for a new browser context to sign in under load
+		tok := mintFromDataDir(t, dir, "carol", 30*time.Second) // room for a new browser context to sign in under load
 		carol := signIn(t, browser, s.addr, "carol", tok)
 		before := handshakes(t, s.addr)
-		carol.waitFor("sign-in screen after 1008", `!document.getElementById("signin").hidden && document.getElementById("signin-reason").textContent.includes("expired") && document.body.dataset.lastClose === "1008"`, 30*time.Second)
+		carol.waitFor("sign-in screen after 1008", `!document.getElementById("signin").hidden && document.getElementById("signin-reason").textContent.includes("expired") && document.body.dataset.lastClose === "1008"`, 45*time.Second)
 		carol.holds("no reconnect loop", `!document.getElementById("signin").hidden`, 2*time.Second)
 		after := handshakes(t, s.addr)
 		if total(after) != total(before) {

@@ -65,7 +65,7 @@ func TestBrowserNotesScrollAndComposer(t *testing.T) {
 
 	// The members line above the log appears after the room opened: the
 	// log stays at its newest message, and follows the next one.
-	bob.waitFor("the members line", `document.getElementById("members").textContent.startsWith("Online here")`, 10*time.Second)
+	bob.waitFor("the members line", `document.getElementById("members").textContent.startsWith("Online here")`, 20*time.Second)
 	const atBottom = `(() => { const l = document.getElementById("log"); return l.scrollTop + l.clientHeight >= l.scrollHeight - 8; })()`
 	bob.waitFor("the log at its newest message", atBottom, 5*time.Second)
 	carol.sendAll("general", "the newest one")

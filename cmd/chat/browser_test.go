@@ -421,6 +421,8 @@ func TestBrowserChat(t *testing.T) {
 			t.Fatalf("the DM shows in bob's room log %d times, want 0", got)
 		}
 		bob.screenshot("dm-unread-bob")
+		// What a reloaded page starts from: history has the DM.
+		waitFor(t, 20*time.Second, "history counts the DM", func() bool { return unreadOf(t, s.addr, tokenFromDataDir(t, dir, "bob"))["@alice"] == 1 })
 		bob.do(chromedp.Reload())
 		online(bob)
 		bob.waitFor("unread 1 after reload", badge+` === "1"`, 15*time.Second)

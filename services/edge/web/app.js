@@ -376,7 +376,10 @@ function live(c, ev) {
     return;
   }
   if (append(c, ev)) countUnread(c, ev);
-  if (c.kind === "dm") bumpDM(c);
+  if (c.kind === "dm") {
+    bumpDM(c);
+    if (c.peerRead) showSeen(c); // a message of mine read before it reached this page
+  }
   if (ev.username && c.typers.has(ev.username)) stopTyping(c, ev.username);
 }
 
@@ -974,14 +977,15 @@ function onError(f) {
   const op = ops.get(cid);
   if (op) {
     // History, which checks edits and deletes, stores a message up to a
-    // second after it is sent: a change of a message that new is retried.
+    // second after it is sent (more on a busy server): a change of a
+    // message that new is retried while the message is under 30 s old.
     const t = op.li.querySelector("time");
     const age = t && t.dateTime ? Date.now() - Date.parse(t.dateTime) : Infinity;
-    if ((f.code === "not_found" || f.code === "unavailable") && op.tries < 3 && age < 30000) {
+    if ((f.code === "not_found" || f.code === "unavailable") && op.tries < 10 && age < 30000) {
       op.tries++;
       ops.delete(cid);
       clearTimeout(op.timer);
-      setTimeout(() => sendOp(op.c, op.li, op.kind, op.content, op.tries), 700 * op.tries);
+      setTimeout(() => sendOp(op.c, op.li, op.kind, op.content, op.tries), Math.min(700 * op.tries, 3000));
       return;
     }
     return finishOp(cid, op, msg);
@@ -1122,8 +1126,9 @@ let unreadTimer = null;
 let dmsListed = false; // the DM list was asked for while the socket was down
 
 // syncDMs lists conversations with news since the newest private message
-// seen (history lags the log by up to a second, so it runs twice).
-async function syncDMs(again = true) {
+// seen. History lags the log (by a second, more on a busy server), so a
+// reconnect's sync runs again after 1.5 s and after 6.5 s.
+async function syncDMs(later = [1500, 5000]) {
   let list;
   try {
     list = await api.conversations(dmCursor || undefined);
@@ -1150,7 +1155,7 @@ async function syncDMs(again = true) {
   }
   for (const x of list.slice().reverse()) bumpDM(conv("dm", x.peer));
   refreshPresence();
-  if (again) setTimeout(() => conn && conn.online && syncDMs(false), 1500);
+  if (later.length) setTimeout(() => conn && conn.online && syncDMs(later.slice(1)), later[0]);
 }
 
 // countHistoryUnread sets the unread count of a conversation not shown yet
@@ -1919,7 +1924,7 @@ function onState(s) {
     // list and the presence dots come over HTTP meanwhile (the join
     // resumes from that page once online).
     if (current && current.kind === "room" && current.member && !current.loaded && !current.loading) loadNewest(current, { soft: true });
-    if (!dmsListed) { dmsListed = true; syncDMs(false); }
+    if (!dmsListed) { dmsListed = true; syncDMs([]); }
     const tick = () => {
       const left = Math.max(0, Math.ceil((s.nextAt - Date.now()) / 1000));
       text.textContent = `Disconnected${s.detail ? ": " + s.detail : ""}. Reconnecting in ${left} s.`;
