@@ -378,7 +378,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 		if e := bob.lastOf("edit", field("id", id)); e["content"] != "the final text" {
 			t.Fatalf("after the resend bob's last edit of %s is %v, want the final text", id, e)
 		}
-		waitFor(t, 10*time.Second, "history keeps the final text", func() bool {
+		waitFor(t, 30*time.Second, "history keeps the final text", func() bool {
 			var m map[string]any
 			return apiGet(t, hist.addr, "bob", "/v1/messages/"+id, &m) == 200 && m["content"] == "the final text"
 		})
@@ -412,7 +412,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			return e != nil && e["content"] == "another, edited"
 		})
 		var found struct{ Messages []map[string]any }
-		waitFor(t, 10*time.Second, "history serves the new text, search finds it and not the old", func() bool {
+		waitFor(t, 30*time.Second, "history serves the new text, search finds it and not the old", func() bool {
 			var old struct{ Messages []map[string]any }
 			return apiGet(t, hist.addr, "bob", "/v1/search?q=final&room=general", &found) == 200 && len(found.Messages) == 1 &&
 				found.Messages[0]["edited_at"] != nil &&
@@ -424,7 +424,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			t.Fatalf("delete: %v", a)
 		}
 		waitFor(t, 10*time.Second, "bob sees the delete", func() bool { return bob.lastOf("delete", field("id", id)) != nil })
-		waitFor(t, 10*time.Second, "history holds a tombstone and search forgets the text", func() bool {
+		waitFor(t, 30*time.Second, "history holds a tombstone and search forgets the text", func() bool {
 			var page struct{ Messages []map[string]any }
 			if apiGet(t, hist.addr, "bob", "/v1/rooms/general/messages", &page) != 200 {
 				return false
@@ -480,7 +480,7 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 	t.Run("an edit waiting on a stopped history holds up nothing else", func(t *testing.T) {
 		aliceWS.WriteJSON(map[string]string{"type": "chat", "room": "general", "content": "first draft", "client_id": "s0"})
 		id := answered(t, alice, "s0")["id"].(string)
-		waitFor(t, 10*time.Second, "history has the message", func() bool {
+		waitFor(t, 30*time.Second, "history has the message", func() bool {
 			cid := fmt.Sprint("s1-", time.Now().UnixNano())
 			aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "second draft", "client_id": cid})
 			return answered(t, alice, cid)["type"] == "ack"

@@ -35,7 +35,7 @@ func TestOfflineRecipientReadsHistoryThenLive(t *testing.T) {
 		readType(t, alice, "ack")
 	}
 	bob := dialWS(t, s.addr, bobTok)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		req, _ := http.NewRequest("GET", "http://"+s.addr+"/v1/dm/alice/messages", nil)
 		req.Header.Set("Authorization", "Bearer "+bobTok)

@@ -62,9 +62,9 @@ func startAllLogging(t testing.TB, dataDir string, stderr io.Writer, extra ...st
 	case s.addr = <-readyc:
 	case code := <-s.exit:
 		t.Fatalf("chat exited with %d before it was ready", code)
-	case <-time.After(30 * time.Second):
+	case <-time.After(90 * time.Second): // initdb, PostgreSQL, migrations and every component, under -race
 		cancel()
-		t.Fatal("chat not ready within 30s")
+		t.Fatal("chat not ready within 90s")
 	}
 	t.Cleanup(s.stop)
 	return s

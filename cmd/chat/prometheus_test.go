@@ -77,7 +77,7 @@ func TestDashboardsLive(t *testing.T) {
 	announce(t, edge2)
 	waitFor(t, 10*time.Second, "alice gets the announcement", func() bool { return len(aliceIn.ofType("system")) >= 1 })
 	var page struct{ Messages []map[string]any }
-	waitFor(t, 10*time.Second, "the room message in history", func() bool {
+	waitFor(t, 30*time.Second, "the room message in history", func() bool {
 		return apiGet(t, hist.addr, "alice", "/v1/rooms/general/messages?limit=10", &page) == 200 && len(page.Messages) >= 1
 	})
 	apiGet(t, hist.addr, "alice", "/v1/search?q=hello", &page)

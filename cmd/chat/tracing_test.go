@@ -221,7 +221,7 @@ func TestTracingOneTracePerMessage(t *testing.T) {
 		}
 		return nil
 	}
-	deadline := time.NewTimer(15 * time.Second)
+	deadline := time.NewTimer(30 * time.Second)
 	defer deadline.Stop()
 	for {
 		err := check()

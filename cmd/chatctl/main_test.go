@@ -75,7 +75,7 @@ func startServer(t *testing.T, dataDir string) string {
 	r := &lifecycle.Runner{}
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx, h, hist, rt, e) }()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !r.Ready() {
 		if time.Now().After(deadline) {
 			t.Fatal("server not ready")
@@ -200,7 +200,7 @@ func TestTokenAnnounceAndChat(t *testing.T) {
 
 	// History and search see what was sent.
 	var out string
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out, "line two") && time.Now().Before(deadline) {
 		out, err = ctl(t, "", "history", "general", "--limit", "10", "--server", server, "--data-dir", dir)
 		if err != nil {

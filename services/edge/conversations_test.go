@@ -333,8 +333,22 @@ func TestTypingReachesTheOtherEdgeAndIsRateLimited(t *testing.T) {
 	}
 	// A DM notice reaches the target.
 	bob.send(map[string]any{"type": "typing", "target": "alice"})
-	if got := count(aliceFrames, "typing", 2*time.Second); got != 1 {
-		t.Fatalf("alice got %d notices of bob typing to her, want 1", got)
+	for waited := time.After(15 * time.Second); ; {
+		select {
+		case m := <-aliceFrames:
+			if m["type"] != "typing" {
+				continue
+			}
+			if m["username"] != "bob" || m["target"] != "alice" {
+				t.Fatalf("alice got %v, want bob's typing notice", m)
+			}
+		case <-waited:
+			t.Fatal("alice got no notice of bob typing to her")
+		}
+		break
+	}
+	if got := count(aliceFrames, "typing", time.Second); got != 0 {
+		t.Fatalf("alice got %d more notices of bob typing to her, want 1 in all", got+1)
 	}
 	// Typing in a room not joined on this connection is refused.
 	alice.send(map[string]any{"type": "typing", "room": "other"})

@@ -191,7 +191,7 @@ func TestSameDeliveryTwiceIsDeliveredOnce(t *testing.T) {
 	broker := testBroker(t)
 	var cfg edge.Config
 	e := startEdge(t, broker, func(c *edge.Config) { cfg = *c })
-	bob := dial(t, e.URL, "bob")
+	bob := dial(t, e.URL, "bob").registered()
 	ev := chatevent.Event{ID: chatevent.NewID(), Type: chatevent.TypePrivate, Target: "bob", Username: "alice",
 		Content: "twice", ClientID: "d1", Timestamp: chatevent.FormatTime(time.Now())}
 	v, _ := chatevent.EncodeDelivery(ev, chatevent.Pos{Partition: 1, Offset: 7})
@@ -227,7 +227,7 @@ func TestDMResendOnAnotherEdgeAfterDelivery(t *testing.T) {
 		writeDeliveries(t, cfg, v)
 		return ev
 	}
-	alice := dial(t, e.URL, "alice")
+	alice := dial(t, e.URL, "alice").registered()
 	ev := routed("alice", "sent elsewhere", "d9", chatevent.Pos{Partition: 2, Offset: 5})
 	if m := alice.nextOf("private"); m["id"] != ev.ID {
 		t.Fatalf("alice got %v, want her DM %s", m, ev.ID)
@@ -239,7 +239,7 @@ func TestDMResendOnAnotherEdgeAfterDelivery(t *testing.T) {
 
 	// Routed here for the recipient only (the sender was not connected
 	// here): the sender's resend here is still recognised.
-	walt := dial(t, e.URL, "walt")
+	walt := dial(t, e.URL, "walt").registered()
 	ev2 := routed("carol", "from elsewhere", "d10", chatevent.Pos{Partition: 3, Offset: 8})
 	if m := walt.nextOf("private"); m["id"] != ev2.ID {
 		t.Fatalf("walt got %v, want carol's DM %s", m, ev2.ID)
@@ -257,8 +257,8 @@ func TestReadReceiptDoesNotReachABlocker(t *testing.T) {
 	broker := testBroker(t)
 	var cfg edge.Config
 	e := startEdge(t, broker, func(c *edge.Config) { cfg = *c })
-	bob := dial(t, e.URL, "bob")
-	alice := dial(t, e.URL, "alice")
+	bob := dial(t, e.URL, "bob").registered()
+	alice := dial(t, e.URL, "alice").registered()
 	appendACL(t, broker, chatevent.ACLRecord{Type: chatevent.ACLBlock, Username: "bob", Target: "alice", Blocked: true})
 	eventually(t, 5*time.Second, "the block is enforced", func() bool {
 		// A private message is always answered (typing is not, unless refused).

@@ -160,6 +160,20 @@ func dial(t testing.TB, base, user string) *client {
 	return c
 }
 
+// registered waits until the edge has added c to its hub: the welcome
+// goes out just before, so a record routed to c right after the dial can
+// otherwise find it missing (the router, which routes after the
+// connection's presence event, never does). Any answered frame proves it:
+// the read loop starts after the hub has the connection.
+func (c *client) registered() *client {
+	c.t.Helper()
+	c.send(map[string]any{"type": "registered?"})
+	if m := c.nextOf("error"); m["code"] != "invalid_message" {
+		c.t.Fatalf("%s: answer to an unknown frame: %v", c.user, m)
+	}
+	return c
+}
+
 func (c *client) send(v any) {
 	c.t.Helper()
 	var b []byte

@@ -154,7 +154,7 @@ func TestHugeLengthHeaderGets1009(t *testing.T) {
 // does it), the connections not yet told to go away keep receiving.
 func TestDrainKeepsDeliveringUntilEachClose(t *testing.T) {
 	broker := testBroker(t)
-	a := startEdge(t, broker, func(c *edge.Config) { c.DrainDuration = 8 * time.Second })
+	a := startEdge(t, broker, func(c *edge.Config) { c.DrainDuration = 20 * time.Second })
 	b := startEdge(t, broker)
 	first, second := dial(t, a.URL, "first"), dial(t, a.URL, "second")
 	first.join("general")
@@ -162,13 +162,13 @@ func TestDrainKeepsDeliveringUntilEachClose(t *testing.T) {
 	pub := dial(t, b.URL, "pub")
 	drained := make(chan error, 1)
 	go func() { drained <- a.Drain(context.Background()) }()
-	// One of the two is told to go away at once, the other 4 s later.
+	// One of the two is told to go away at once, the other 10 s later.
 	eventually(t, 5*time.Second, "the drain to start", func() bool { return a.Ready(context.Background()) != nil })
 	pub.say("general", "during the drain", "d1")
 	got := 0
 	for _, c := range []*client{first, second} {
 		for {
-			m, err := c.read(10 * time.Second)
+			m, err := c.read(25 * time.Second)
 			if err != nil {
 				var ce *websocket.CloseError
 				if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {

@@ -725,6 +725,10 @@ func TestEditOfAMessageNotStoredYet(t *testing.T) {
 	k := topics(t, testBroker(t))
 	db := pgtest.NewDatabase(t)
 	h := startHistory(t, k, db)
+	// History consuming (its group joined, its writer warm): the 2 s an
+	// edit waits is then for the message alone, as in a running system.
+	produce(t, k, event("chat", "general", "", "bob", "warm-up", "w1"))
+	eventually(t, 30*time.Second, "the warm-up stored", func() bool { return count(t, db, "SELECT count(*) FROM messages") == 1 })
 	mine := event("chat", "general", "", "alice", "just sent", "n1")
 	req, _ := http.NewRequest("PATCH", h.URL+"/v1/messages/"+mine.ID, strings.NewReader(`{"content":"just fixed"}`))
 	req.Header.Set("Authorization", "Bearer "+token(t, "alice"))
