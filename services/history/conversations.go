@@ -267,7 +267,7 @@ func (h *History) manage(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 		// No roles there: a member or mod of a room that does not exist
 		// would hold a role in the private room someone creates under
 		// that name later.
-		moderation := []string{"mute", "unmute", "ban", "unban"}
+		moderation := []string{chatevent.ActionMute, chatevent.ActionUnmute, chatevent.ActionBan, chatevent.ActionUnban}
 		if !id.Admin || !errors.Is(err, errNotFound) || !slices.Contains(moderation, action) {
 			return nil, err
 		}

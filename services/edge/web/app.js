@@ -378,7 +378,7 @@ function live(c, ev) {
   if (append(c, ev)) countUnread(c, ev);
   if (c.kind === "dm") {
     bumpDM(c);
-    if (c.peerRead) showSeen(c); // a message of mine read before it reached this page
+    if (c.peerRead && ev.username === me) showSeen(c); // a message of mine read before it reached this page
   }
   if (ev.username && c.typers.has(ev.username)) stopTyping(c, ev.username);
 }
@@ -669,9 +669,7 @@ async function startRoom(c) {
     await unreadReady;
     if (msgs && c.serverCounted && c.unread && c !== current) {
       // The server counts unread messages, not mentions: the page read shows them.
-      const theirs = msgs.filter((m) => m.pos && posAfter(m.pos, c.readPos) && m.username !== me && !m.deleted && mentions(m.content, me));
-      c.mentioned = Math.min(c.unread, theirs.length);
-      updateBadge(c);
+      markMentions(c, msgs);
     }
     if (msgs && !c.serverCounted) {
       const mark = readMarks[c.key];
@@ -1487,11 +1485,16 @@ function loadUnread({ dmsOnly = false } = {}) {
 // which does not count mentions) mention the user: its newest page says.
 async function countDMMentions(c) {
   try {
-    const msgs = await api.dmMessages(c.name, { limit: Math.min(200, c.unread) });
-    const theirs = msgs.filter((m) => m.pos && posAfter(m.pos, c.readPos) && m.username !== me && !m.deleted && mentions(m.content, me));
-    c.mentioned = Math.min(c.unread, theirs.length);
-    updateBadge(c);
+    markMentions(c, await api.dmMessages(c.name, { limit: Math.min(200, c.unread) }));
   } catch { /* no mark: the count stays */ }
+}
+
+// markMentions counts the unread messages of msgs (a history page of c)
+// that mention the user: the server counts unread messages, not mentions.
+function markMentions(c, msgs) {
+  const theirs = msgs.filter((m) => m.pos && posAfter(m.pos, c.readPos) && m.username !== me && !m.deleted && mentions(m.content, me));
+  c.mentioned = Math.min(c.unread, theirs.length);
+  updateBadge(c);
 }
 
 // --- edits and deletes
