@@ -162,6 +162,32 @@ func TestDashboardsLive(t *testing.T) {
 		}
 	}
 
+	// kafka-go's statistics of every reader and writer the services make
+	// (the edge's appends and tails use their own requests: not here).
+	for _, c := range []struct {
+		expr, label string
+		want        []string
+	}{
+		{"chat_kafka_reader_fetches_total", "reader", []string{"history", "history-acl", "router-direct", "router-presence", "router-acl", "edge-acl"}},
+		{"chat_kafka_writer_writes_total", "writer", []string{"edge-presence", "history-chat.rooms", "history-chat.direct", "history-chat.acl", "router-chat.deliveries", "router-chat.rooms"}},
+	} {
+		missing := c.want
+		for end := time.Now().Add(30 * time.Second); len(missing) > 0 && time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+			res, err := prom.query(c.expr)
+			if err != nil {
+				continue
+			}
+			have := map[string]bool{}
+			for _, r := range res {
+				have[r.Metric[c.label]] = true
+			}
+			missing = slices.DeleteFunc(slices.Clone(c.want), func(w string) bool { return have[w] })
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s: no series with %s=%q", c.expr, c.label, missing)
+		}
+	}
+
 	// The alerting rules loaded, and nothing fires on a healthy system
 	// (the rules on kube_* series have nothing to match here).
 	var rules struct {

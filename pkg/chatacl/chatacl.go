@@ -83,7 +83,9 @@ func (f *Follower) Start(ctx context.Context) error {
 			f.Close()
 			return fmt.Errorf("acl: %w", err)
 		}
+		f.mu.Lock()
 		f.readers = append(f.readers, rd)
+		f.mu.Unlock()
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
@@ -185,12 +187,28 @@ func (f *Follower) Close() error {
 	if f.cancel != nil {
 		f.cancel()
 	}
+	f.mu.Lock()
+	readers := f.readers
+	f.mu.Unlock()
 	var errs []error
-	for _, rd := range f.readers {
+	for _, rd := range readers {
 		errs = append(errs, rd.Close())
 	}
 	f.wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Stats returns kafka-go's statistics of the follower's readers, one per
+// partition (none before Start), for observe.NewKafkaReaderCollector,
+// which must be their only caller.
+func (f *Follower) Stats() []kafka.ReaderStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]kafka.ReaderStats, 0, len(f.readers))
+	for _, rd := range f.readers {
+		out = append(out, rd.Stats())
+	}
+	return out
 }
 
 // Appender appends chat.acl records and waits until the local follower has
@@ -224,3 +242,7 @@ func (a *Appender) Append(ctx context.Context, recs ...chatevent.ACLRecord) erro
 
 // Close closes the writer.
 func (a *Appender) Close() error { return a.w.Close() }
+
+// Stats returns kafka-go's statistics of the appender's writer, for
+// observe.NewKafkaWriterCollector, which must be their only caller.
+func (a *Appender) Stats() kafka.WriterStats { return a.w.Stats() }

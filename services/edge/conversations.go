@@ -486,6 +486,7 @@ func (e *Edge) startConversations(ctx context.Context, counts map[string]int) er
 		return err
 	}
 	e.loading.Store(false)
+	e.aclF.Store(f)
 	src, err := newTypingSource(ctx, k, counts[k.TypingTopic])
 	if err != nil {
 		return err

@@ -53,6 +53,8 @@ type Edge struct {
 	ends partitionEnds
 	// presenceW is presence's writer, for the stats collector (set in Start).
 	presenceW atomic.Pointer[kafka.Writer]
+	// aclF is the chat.acl follower once started, for the stats collector.
+	aclF atomic.Pointer[chatacl.Follower]
 
 	draining  atomic.Bool
 	connSeq   atomic.Uint64 // connections opened (each conn's seq)
@@ -92,14 +94,22 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error)
 	e := &Edge{cfg: cfg, log: log, m: newMetrics(reg), verify: v, hub: newHub(), limiters: map[string]*userLimiter{}, ipConns: map[netip.Addr]int{},
 		sends: newSends(cfg.DedupeWindow, maxRememberedSends), replaySlots: make(chan struct{}, cfg.MaxReplays)}
 	if reg != nil {
-		// kafka-go's statistics of the presence writer (the appends use
-		// their own produce requests: see appender and its metrics).
-		reg.MustRegister(observe.NewKafkaWriterCollector("edge-presence", func() []kafka.WriterStats {
-			if w := e.presenceW.Load(); w != nil {
-				return []kafka.WriterStats{w.Stats()}
-			}
-			return nil
-		}))
+		// kafka-go's statistics of the presence writer and of the chat.acl
+		// follower's readers (the appends and the tails use their own
+		// produce and fetch requests: see appender, tail and their metrics).
+		reg.MustRegister(
+			observe.NewKafkaWriterCollector("edge-presence", func() []kafka.WriterStats {
+				if w := e.presenceW.Load(); w != nil {
+					return []kafka.WriterStats{w.Stats()}
+				}
+				return nil
+			}),
+			observe.NewKafkaReaderCollector("edge-acl", func() []kafka.ReaderStats {
+				if f := e.aclF.Load(); f != nil {
+					return f.Stats()
+				}
+				return nil
+			}))
 	}
 	e.up = websocket.Upgrader{
 		ReadBufferSize:    1024,

@@ -150,6 +150,16 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*History, err
 				return []kafka.WriterStats{w.w.Stats()}
 			}))
 		}
+		// chat.acl: the follower authorizing the API, the appender of its
+		// conversation changes.
+		reg.MustRegister(
+			observe.NewKafkaReaderCollector("history-acl", h.acl.Stats),
+			observe.NewKafkaWriterCollector("history-"+cfg.Kafka.ACLTopic, func() []kafka.WriterStats {
+				if !h.writersSet.Load() {
+					return nil
+				}
+				return []kafka.WriterStats{h.appender.Stats()}
+			}))
 	}
 	return h, nil
 }

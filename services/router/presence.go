@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -71,12 +72,31 @@ func (r *Router) snapshotFits(pos []int64) bool {
 	return true
 }
 
+// presenceStats returns kafka-go's statistics of the presence readers.
+func (r *Router) presenceStats() []kafka.ReaderStats {
+	r.presenceMu.Lock()
+	defer r.presenceMu.Unlock()
+	out := make([]kafka.ReaderStats, 0, len(r.presenceReaders))
+	for _, rd := range r.presenceReaders {
+		out = append(out, rd.Stats())
+	}
+	return out
+}
+
 // tailPresence applies partition p of chat.presence from where loadPresence
 // put it, forever.
 func (r *Router) tailPresence(ctx context.Context, p int) error {
 	k := r.cfg.Kafka
 	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: k.BrokerList(), Topic: k.PresenceTopic, Partition: p, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: time.Second, ReadLagInterval: -1, MaxAttempts: 1 << 30})
-	defer rd.Close()
+	r.presenceMu.Lock()
+	r.presenceReaders = append(r.presenceReaders, rd)
+	r.presenceMu.Unlock()
+	defer func() {
+		r.presenceMu.Lock()
+		r.presenceReaders = slices.DeleteFunc(r.presenceReaders, func(x *kafka.Reader) bool { return x == rd })
+		r.presenceMu.Unlock()
+		rd.Close()
+	}()
 	if err := rd.SetOffset(r.startAt[p]); err != nil {
 		return fmt.Errorf("presence %d: start at %d: %w", p, r.startAt[p], err)
 	}

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,6 +104,10 @@ type Router struct {
 	// clients is what the kafka-go statistics collectors read; set by
 	// Start, which a scrape may run concurrently with.
 	clients atomic.Pointer[kafkaClients]
+	// presenceReaders are the readers of chat.presence's partitions (for
+	// the statistics collector), added by tailPresence.
+	presenceMu      sync.Mutex
+	presenceReaders []*kafka.Reader
 
 	// Set by loadPresence before the partition readers start.
 	startAt      []int64
@@ -194,6 +199,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		}
 	}
 	r.acl = chatacl.New(cfg.Kafka, log, r.aclBad.Inc)
+	if reg != nil {
+		reg.MustRegister(
+			observe.NewKafkaReaderCollector("router-presence", r.presenceStats),
+			observe.NewKafkaReaderCollector("router-acl", r.acl.Stats))
+	}
 	return r, nil
 }
 
