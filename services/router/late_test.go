@@ -81,9 +81,13 @@ func TestLateArrivalGetsWhatWasJustRouted(t *testing.T) {
 		}
 		return false
 	})
-	time.Sleep(500 * time.Millisecond) // lateLoop writes after the presence reader queues
-	if n := deliveredTo(); n["e1"] != 1 || n["e2"] != 1 {
-		t.Fatalf("deliveries of the first DM = %v, want one to each edge", n)
+	// lateLoop writes a moment after the presence reader queues an
+	// arrival: a second delivery would follow within milliseconds,
+	// so watch for one over 3 s.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if n := deliveredTo(); n["e1"] != 1 || n["e2"] != 1 {
+			t.Fatalf("deliveries of the first DM = %v, want one to each edge", n)
+		}
 	}
 }
 
