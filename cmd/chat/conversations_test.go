@@ -368,6 +368,13 @@ func TestConversationsAcrossProcesses(t *testing.T) {
 			}
 			return len(acks) == 2
 		})
+		// The same client_id for another text of the message is another
+		// edit: refused, nothing changed.
+		aliceWS.WriteJSON(map[string]string{"type": "edit", "id": id, "content": "a third text", "client_id": editCID})
+		waitFor(t, 10*time.Second, "the edit under a used client_id is refused", func() bool {
+			e := alice.lastOf("error", field("client_id", editCID))
+			return e != nil && e["code"] == "invalid_message"
+		})
 		// A chat sent after the answer lands behind anything the resend
 		// appended, in the same partition: once bob has it, the resend's
 		// edit would have arrived.

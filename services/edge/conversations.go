@@ -359,10 +359,13 @@ func (e *Edge) handleEdit(ctx context.Context, c *conn, f chatevent.Frame) {
 	// changed again (a late retry of an edit must not undo a newer one).
 	answer := e.answerer(c, cid, "history could not change the message; retry")
 	key := changeKey(f.Type, f.ID, cid)
-	ev, action := e.sends.begin(c.id.Username, key, func() chatevent.Event {
+	ev, action := e.sends.begin(c.id.Username, key, fingerprint(f.Type, f.ID, "", f.Content), func() chatevent.Event {
 		return chatevent.Event{ID: f.ID, Type: f.Type, Content: f.Content}
 	}, answer)
 	switch action {
+	case sendConflict:
+		e.refuseReusedClientID(ctx, c, cid)
+		return
 	case sendWait:
 		e.m.resends.Inc()
 		return

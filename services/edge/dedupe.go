@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -53,6 +54,7 @@ type sendKey struct{ user, clientID string }
 
 type sendState struct {
 	id      string
+	fp      uint64           // fingerprint of what the send asked for
 	ev      *chatevent.Event // while an attempt is pending or failed: what is appended (again); nil once acknowledged
 	at      time.Time
 	pending bool
@@ -68,7 +70,35 @@ const (
 	sendRetry                    // append ev again: the last attempt failed (it may have landed), same id
 	sendWait                     // the first attempt is in flight: its outcome answers this one too
 	sendAcked                    // already acknowledged: answer with ev.ID
+	sendConflict                 // the client_id was used for a different message: refuse this one
 )
+
+// fpSeed seeds the fingerprints of this process's sends table.
+var fpSeed = maphash.MakeSeed()
+
+// fingerprint identifies what a send asks for (its type, conversation and
+// content; for an edit or delete, the message id in place of the
+// conversation): a resend asks for the same, and a client_id reused for
+// anything else is refused rather than answered with the first send's ack
+// (which would drop the new message while acknowledging it).
+func fingerprint(typ, room, target, content string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(fpSeed)
+	for _, f := range [...]string{typ, room, target, content} {
+		h.WriteString(f)
+		h.WriteByte(0) // none of them holds a NUL (the edge refuses it)
+	}
+	return h.Sum64()
+}
+
+// fingerprintOf is the fingerprint of an event read from the log.
+func fingerprintOf(ev *chatevent.Event) uint64 {
+	switch ev.Type {
+	case chatevent.TypeEdit, chatevent.TypeDelete:
+		return fingerprint(ev.Type, ev.ID, "", ev.Content)
+	}
+	return fingerprint(ev.Type, ev.Room, ev.Target, ev.Content)
+}
 
 func newSends(window time.Duration, max int) *sends {
 	return &sends{window: window, max: max, m: map[sendKey]*sendState{}}
@@ -113,11 +143,12 @@ expire:
 	}
 }
 
-// begin looks a send up. For sendAppend it returns the event to append (mk
-// makes a new one), for sendRetry the event of the failed attempt; for
-// sendWait it registers wait, called with the first attempt's outcome; for
-// sendAcked it returns an event with only the acknowledged id set.
-func (s *sends) begin(user, clientID string, mk func() chatevent.Event, wait func(id string, err error)) (chatevent.Event, sendAction) {
+// begin looks a send up (fp its fingerprint). For sendAppend it returns
+// the event to append (mk makes a new one), for sendRetry the event of the
+// failed attempt; for sendWait it registers wait, called with the first
+// attempt's outcome; for sendAcked and sendConflict it returns an event
+// with only the first send's id set.
+func (s *sends) begin(user, clientID string, fp uint64, mk func() chatevent.Event, wait func(id string, err error)) (chatevent.Event, sendAction) {
 	now := time.Now()
 	k := sendKey{user, clientID}
 	s.mu.Lock()
@@ -127,10 +158,12 @@ func (s *sends) begin(user, clientID string, mk func() chatevent.Event, wait fun
 	switch {
 	case st == nil:
 		ev := mk()
-		st = &sendState{id: ev.ID, ev: &ev, at: now, pending: true}
+		st = &sendState{id: ev.ID, fp: fp, ev: &ev, at: now, pending: true}
 		s.m[k] = st
 		s.fifo = append(s.fifo, queued{k, st})
 		return ev, sendAppend
+	case st.fp != fp:
+		return chatevent.Event{ID: st.id}, sendConflict
 	case st.pending:
 		st.waiters = append(st.waiters, wait)
 		return *st.ev, sendWait
@@ -205,7 +238,7 @@ func (s *sends) seen(ev *chatevent.Event) {
 		return
 	}
 	s.expireLocked(now)
-	st := &sendState{id: ev.ID, at: now}
+	st := &sendState{id: ev.ID, fp: fingerprintOf(ev), at: now}
 	s.m[k] = st
 	s.fifo = append(s.fifo, queued{k, st})
 }

@@ -65,6 +65,45 @@ func TestResendSameClientIDIsOneMessage(t *testing.T) {
 	}
 }
 
+// A client_id names one message: reused for another (other content, room,
+// target or type) it is refused with invalid_message, nothing is appended,
+// and the connection stays open; the first message keeps its ack. (Edits:
+// cmd/chat's TestConversations.)
+func TestReusedClientIDForAnotherMessageIsRefused(t *testing.T) {
+	e := startEdge(t, testBroker(t))
+	bob := dial(t, e.URL, "bob")
+	bob.join("general")
+	bob.join("random")
+	alice := dial(t, e.URL, "alice")
+	first := alice.say("general", "first", "1")
+	for _, f := range []map[string]any{
+		{"type": "chat", "room": "general", "content": "second", "client_id": "1"},
+		{"type": "chat", "room": "random", "content": "first", "client_id": "1"},
+		{"type": "private", "target": "bob", "content": "first", "client_id": "1"},
+	} {
+		alice.send(f)
+		m := alice.nextOf("error")
+		if m["code"] != "invalid_message" || m["client_id"] != "1" {
+			t.Fatalf("%v with a used client_id: %v, want invalid_message for client_id 1", f, m)
+		}
+	}
+	alice.send(map[string]any{"type": "chat", "room": "general", "content": "first", "client_id": "1"})
+	if got := alice.ackID("1"); got != first {
+		t.Fatalf("resend of the first message: ack %s, want %s", got, first)
+	}
+	alice.say("general", "marker", "2")
+	alice.say("random", "marker", "3")
+	seen := map[string][]string{} // room → contents (rooms are not ordered with each other)
+	for len(seen["general"]) == 0 || seen["general"][len(seen["general"])-1] != "marker" ||
+		len(seen["random"]) == 0 || seen["random"][len(seen["random"])-1] != "marker" {
+		m := bob.nextOf("chat")
+		seen[m["room"].(string)] = append(seen[m["room"].(string)], m["content"].(string))
+	}
+	if g, r := seen["general"], seen["random"]; len(g) != 2 || g[0] != "first" || len(r) != 1 {
+		t.Fatalf("bob saw %q in general and %q in random, want [first marker] and [marker]", g, r)
+	}
+}
+
 // A client that reconnects to another edge and resumes its room gets the
 // first send's ack for a resend there too.
 func TestResendOnAnotherEdgeAfterResume(t *testing.T) {
@@ -91,6 +130,11 @@ func TestResendOnAnotherEdgeAfterResume(t *testing.T) {
 	alice2.send(map[string]any{"type": "chat", "room": "general", "content": "the message", "client_id": "y1"})
 	if got := alice2.ackID("y1"); got != id {
 		t.Fatalf("resend on the other edge: ack %s, want the first send's %s", got, id)
+	}
+	// Known there from the log: another message under y1 is refused.
+	alice2.send(map[string]any{"type": "chat", "room": "general", "content": "another message", "client_id": "y1"})
+	if m := alice2.nextOf("error"); m["code"] != "invalid_message" || m["client_id"] != "y1" {
+		t.Fatalf("another message under y1 on the other edge: %v, want invalid_message", m)
 	}
 	alice2.say("general", "marker", "y2")
 	if got := bob.contentsUntil("marker"); len(got) != 2 || got[0] != "the message" {

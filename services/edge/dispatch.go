@@ -114,13 +114,16 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 		// (and costs no rate): see sends. It is not authorized again: a
 		// message acknowledged before a mute, ban or block keeps its ack,
 		// and nothing is appended for it.
-		ev, action := e.sends.begin(c.id.Username, cid, func() chatevent.Event {
+		ev, action := e.sends.begin(c.id.Username, cid, fingerprint(f.Type, f.Room, f.Target, f.Content), func() chatevent.Event {
 			return chatevent.Event{
 				ID: chatevent.NewID(), Type: f.Type, Room: f.Room, Target: f.Target, Username: c.id.Username,
 				Content: f.Content, Timestamp: chatevent.FormatTime(time.Now()), ClientID: cid,
 			}
 		}, answer)
 		switch action {
+		case sendConflict:
+			e.refuseReusedClientID(ctx, c, cid)
+			return
 		case sendWait:
 			e.m.resends.Inc()
 			return
@@ -176,6 +179,12 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 			e.sends.finish(c.id.Username, cid, err)
 		})
 	}
+}
+
+// refuseReusedClientID answers a chat, private, edit or delete whose
+// client_id this user used for a different one within the dedupe window.
+func (e *Edge) refuseReusedClientID(ctx context.Context, c *conn, cid string) {
+	e.sendError(ctx, c, chatevent.CodeInvalidMessage, fmt.Sprintf("client_id %q was already used for a different message; give each message its own client_id", cid), cid)
 }
 
 // refusal ends a send, edit or delete that was refused (by the ACL, the

@@ -10,7 +10,7 @@ import (
 
 func appendSend(t testing.TB, s *sends, user, clientID string) sendAction {
 	t.Helper()
-	_, act := s.begin(user, clientID, func() chatevent.Event { return chatevent.Event{ID: clientID} }, func(string, error) {})
+	_, act := s.begin(user, clientID, 0, func() chatevent.Event { return chatevent.Event{ID: clientID} }, func(string, error) {})
 	if act == sendAppend {
 		s.finish(user, clientID, nil)
 	}
@@ -23,7 +23,7 @@ func TestSendsExpireOldestFirstWhenFull(t *testing.T) {
 	const max = 3000
 	s := newSends(time.Hour, max)
 	// One send stays pending throughout: it must never be forgotten.
-	s.begin("u", "pending", func() chatevent.Event { return chatevent.Event{ID: "pending"} }, func(string, error) {})
+	s.begin("u", "pending", 0, func() chatevent.Event { return chatevent.Event{ID: "pending"} }, func(string, error) {})
 	for i := 0; i < 20*max; i++ {
 		if act := appendSend(t, s, "u", fmt.Sprint(i)); act != sendAppend {
 			t.Fatalf("send %d: action %v, want a new append", i, act)
@@ -38,12 +38,12 @@ func TestSendsExpireOldestFirstWhenFull(t *testing.T) {
 	if len(s.m) > max+1 {
 		t.Fatalf("table holds %d entries, max %d", len(s.m), max)
 	}
-	if _, act := s.begin("u", "pending", func() chatevent.Event { return chatevent.Event{} }, func(string, error) {}); act != sendWait {
+	if _, act := s.begin("u", "pending", 0, func() chatevent.Event { return chatevent.Event{} }, func(string, error) {}); act != sendWait {
 		t.Fatalf("the pending send was forgotten: action %v, want sendWait", act)
 	}
 	// The newest sends are remembered, the oldest are not.
 	newest := fmt.Sprint(20*max - 1)
-	if ev, act := s.begin("u", newest, func() chatevent.Event { return chatevent.Event{ID: "another"} }, nil); act != sendAcked || ev.ID != newest {
+	if ev, act := s.begin("u", newest, 0, func() chatevent.Event { return chatevent.Event{ID: "another"} }, nil); act != sendAcked || ev.ID != newest {
 		t.Fatalf("newest send again: action %v, id %q; want sendAcked with the first send's id %q", act, ev.ID, newest)
 	}
 	if act := appendSend(t, s, "u", "0"); act != sendAppend {
@@ -101,7 +101,7 @@ func TestSendsRefusedSendsDoNotGrowTheQueue(t *testing.T) {
 	appendSend(t, s, "u", "fresh") // at the front, fresh for an hour
 	for i := 0; i < 100_000; i++ {
 		cid := fmt.Sprint("refused", i)
-		if _, act := s.begin("u", cid, func() chatevent.Event { return chatevent.Event{ID: cid} }, nil); act != sendAppend {
+		if _, act := s.begin("u", cid, 0, func() chatevent.Event { return chatevent.Event{ID: cid} }, nil); act != sendAppend {
 			t.Fatalf("refused send %d: action %v", i, act)
 		}
 		s.forget("u", cid, &refusal{"rate_limited", "slow down"})
@@ -109,7 +109,7 @@ func TestSendsRefusedSendsDoNotGrowTheQueue(t *testing.T) {
 			t.Fatalf("after %d refused sends the queue holds %d entries for %d remembered sends", i+1, live, len(s.m))
 		}
 	}
-	if _, act := s.begin("u", "fresh", func() chatevent.Event { return chatevent.Event{} }, nil); act != sendAcked {
+	if _, act := s.begin("u", "fresh", 0, func() chatevent.Event { return chatevent.Event{} }, nil); act != sendAcked {
 		t.Fatalf("the fresh send was forgotten: action %v", act)
 	}
 }
@@ -119,7 +119,7 @@ func TestSendsRefusedSendsDoNotGrowTheQueue(t *testing.T) {
 func TestSendsForgottenEntryDoesNotExpireItsResend(t *testing.T) {
 	s := newSends(time.Hour, 3)
 	appendSend(t, s, "u", "a")
-	s.begin("u", "k", func() chatevent.Event { return chatevent.Event{ID: "k1"} }, nil)
+	s.begin("u", "k", 0, func() chatevent.Event { return chatevent.Event{ID: "k1"} }, nil)
 	s.forget("u", "k", &refusal{"rate_limited", "slow down"}) // queue: a, k (forgotten)
 	appendSend(t, s, "u", "b")
 	if act := appendSend(t, s, "u", "k"); act != sendAppend {
