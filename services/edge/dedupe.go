@@ -66,11 +66,11 @@ type sendState struct {
 type sendAction int
 
 const (
-	sendAppend sendAction = iota // append ev, a new event
-	sendRetry                    // append ev again: the last attempt failed (it may have landed), same id
-	sendWait                     // the first attempt is in flight: its outcome answers this one too
-	sendAcked                    // already acknowledged: answer with ev.ID
-	sendConflict                 // the client_id was used for a different message: refuse this one
+	sendAppend   sendAction = iota // append ev, a new event
+	sendRetry                      // append ev again: the last attempt failed (it may have landed), same id
+	sendWait                       // the first attempt is in flight: its outcome answers this one too
+	sendAcked                      // already acknowledged: answer with ev.ID
+	sendConflict                   // the client_id was used for a different message: refuse this one
 )
 
 // fpSeed seeds the fingerprints of this process's sends table.
