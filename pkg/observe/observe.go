@@ -48,6 +48,18 @@ func (c Config) NewLogger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log.format %q: want text or json", c.LogFormat)
 }
 
+// SpanContext returns a context holding the first of spans (a batch's
+// first traced record), for a log line about the batch, or
+// context.Background() when there is none.
+func SpanContext(spans ...trace.Span) context.Context {
+	for _, sp := range spans {
+		if sp != nil && sp.SpanContext().IsValid() {
+			return trace.ContextWithSpan(context.Background(), sp)
+		}
+	}
+	return context.Background()
+}
+
 // TraceHandler adds trace_id and span_id to a record logged with a context
 // that holds a valid span (log.InfoContext(ctx, ...) and the like), so logs
 // and traces can be joined.

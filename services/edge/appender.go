@@ -175,9 +175,12 @@ func (a *appender) close() {
 // pendingAppend travels with a record through the appender to its
 // completion.
 type pendingAppend struct {
-	t0   time.Time
-	span trace.Span
-	done func(error)
+	t0    time.Time
+	span  trace.Span
+	typ   string
+	id    string
+	topic string
+	done  func(error)
 }
 
 // appendAsync queues ev for a durable write to the rooms topic (or, for a
@@ -195,7 +198,7 @@ func (e *Edge) appendAsync(ctx context.Context, ev *chatevent.Event, done func(e
 	}
 	ctx, span := tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID)))
-	p := &pendingAppend{t0: time.Now(), span: span, done: done}
+	p := &pendingAppend{t0: time.Now(), span: span, typ: ev.Type, id: ev.ID, topic: topic, done: done}
 	value, err := ev.Encode()
 	if err != nil {
 		e.completeOne(p, err)
@@ -212,6 +215,10 @@ func (e *Edge) completeOne(p *pendingAppend, err error) {
 	if err != nil {
 		p.span.SetStatus(codes.Error, err.Error())
 		e.m.appendSeconds.WithLabelValues("error").Observe(time.Since(p.t0).Seconds())
+		// Logged with the publish span's context: trace_id and span_id
+		// join the line to the message's trace.
+		e.log.WarnContext(trace.ContextWithSpan(context.Background(), p.span), "append failed",
+			"type", p.typ, "event_id", p.id, "topic", p.topic, "err", err)
 	} else {
 		e.m.appendSeconds.WithLabelValues("ok").Observe(time.Since(p.t0).Seconds())
 	}

@@ -171,10 +171,7 @@ func (e *Edge) handleFrame(ctx context.Context, c *conn, data []byte) {
 			return
 		}
 		e.appendAsync(ctx, &ev, func(err error) {
-			c.releaseInFlight()
-			if err != nil {
-				e.log.Warn("append failed", "type", ev.Type, "err", err)
-			}
+			c.releaseInFlight() // a failure is logged by the appender
 			answer(ev.ID, err)
 			e.sends.finish(c.id.Username, cid, err)
 		})

@@ -65,6 +65,13 @@ type testHistory struct {
 
 func startHistory(t testing.TB, k kafkaio.Config, dbURL string, mods ...func(*history.Config)) *testHistory {
 	t.Helper()
+	return startHistoryLog(t, k, dbURL, nil, mods...)
+}
+
+// startHistoryLog is startHistory logging to log (nil: discarded, or
+// stderr with -v).
+func startHistoryLog(t testing.TB, k kafkaio.Config, dbURL string, log *slog.Logger, mods ...func(*history.Config)) *testHistory {
+	t.Helper()
 	cfg := history.Defaults()
 	cfg.Kafka, cfg.DatabaseURL = k, dbURL
 	cfg.Auth = auth.Config{Secret: testSecret}
@@ -73,9 +80,11 @@ func startHistory(t testing.TB, k kafkaio.Config, dbURL string, mods ...func(*hi
 	for _, m := range mods {
 		m(&cfg)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		if testing.Verbose() {
+			log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		}
 	}
 	reg := prometheus.NewRegistry()
 	h, err := history.New(cfg, log, reg)

@@ -433,14 +433,14 @@ func (h *History) store(ctx context.Context, b *decoded) error {
 		h.m.ops.Add(float64(len(ops) - (len(refused) - refusedRows)))
 		if len(dead) > 0 {
 			h.m.dead.Add(float64(len(dead)))
-			h.log.Warn("records moved to dead_letters", "count", len(dead), "topic", dead[0].topic, "partition", dead[0].partition, "offset", dead[0].offset, "err", dead[0].err)
+			h.log.WarnContext(spans.of(b, dead[0].topic, dead[0].partition, dead[0].offset), "records moved to dead_letters", "count", len(dead), "topic", dead[0].topic, "partition", dead[0].partition, "offset", dead[0].offset, "err", dead[0].err)
 		}
 		return nil
 	}, func(err error, wait time.Duration) {
 		h.dbOK.Store(false)
 		h.m.writeErrs.Inc()
 		spans.retrying(err)
-		h.log.Warn("history write failed; retrying", "records", len(batch), "retry_in", wait, "err", err)
+		h.log.WarnContext(observe.SpanContext(spans...), "history write failed; retrying", "records", len(batch), "retry_in", wait, "err", err)
 	})
 	if err != nil {
 		spans.abandon(err)

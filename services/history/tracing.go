@@ -60,6 +60,17 @@ func (h *History) startStoreSpans(b *decoded) storeSpans {
 	return spans
 }
 
+// of returns a context holding the span of the batch's traced record at
+// topic, partition, offset (for its log lines), or context.Background().
+func (s storeSpans) of(b *decoded, topic string, partition int, offset int64) context.Context {
+	for i, sp := range s {
+		if t := &b.traced[i]; t.topic == topic && t.partition == partition && t.offset == offset {
+			return trace.ContextWithSpan(context.Background(), sp)
+		}
+	}
+	return context.Background()
+}
+
 // retrying records a failed attempt at the batch's transaction.
 func (s storeSpans) retrying(err error) {
 	for _, sp := range s {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/chatsys/chat/pkg/chatevent"
 	"github.com/chatsys/chat/pkg/kafkaio"
+	"github.com/chatsys/chat/pkg/observe"
 )
 
 // newDirectReader returns the consumer-group reader over chat.direct.
@@ -172,7 +173,8 @@ func (r *Router) route(ctx context.Context) error {
 					}
 					return err
 				}, func(err error, wait time.Duration) {
-					r.log.Warn("write deliveries; retrying", "records", len(out), "retry_in", wait, "err", err)
+					// With the first traced record's route span, if any.
+					r.log.WarnContext(observe.SpanContext(spans...), "write deliveries; retrying", "records", len(out), "retry_in", wait, "err", err)
 				})
 				if err != nil { // only when ctx ended or Stop began: nothing committed, redelivered to the next owner
 					endSpans(spans)
@@ -254,7 +256,7 @@ func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]ka
 		otel.GetTextMapPropagator().Inject(mctx, kafkaio.HeaderCarrier{Headers: &headers})
 		b, err := chatevent.EncodeDelivery(ev, chatevent.Pos{Partition: m.Partition, Offset: m.Offset})
 		if err != nil { // a decoded event always encodes; skip rather than send garbage
-			r.log.Error("encode delivery", "event_id", ev.ID, "err", err)
+			r.log.ErrorContext(mctx, "encode delivery", "event_id", ev.ID, "err", err)
 			span.RecordError(err)
 			continue
 		}
