@@ -275,6 +275,13 @@ func NewScheduler(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Sch
 		log = slog.New(slog.DiscardHandler)
 	}
 	runs := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "chat_analytics_runs_total", Help: "Analytics runs by trigger and result (ok, error, timeout, canceled, busy)."}, []string{"trigger", "result"})
+	// Every series exists from the start at 0, so the first failure is an
+	// increase (alerts use increase(), which needs a sample before it).
+	for _, trigger := range []string{"daily", "http"} {
+		for _, result := range []string{"ok", "error", "timeout", "canceled", "busy"} {
+			runs.WithLabelValues(trigger, result)
+		}
+	}
 	return &Scheduler{cfg: cfg, log: log, verify: v, runs: runs, RunTimeout: DefaultRunTimeout, slot: make(chan struct{}, 1)}, nil
 }
 

@@ -143,3 +143,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	chattest.Eventually(t, 10*time.Second, what, cond)
 }
+
+// Every trigger and result is exported at 0 before the first run, so an
+// alert on increase() sees the first failure.
+func TestRunsCountedFromZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := NewScheduler(Config{Auth: auth.Config{Secret: "test-secret-0123456789"}}, nil, reg); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "chat_analytics_runs_total"); err != nil || n != 10 {
+		t.Fatalf("chat_analytics_runs_total series before any run: %d (%v), want 10 (2 triggers × 5 results)", n, err)
+	}
+}
