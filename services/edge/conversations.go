@@ -245,7 +245,7 @@ func (e *Edge) runTyping(ctx context.Context) error {
 	done := make(chan error, len(s.start))
 	for p, off := range s.start {
 		go func() {
-			done <- tailPartition(ctx, s.k, s.k.TypingTopic, p, off, e.log, e.deliverTyping)
+			done <- tailPartition(ctx, s.k, s.k.TypingTopic, p, off, e.log, e.m, e.deliverTyping)
 		}()
 	}
 	var err error

@@ -47,7 +47,7 @@ func (s *deliveriesSource) Run(ctx context.Context, deliver func([]*delivery)) e
 	// again after a rebalance: deliver each event once, as room events
 	// (see onceFilter).
 	once := newOnceFilter()
-	return tailPartition(ctx, s.k, s.k.DeliveriesTopic, s.partition, s.start, s.log, func(msgs []kafka.Message) {
+	return tailPartition(ctx, s.k, s.k.DeliveriesTopic, s.partition, s.start, s.log, s.m, func(msgs []kafka.Message) {
 		ds = ds[:0]
 		for i := range msgs {
 			m := &msgs[i]

@@ -26,6 +26,8 @@ type metrics struct {
 	replaysWaiting      prometheus.Gauge
 	duplicates          prometheus.Counter
 	typingDropped       prometheus.Counter
+	tailInterrupts      *prometheus.CounterVec // topic
+	tailSkipped         *prometheus.CounterVec // topic
 
 	framesOutByType map[string]prometheus.Counter // resolved once: hot path
 }
@@ -69,9 +71,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		errors:      f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_errors_total", Help: "Error frames sent to clients, by code."}, []string{"code"}),
 		appendSeconds: f.NewHistogramVec(prometheus.HistogramOpts{Name: "chat_edge_append_duration_seconds", Help: "Time from a frame's arrival to the broker's acknowledgement of its durable append.", Buckets: lat},
 			[]string{"result"}),
-		deliverySecs:        f.NewHistogram(prometheus.HistogramOpts{Name: "chat_edge_delivery_latency_seconds", Help: "Time from an event's timestamp to its fan-out on this edge.", Buckets: lat}),
-		slowDropped:         f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_slow_clients_dropped_total", Help: "Connections closed because their send queue overflowed."}),
-		closes:              f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_closes_total", Help: "Connections closed by the edge, by close code."}, []string{"code"}),
+		deliverySecs: f.NewHistogram(prometheus.HistogramOpts{Name: "chat_edge_delivery_latency_seconds", Help: "Time from an event's timestamp to its fan-out on this edge.", Buckets: lat}),
+		slowDropped:  f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_slow_clients_dropped_total", Help: "Connections closed because their send queue overflowed."}),
+		closes:       f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_closes_total", Help: "Connections closed by the edge, by close code."}, []string{"code"}),
+		tailInterrupts: f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_log_tail_interruptions_total", Help: "Fetches of the edge's log tails that failed (broker away, connection broken), each followed by a reconnect with backoff, by topic."},
+			[]string{"topic"}),
+		tailSkipped: f.NewCounterVec(prometheus.CounterOpts{Name: "chat_edge_log_tail_skipped_records_total", Help: "Records a log tail skipped because retention removed them before it read them (it fell that far behind), by topic."},
+			[]string{"topic"}),
 		badRecords:          f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_bad_records_total", Help: "Log records that could not be decoded and were skipped."}),
 		replaysWaiting:      f.NewGauge(prometheus.GaugeOpts{Name: "chat_edge_replays_waiting", Help: "Resumes (join with since) waiting for a turn to read the log."}),
 		resends:             f.NewCounter(prometheus.CounterOpts{Name: "chat_edge_resends_total", Help: "Sends of a known client_id answered with the first send's ack instead of appended again."}),

@@ -36,6 +36,7 @@ func TestPresenceRepublishedAfterBrokerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "a failed presence write", func() bool { return e.metric(t, "chat_edge_presence_write_errors_total") > 0 })
+	eventually(t, 30*time.Second, "the log tails' interruptions counted", func() bool { return e.metric(t, "chat_edge_log_tail_interruptions_total") > 0 })
 	dave.ws.Close()
 	eventually(t, 30*time.Second, "dave's disconnect record failing", func() bool {
 		return e.metric(t, "chat_edge_presence_repairs_pending") >= 1

@@ -120,7 +120,7 @@ func (s *logSource) Run(ctx context.Context, deliver func([]*delivery)) error {
 			var ds []*delivery
 			var spans []trace.Span
 			once := newOnceFilter()
-			return tailPartition(ctx, s.kafka, s.topic, p, s.start[p], s.log, func(msgs []kafka.Message) {
+			return tailPartition(ctx, s.kafka, s.topic, p, s.start[p], s.log, s.m, func(msgs []kafka.Message) {
 				ds = ds[:0]
 				for i := range msgs {
 					m := &msgs[i]

@@ -24,7 +24,7 @@ const tailWait = 2 * time.Second
 // a connection that gets several events from one fetch writes them with one
 // system call. A broken connection (the broker restarting) is redialled with
 // backoff, resuming after the last record handed to fn.
-func tailPartition(ctx context.Context, k kafkaio.Config, topic string, partition int, offset int64, log *slog.Logger, fn func([]kafka.Message)) error {
+func tailPartition(ctx context.Context, k kafkaio.Config, topic string, partition int, offset int64, log *slog.Logger, m *metrics, fn func([]kafka.Message)) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = 50*time.Millisecond, 2*time.Second
 	var msgs []kafka.Message
@@ -40,11 +40,15 @@ func tailPartition(ctx context.Context, k kafkaio.Config, topic string, partitio
 			// go on from the oldest record still held.
 			if first, _, oerr := k.Offsets(ctx, topic, partition); oerr == nil {
 				log.Warn("log tail fell behind the retention; skipping ahead", "topic", topic, "partition", partition, "from", offset, "to", first)
+				if first > offset {
+					m.tailSkipped.WithLabelValues(topic).Add(float64(first - offset))
+				}
 				offset = first
 				continue
 			}
 		}
 		wait := bo.NextBackOff()
+		m.tailInterrupts.WithLabelValues(topic).Inc()
 		log.Debug("log tail interrupted; reconnecting", "topic", topic, "partition", partition, "offset", offset, "retry_in", wait, "err", err)
 		select {
 		case <-ctx.Done():
