@@ -39,6 +39,9 @@ func TestConversationCommandsLive(t *testing.T) {
 	fails("alice", "conflict", "room", "create", "design")
 	fails("bob", "not_found", "room", "show", "design")
 	fails("bob", "not_found", "room", "show", "nosuchroom")
+	fails("bob", "not_found", "history", "design")
+	fails("bob", "forbidden", "chat", "design")
+	fails("bob", "not_found", "history", "nosuchroom")
 	if out := must("bob", "room", "list"); strings.Contains(out, "design") {
 		t.Errorf("room list as a non-member shows the private room:\n%s", out)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -27,11 +26,7 @@ type storedMessage struct {
 // messages calls a history endpoint and decodes {"messages":[…]}.
 func (g *globals) messages(cmd *cobra.Command, user, path string, q url.Values) ([]storedMessage, error) {
 	b, err := g.get(cmd, user, path+"?"+q.Encode())
-	var ae *apiError
-	if errors.As(err, &ae) && ae.Code == "not_found" {
-		return nil, nil // a room without messages (or one you may not see): nothing to print
-	}
-	if err != nil {
+	if err != nil { // not_found included: no such room, or a private one you may not see
 		return nil, err
 	}
 	var body struct {

@@ -21,7 +21,9 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -294,6 +296,7 @@ func chat(ctx context.Context, server, tok, room string, in io.Reader, out io.Wr
 		close(lines)
 	}()
 	var since string
+	ob := &outbox{content: map[string]string{}}
 	// Reconnects wait 500ms doubling to 15s, ±50% so that clients cut off
 	// together do not come back together.
 	bo := backoff.NewExponentialBackOff()
@@ -305,7 +308,7 @@ func chat(ctx context.Context, server, tok, room string, in io.Reader, out io.Wr
 		}
 		if err == nil {
 			bo.Reset()
-			done, e := session(ctx, ws, room, &since, lines, out)
+			done, e := session(ctx, ws, room, &since, ob, lines, out)
 			if done {
 				return e
 			}
@@ -324,10 +327,95 @@ func chat(ctx context.Context, server, tok, room string, in io.Reader, out io.Wr
 	}
 }
 
+// outbox holds a chat session's lines until the server answers them: a
+// line not acknowledged when a connection ends is sent again (same
+// client_id: the edge answers a resend with the first send's ack) on the
+// next one; the first refusal is what chat returns when its input ends.
+type outbox struct {
+	mu      sync.Mutex
+	order   []string          // client_ids of pending lines, in input order
+	content map[string]string // pending: client_id → line
+	failed  int
+	first   *apiError
+	joining bool // the join is not answered yet
+}
+
+func (o *outbox) setJoining(v bool) {
+	o.mu.Lock()
+	o.joining = v
+	o.mu.Unlock()
+}
+
+func (o *outbox) add(cid, line string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.order = append(o.order, cid)
+	o.content[cid] = line
+}
+
+// answered settles client_id cid (err nil: acknowledged); an error without
+// a client_id (a refused join) counts as a failure too.
+func (o *outbox) answered(cid string, err *apiError) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if cid == "" {
+		o.joining = false
+	}
+	if _, ok := o.content[cid]; ok {
+		delete(o.content, cid)
+		o.order = slices.DeleteFunc(o.order, func(c string) bool { return c == cid })
+	} else if cid != "" {
+		return // not ours (an earlier session's duplicate answer)
+	}
+	if err != nil {
+		o.failed++
+		if o.first == nil {
+			o.first = err
+		}
+	}
+}
+
+// pending returns the unanswered lines, in input order.
+func (o *outbox) pending() (cids, lines []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, c := range o.order {
+		cids, lines = append(cids, c), append(lines, o.content[c])
+	}
+	return cids, lines
+}
+
+// result waits up to d for every line's answer and returns the first
+// refusal (as the server answered it), or an error naming the lines left
+// unanswered.
+func (o *outbox) result(d time.Duration) error {
+	for end := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		cids, _ := o.pending()
+		o.mu.Lock()
+		joining := o.joining
+		o.mu.Unlock()
+		if (len(cids) == 0 && !joining) || time.Now().After(end) {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			switch {
+			case o.first != nil && o.failed > 1:
+				return &apiError{Code: o.first.Code, Message: fmt.Sprintf("%s (%d refusals in all)", o.first.Message, o.failed)}
+			case o.first != nil:
+				return o.first
+			case len(cids) > 0:
+				return fmt.Errorf("%d lines not acknowledged within %v", len(cids), d)
+			case joining:
+				return fmt.Errorf("the join was not answered within %v", d)
+			}
+			return nil
+		}
+	}
+}
+
 // session runs one connection. Its reader goroutine updates *since and
 // writes to out; session returns only after that goroutine has ended, so
 // the caller may read *since (for the next join) and out.
-func session(ctx context.Context, ws *websocket.Conn, room string, since *string, lines <-chan string, out io.Writer) (done bool, err error) {
+func session(ctx context.Context, ws *websocket.Conn, room string, since *string, ob *outbox, lines <-chan string, out io.Writer) (done bool, err error) {
 	readerDone := make(chan struct{})
 	defer func() {
 		ws.Close() // ends the reader's ReadJSON
@@ -337,9 +425,18 @@ func session(ctx context.Context, ws *websocket.Conn, room string, since *string
 	if *since != "" {
 		join["since"] = *since
 	}
+	ob.setJoining(true)
 	if err := ws.WriteJSON(join); err != nil {
 		close(readerDone)
 		return false, err
+	}
+	// Lines the last connection did not get answered, again.
+	cids, pend := ob.pending()
+	for i := range cids {
+		if err := ws.WriteJSON(map[string]string{"type": "chat", "room": room, "content": pend[i], "client_id": cids[i]}); err != nil {
+			close(readerDone)
+			return false, err
+		}
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -368,11 +465,15 @@ func session(ctx context.Context, ws *websocket.Conn, room string, since *string
 			case "welcome":
 				fmt.Fprintf(out, "* connected as %s\n", str("username"))
 			case "joined":
+				ob.setJoining(false)
 				if ev["recovered"] == false {
 					fmt.Fprintln(out, "* some messages may be missing: the log no longer holds them")
 				}
+			case "ack":
+				ob.answered(str("client_id"), nil)
 			case "error":
 				fmt.Fprintf(out, "* error %s: %s\n", str("code"), str("message"))
+				ob.answered(str("client_id"), &apiError{Code: str("code"), Message: str("message")})
 			}
 		}
 	}()
@@ -389,16 +490,21 @@ func session(ctx context.Context, ws *websocket.Conn, room string, since *string
 			return false, err
 		case l, ok := <-lines:
 			if !ok {
-				time.Sleep(500 * time.Millisecond) // let the last acks and echoes arrive
-				return true, nil
+				// The input ended: wait for the answers (and the echoes
+				// just behind them); the first refusal is the result.
+				err := ob.result(10 * time.Second)
+				time.Sleep(200 * time.Millisecond)
+				return true, err
 			}
 			if strings.TrimSpace(l) == "" {
 				continue
 			}
 			b := make([]byte, 8)
 			rand.Read(b)
-			if err := ws.WriteJSON(map[string]string{"type": "chat", "room": room, "content": l, "client_id": hex.EncodeToString(b)}); err != nil {
-				return false, err
+			cid := hex.EncodeToString(b)
+			ob.add(cid, l)
+			if err := ws.WriteJSON(map[string]string{"type": "chat", "room": room, "content": l, "client_id": cid}); err != nil {
+				return false, err // sent again on the next connection
 			}
 		}
 	}
