@@ -199,26 +199,44 @@ func (v *Verifier) VerifyRequest(r *http.Request) (Identity, error) {
 // ErrExpired is VerifyAPIRequest's answer to a token past its exp.
 var ErrExpired = errors.New("token has expired")
 
-// VerifyAPIRequest is VerifyRequest for an HTTP API request: a token past
+// ErrQueryToken answers an HTTP API request that carries its token only in
+// the query string: proxies log URLs, so the APIs take the header alone.
+var ErrQueryToken = errors.New("the HTTP APIs take the token in an Authorization: Bearer header (the token query parameter is for /ws only)")
+
+// VerifyAPIRequest is VerifyRequest for an HTTP API request, which takes
+// its token from the Authorization header only (see ErrQueryToken): a token past
 // its exp is refused, without the clock leeway. (The WebSocket handshake
 // keeps the leeway only to close such a connection with 1008 rather than
 // refuse it; an API request acts at once, so nothing is changed after exp.)
 func (v *Verifier) VerifyAPIRequest(r *http.Request) (Identity, error) {
-	id, err := v.VerifyRequest(r)
+	tok := BearerToken(r)
+	if tok == "" && r.URL.Query().Has("token") {
+		return Identity{}, ErrQueryToken
+	}
+	id, err := v.Verify(tok)
 	if err == nil && !id.Expires.IsZero() && !time.Now().Before(id.Expires) {
 		return Identity{}, ErrExpired
 	}
 	return id, err
 }
 
-// TokenFromRequest returns the token of a request, looked up in this order:
-// "Authorization: Bearer <jwt>", the "token" query parameter, and a
-// "bearer.<jwt>" entry of Sec-WebSocket-Protocol.
-func TokenFromRequest(r *http.Request) string {
+// BearerToken returns the token of a request's "Authorization: Bearer"
+// header, or "".
+func BearerToken(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); h != "" {
 		if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "bearer") {
 			return strings.TrimSpace(tok)
 		}
+	}
+	return ""
+}
+
+// TokenFromRequest returns the token of a request, looked up in this order:
+// "Authorization: Bearer <jwt>", the "token" query parameter, and a
+// "bearer.<jwt>" entry of Sec-WebSocket-Protocol.
+func TokenFromRequest(r *http.Request) string {
+	if t := BearerToken(r); t != "" {
+		return t
 	}
 	if t := r.URL.Query().Get("token"); t != "" {
 		return t

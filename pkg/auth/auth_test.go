@@ -190,3 +190,29 @@ func TestAPIRequestsGetNoLeeway(t *testing.T) {
 		t.Fatalf("valid API request: %v %v", id, err)
 	}
 }
+
+// The HTTP APIs take the token from the Authorization header only: a
+// token in the query string (which proxies log) is refused with a reason,
+// while /ws (VerifyRequest) still takes it there.
+func TestAPIRequestsTakeTheHeaderOnly(t *testing.T) {
+	const secret = "0123456789abcdef0123"
+	v, err := NewVerifier(Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := NewHS256Minter(secret, "").Mint("alice", false, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/v1/unread?token="+tok, nil)
+	if _, err := v.VerifyAPIRequest(r); !errors.Is(err, ErrQueryToken) {
+		t.Fatalf("API request with ?token=: %v, want ErrQueryToken", err)
+	}
+	if id, err := v.VerifyRequest(r); err != nil || id.Username != "alice" {
+		t.Fatalf("handshake with ?token=: %v %v, want alice", id, err)
+	}
+	r.Header.Set("Authorization", "Bearer "+tok)
+	if id, err := v.VerifyAPIRequest(r); err != nil || id.Username != "alice" {
+		t.Fatalf("API request with the header (and ?token=): %v %v", id, err)
+	}
+}

@@ -48,8 +48,7 @@ func badRequest(code, format string, args ...any) *apiError {
 }
 
 var (
-	errUnauthorized = &apiError{status: http.StatusUnauthorized, code: "unauthorized", message: "missing or invalid token"}
-	errStarting     = &apiError{status: http.StatusServiceUnavailable, code: "unavailable", message: "history is starting: the database is not connected yet"}
+	errStarting = &apiError{status: http.StatusServiceUnavailable, code: "unavailable", message: "history is starting: the database is not connected yet"}
 	// errNotFound is the one answer for what does not exist and for what
 	// the caller may not see: the two are indistinguishable.
 	errNotFound  = &apiError{status: http.StatusNotFound, code: "not_found", message: "not found"}
@@ -104,7 +103,7 @@ func (h *History) handleWith(route string, timeout time.Duration, fn handlerFunc
 		db := h.api.Load()
 		switch {
 		case err != nil:
-			err = errUnauthorized
+			err = &apiError{status: http.StatusUnauthorized, code: "unauthorized", message: err.Error()}
 		case db == nil:
 			err = errStarting
 		default:

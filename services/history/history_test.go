@@ -98,6 +98,7 @@ func TestAPIErrors(t *testing.T) {
 		code             string
 	}{
 		{"no token", "", "/v1/rooms/general/messages", nil, 401, "unauthorized"},
+		{"token in the query string", "", "/v1/rooms/general/messages", []string{"token", "x.y.z"}, 401, "unauthorized"},
 		{"limit zero", "a", "/v1/rooms/general/messages", []string{"limit", "0"}, 400, "invalid_limit"},
 		{"limit too big", "a", "/v1/rooms/general/messages", []string{"limit", "201"}, 400, "invalid_limit"},
 		{"limit not a number", "a", "/v1/rooms/general/messages", []string{"limit", "ten"}, 400, "invalid_limit"},

@@ -371,7 +371,7 @@ func (r *Router) authed(h func(http.ResponseWriter, *http.Request, auth.Identity
 		id, err := r.verify.VerifyAPIRequest(req)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="chat"`)
-			httpError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid token")
+			httpError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 			return
 		}
 		if !r.caughtUp.Load() {
