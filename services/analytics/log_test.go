@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -284,5 +286,76 @@ func TestRerunReplacesDays(t *testing.T) {
 	}
 	if n := q("SELECT users FROM analytics_dau WHERE date = '2026-11-01'"); n != 1 {
 		t.Fatalf("users on 2026-11-01 after the re-run = %d, want 1", n)
+	}
+}
+
+// Compose's PostgreSQL init script creates chat_reports (Grafana's
+// datasource role), and the analytics migration lets it read the analytics
+// tables and nothing else: not write them, not read history's messages.
+func TestReportsRoleReadsOnlyTheReports(t *testing.T) {
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/psql")
+		if len(m) == 0 {
+			t.Skip("psql not found")
+		}
+		psql = m[len(m)-1]
+	}
+	db := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_reports')").Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if exists { // roles are the cluster's
+		t.Skip("role chat_reports exists already on this server (TEST_DATABASE_URL?)")
+	}
+	cfg := conn.Config()
+	path, err := filepath.Abs(filepath.Join("..", "..", "deploy", "compose", "postgres-init", "10-reports-role.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := exec.Command("sh", path)
+	script.Dir = t.TempDir()
+	script.Env = []string{"PATH=" + filepath.Dir(psql) + ":/usr/bin:/bin", "PGHOST=" + cfg.Host, "PGPORT=" + strconv.Itoa(int(cfg.Port)),
+		"PGPASSWORD=" + cfg.Password, "POSTGRES_USER=" + cfg.User, "POSTGRES_DB=" + cfg.Database, "CHAT_POSTGRES_REPORTS_PASSWORD=s3cret-reports"}
+	if out, err := script.CombinedOutput(); err != nil {
+		t.Fatalf("init script: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), db)
+		if err == nil {
+			c.Exec(context.Background(), "DROP OWNED BY chat_reports")
+			c.Exec(context.Background(), "DROP ROLE chat_reports")
+			c.Close(context.Background())
+		}
+	})
+	if _, err := conn.Exec(ctx, "CREATE TABLE messages (id int)"); err != nil { // history's, in the same database
+		t.Fatal(err)
+	}
+	if _, err := Run(ctx, Config{DatabaseURL: db, From: "2026-11-01", To: "2026-11-02", Input: "-"}, strings.NewReader(handMade), nil); err != nil {
+		t.Fatal(err)
+	}
+	// Logged in as the role, with the script's password.
+	rcfg := cfg.Copy()
+	rcfg.User, rcfg.Password = "chat_reports", "s3cret-reports"
+	rc, err := pgx.ConnectConfig(ctx, rcfg)
+	if err != nil {
+		t.Fatalf("log in as chat_reports: %v", err)
+	}
+	defer rc.Close(ctx)
+	var users int
+	if err := rc.QueryRow(ctx, "SELECT users FROM analytics_dau WHERE date = '2026-11-01'").Scan(&users); err != nil || users != 3 {
+		t.Fatalf("chat_reports reads analytics_dau: %d, %v; want 3", users, err)
+	}
+	for _, sql := range []string{"SELECT count(*) FROM messages", "DELETE FROM analytics_words", "INSERT INTO analytics_dau (date, users) VALUES ('2020-01-01', 1)", "DROP TABLE analytics_dau"} {
+		if _, err := rc.Exec(ctx, sql); err == nil || !strings.Contains(err.Error(), "42501") && !strings.Contains(err.Error(), "must be owner") {
+			t.Errorf("chat_reports: %s: %v, want permission denied", sql, err)
+		}
 	}
 }
