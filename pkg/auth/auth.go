@@ -178,8 +178,15 @@ func strictClaims(token string) error {
 		if err != nil {
 			return fmt.Errorf("claims: %v", err)
 		}
-		if name := tok.String(); chatevent.CaseVariant(name, claimNames) != "" {
+		name := tok.String()
+		if chatevent.CaseVariant(name, claimNames) != "" {
 			return fmt.Errorf("claim %q: names are case-sensitive, want %q", name, chatevent.CaseVariant(name, claimNames))
+		}
+		switch name {
+		case "exp", "nbf", "iat": // a NumericDate is a JSON number (RFC 7519), not a string holding one
+			if dec.PeekKind() != '0' {
+				return fmt.Errorf("claim %q must be a number of seconds since the epoch", name)
+			}
 		}
 		if err := dec.SkipValue(); err != nil {
 			return fmt.Errorf("claims (a claim given twice?): %v", err)

@@ -151,6 +151,9 @@ func TestClaimsAreStrict(t *testing.T) {
 		{fmt.Sprintf(`{"sub":"dave","sub":"root","exp":%d}`, exp), false, false},
 		{fmt.Sprintf(`{"SUB":"root","sub":"dave","exp":%d}`, exp), false, false},
 		{fmt.Sprintf(`{"sub":"dave","exp":%d,"EXP":1}`, exp), false, false},
+		{fmt.Sprintf(`{"sub":"dave","exp":"%d"}`, exp), false, false}, // a NumericDate is a number
+		{fmt.Sprintf(`{"sub":"dave","exp":%d,"iat":"%d"}`, exp, exp-60), false, false},
+		{fmt.Sprintf(`{"sub":"dave","exp":%d,"nbf":%d.5}`, exp, exp-7200), true, false},
 	} {
 		id, err := v.Verify(signHS256(tc.payload))
 		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalidToken)) {
