@@ -116,6 +116,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error)
 		WriteBufferPool:   &sync.Pool{},
 		Subprotocols:      []string{auth.Subprotocol},
 		CheckOrigin:       e.checkOrigin,
+		Error:             upgradeError,
 		HandshakeTimeout:  10 * time.Second,
 		EnableCompression: false,
 	}
@@ -305,6 +306,18 @@ func (e *Edge) Routes(mux *http.ServeMux) {
 }
 
 // httpError writes {"error":{"code","message"}}.
+// upgradeError answers a request to /ws that is not a valid WebSocket
+// upgrade, or comes from an origin not allowed, in the APIs' error format:
+// 403 forbidden for the origin, invalid_request otherwise.
+func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+	code := "invalid_request"
+	if status == http.StatusForbidden {
+		code = chatevent.CodeForbidden
+	}
+	w.Header().Set("Sec-WebSocket-Version", "13")
+	httpError(w, status, code, reason.Error())
+}
+
 func httpError(w http.ResponseWriter, status int, code, msg string) {
 	httperr.Write(w, status, code, msg)
 }

@@ -2,6 +2,7 @@ package edge_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -491,7 +492,29 @@ func TestOriginAllowList(t *testing.T) {
 			if resp == nil || resp.StatusCode != tc.want {
 				t.Fatalf("origin %q: response %v, want status %d", tc.origin, resp, tc.want)
 			}
+			if tc.want == http.StatusForbidden {
+				var body struct {
+					Error struct{ Code, Message string }
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error.Code != "forbidden" || body.Error.Message == "" {
+					t.Fatalf("refused origin: body %+v (%v), want a JSON error with code forbidden", body, err)
+				}
+			}
 		})
+	}
+	// A plain GET of /ws (no upgrade) is a JSON error too.
+	req, _ := http.NewRequest("GET", e.URL+"/ws", nil)
+	req.Header = bearer(token(t, "alice", false))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error struct{ Code, Message string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 400 || body.Error.Code != "invalid_request" {
+		t.Fatalf("GET /ws without an upgrade: %d %+v (%v), want 400 invalid_request", resp.StatusCode, body, err)
 	}
 }
 
