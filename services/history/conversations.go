@@ -258,7 +258,7 @@ func (h *History) manage(r *http.Request, id auth.Identity, db *pgxpool.Pool) (a
 		return nil, err
 	}
 	if !chatevent.ValidUsername(body.Username) {
-		return nil, invalidRequest("username %q is not valid", body.Username)
+		return nil, badRequest("invalid_user", "username %q is not valid", body.Username)
 	}
 	ctx := r.Context()
 	if err := h.readableRoom(ctx, db, room, id); err != nil {
@@ -306,7 +306,7 @@ func (h *History) setBlock(blocked bool) handlerFunc {
 	return func(r *http.Request, id auth.Identity, _ *pgxpool.Pool) (any, error) {
 		user := r.PathValue("user")
 		if !chatevent.ValidUsername(user) {
-			return nil, invalidRequest("username %q is not valid", user)
+			return nil, badRequest("invalid_user", "username %q is not valid", user)
 		}
 		if user == id.Username {
 			return nil, invalidRequest("you cannot block yourself")

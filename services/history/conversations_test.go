@@ -251,8 +251,8 @@ func TestManagePermissions(t *testing.T) {
 		{"alice", "remove", "alice", 403, "forbidden"},
 		{"eve", "invite", "eve", 404, "not_found"}, // eve may not even see the room
 		{"bob", "promote", "carol", 404, "not_found"},
-		{"alice", "mute", "no body!", 400, "invalid_request"},
-		{"alice", "ban", "", 400, "invalid_request"},
+		{"alice", "mute", "no body!", 400, "invalid_user"},
+		{"alice", "ban", "", 400, "invalid_user"},
 	} {
 		r := call(t, h.URL, "POST", tc.actor, "/v1/rooms/team/"+tc.action, map[string]string{"username": tc.subject})
 		if r.Status != tc.status || r.code() != tc.code {
