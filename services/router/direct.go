@@ -187,9 +187,6 @@ func (r *Router) route(ctx context.Context) error {
 			}
 			endSpans(spans)
 			commits.add(slices.Clone(batch))
-			for _, m := range batch { // the last of each partition wins
-				r.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(m.HighWaterMark-m.Offset-1, 0)))
-			}
 			clear(out)
 			clear(spans)
 		}

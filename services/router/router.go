@@ -94,6 +94,7 @@ type Router struct {
 
 	// Set by Start, read-only after.
 	started      time.Time
+	directParts  int // partitions of chat.direct
 	firstAtStart []int64 // presence partition starts when Start ran
 	endAtStart   []int64 // presence partition ends when Start ran
 	admin        *kafka.Client
@@ -177,7 +178,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		expired:          f.NewCounter(prometheus.CounterOpts{Name: "chat_router_edges_expired_total", Help: "Edges expired for a missed heartbeat."}),
 		snapshotsWritten: f.NewCounter(prometheus.CounterOpts{Name: "chat_router_presence_snapshots_total", Help: "Presence snapshots written."}),
 		healthy:          f.NewGauge(prometheus.GaugeOpts{Name: "chat_router_presence_current", Help: "1 while the router reads chat.presence without trouble (edges can be expired), else 0."}),
-		lag: f.NewGaugeVec(prometheus.GaugeOpts{Name: "chat_router_consumer_lag_records", Help: "Private messages between the last one routed and the partition's end, per partition this instance read.",
+		lag: f.NewGaugeVec(prometheus.GaugeOpts{Name: "chat_router_consumer_lag_records", Help: "Records of chat.direct between the group's committed offset and each partition's end, read from the broker every 5s (every partition, the same from every instance).",
 			ConstLabels: prometheus.Labels{"group": cfg.GroupID}}, []string{"topic", "partition"}),
 	}
 	if reg != nil {
@@ -240,6 +241,7 @@ func (r *Router) Start(ctx context.Context) (err error) {
 		}
 	}
 	r.remaining.Store(int64(n))
+	r.directParts = counts[k.DirectTopic]
 	start, err := r.initGroupOffsets(ctx, counts[k.DirectTopic])
 	if err != nil {
 		r.log.Warn("could not initialize the group's offsets: partitions without a committed offset start at their end", "err", err)
@@ -289,6 +291,7 @@ func (r *Router) Run(ctx context.Context) error {
 	g.Go(func() error { return r.forgetLoop(ctx) })
 	g.Go(func() error { return r.route(ctx) })
 	g.Go(func() error { return r.lateLoop(ctx) })
+	g.Go(func() error { r.lagLoop(ctx); return nil })
 	return g.Wait()
 }
 
@@ -389,4 +392,44 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 func httpError(w http.ResponseWriter, status int, code, msg string) {
 	httperr.Write(w, status, code, msg)
+}
+
+// lagInterval is how often lagLoop reads the group's lag.
+const lagInterval = 5 * time.Second
+
+// lagLoop exports the group's lag read from the broker (committed offsets
+// against partition ends, kafkaio.GroupLag), every partition of
+// chat.direct: it grows while routing is stalled, and no instance exports
+// a partition it no longer reads at a stale value. After three failed
+// reads it exports none until the broker answers.
+func (r *Router) lagLoop(ctx context.Context) {
+	t := time.NewTicker(lagInterval)
+	defer t.Stop()
+	topics := map[string]int{r.cfg.Kafka.DirectTopic: r.directParts}
+	failures := 0
+	for {
+		qctx, cancel := context.WithTimeout(ctx, lagInterval)
+		lag, err := r.cfg.Kafka.GroupLag(qctx, r.cfg.GroupID, topics)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() != nil:
+		case err != nil:
+			if failures++; failures == 3 {
+				r.log.Warn("cannot read the group's lag from the broker; not exporting it until it answers", "err", err)
+				r.lag.Reset()
+			}
+		default:
+			failures = 0
+			for topic, ps := range lag {
+				for p, n := range ps {
+					r.lag.WithLabelValues(topic, strconv.Itoa(p)).Set(float64(n))
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
