@@ -43,3 +43,30 @@ func TestLogsCarryTraceIDs(t *testing.T) {
 		t.Fatalf("without span: %v", without)
 	}
 }
+
+// The service is named chat-<target> unless OTEL_SERVICE_NAME says
+// otherwise.
+func TestTracingResourceHonoursTheEnvironment(t *testing.T) {
+	name := func() string {
+		t.Helper()
+		res, err := tracingResource(context.Background(), "chat-edge")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range res.Attributes() {
+			if kv.Key == "service.name" {
+				return kv.Value.AsString()
+			}
+		}
+		return ""
+	}
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "")
+	if got := name(); got != "chat-edge" {
+		t.Fatalf("service.name = %q, want chat-edge", got)
+	}
+	t.Setenv("OTEL_SERVICE_NAME", "edge-eu-1")
+	if got := name(); got != "edge-eu-1" {
+		t.Fatalf("with OTEL_SERVICE_NAME: service.name = %q, want edge-eu-1", got)
+	}
+}

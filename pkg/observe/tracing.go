@@ -29,11 +29,18 @@ func InitTracing(ctx context.Context, service string, log *slog.Logger) (func(co
 	if err != nil {
 		return nil, err
 	}
-	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(service)))
+	res, err := tracingResource(ctx, service)
 	if err != nil {
 		return nil, err
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
 	return tp.Shutdown, nil
+}
+
+// tracingResource names the service (chat-<target>) unless the environment
+// does: OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win, as the
+// OpenTelemetry specification says they should.
+func tracingResource(ctx context.Context, service string) (*resource.Resource, error) {
+	return resource.New(ctx, resource.WithTelemetrySDK(), resource.WithAttributes(semconv.ServiceName(service)), resource.WithFromEnv())
 }

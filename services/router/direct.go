@@ -229,7 +229,7 @@ func endSpans(spans []trace.Span) {
 // decode and other types are skipped. Blocks are not checked here: the edge
 // refuses a blocked user's message before appending it, and a block made
 // after that does not unsend it. It returns the spans it started (one per
-// routed event) for the caller to end.
+// routed event that carries a sampled trace context) for the caller to end.
 func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]kafka.Message, []trace.Span) {
 	var out []kafka.Message
 	var spans []trace.Span
@@ -242,23 +242,30 @@ func (r *Router) deliveriesFor(ctx context.Context, batch []kafka.Message) ([]ka
 		if len(users) == 0 {
 			continue
 		}
-		// Continue the sender's trace: this span's context travels on
-		// in the delivery records' headers.
-		mctx := otel.GetTextMapPropagator().Extract(ctx, kafkaio.HeaderCarrier{Headers: &m.Headers})
-		mctx, span := tracer.Start(mctx, "route "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
-			trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID),
-				attribute.String("chat.event_type", ev.Type)))
-		spans = append(spans, span)
+		// Continue the sender's trace, when it has a sampled one: this
+		// span's context travels on in the delivery records' headers. A
+		// record without one starts no trace here either.
 		headers := []kafka.Header{{Key: chatevent.HeaderSchema, Value: []byte(strconv.Itoa(chatevent.SchemaVersion))}}
-		otel.GetTextMapPropagator().Inject(mctx, kafkaio.HeaderCarrier{Headers: &headers})
+		mctx, span := ctx, trace.Span(nil)
+		if pctx, ok := kafkaio.SampledTraceContext(&m); ok {
+			mctx, span = tracer.Start(pctx, "route "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
+				trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("chat.event_id", ev.ID),
+					attribute.String("chat.event_type", ev.Type)))
+			spans = append(spans, span)
+			otel.GetTextMapPropagator().Inject(mctx, kafkaio.HeaderCarrier{Headers: &headers})
+		}
 		b, err := chatevent.EncodeDelivery(ev, chatevent.Pos{Partition: m.Partition, Offset: m.Offset})
 		if err != nil { // a decoded event always encodes; skip rather than send garbage
 			r.log.ErrorContext(mctx, "encode delivery", "event_id", ev.ID, "err", err)
-			span.RecordError(err)
+			if span != nil {
+				span.RecordError(err)
+			}
 			continue
 		}
 		edges := r.late.target(time.Now(), users, b, headers, r.t.edgesOf)
-		span.SetAttributes(attribute.Int("chat.edges", len(edges)))
+		if span != nil {
+			span.SetAttributes(attribute.Int("chat.edges", len(edges)))
+		}
 		for _, edge := range edges {
 			out = append(out, kafka.Message{Key: []byte(edge), Value: b, Headers: headers})
 		}

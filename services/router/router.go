@@ -94,7 +94,7 @@ type Router struct {
 
 	// Set by Start, read-only after.
 	started      time.Time
-	directParts  int // partitions of chat.direct
+	directParts  int     // partitions of chat.direct
 	firstAtStart []int64 // presence partition starts when Start ran
 	endAtStart   []int64 // presence partition ends when Start ran
 	admin        *kafka.Client
